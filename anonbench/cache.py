@@ -1,0 +1,91 @@
+"""Content-addressed cache: sha256 of the input bytes + component name + version.
+
+Entries are .npz files written atomically (temporary file in the same folder, then
+os.replace), so an interrupted run never leaves a half-written entry behind, and several
+worker processes can fill the same cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("ANONBENCH_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "anonbench"
+
+
+def array_digest(a: np.ndarray) -> str:
+    """sha256 of an array's shape, dtype and bytes: the content address of an image."""
+    h = hashlib.sha256()
+    h.update(f"{a.shape}|{a.dtype.str}|".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Cache:
+    """Stores dicts of arrays under (component, version, content digest)."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, enabled: bool = True) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.enabled = enabled
+
+    def _path(self, component: str, version: str, digest: str) -> Path:
+        key = hashlib.sha256(f"{component}|{version}|{digest}".encode()).hexdigest()
+        return self.root / component / key[:2] / f"{key}.npz"
+
+    def get(self, component: str, version: str, digest: str) -> dict[str, np.ndarray] | None:
+        if not self.enabled:
+            return None
+        p = self._path(component, version, digest)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+            return None  # a damaged entry is recomputed and overwritten
+
+    def put(self, component: str, version: str, digest: str, arrays: dict[str, np.ndarray]) -> None:
+        if not self.enabled:
+            return
+        p = self._path(component, version, digest)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Writes a text file so readers see the old or the new content, never half of it."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

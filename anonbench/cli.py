@@ -1,0 +1,111 @@
+"""Command line: anonbench ls | run. `main(argv)` returns the exit code (callable from tests).
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from anonbench.errors import AnonbenchError
+
+
+def _parse_checkpoints(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for it in items:
+        name, sep, path = it.partition("=")
+        if not sep or not name or not path:
+            raise AnonbenchError(f"--checkpoint expects METHOD=PATH, got {it!r}")
+        out[name] = path
+    return out
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from anonbench import registry
+
+    kinds = {
+        "methods": registry.METHODS, "protocols": registry.PROTOCOLS,
+        "detectors": registry.DETECTORS, "landmarkers": registry.LANDMARKERS,
+        "embedders": registry.EMBEDDERS,
+    }
+    if args.kind:
+        if args.kind not in kinds:
+            raise AnonbenchError(f"unknown kind {args.kind!r} (one of: {', '.join(kinds)})")
+        kinds = {args.kind: kinds[args.kind]}
+    for kind, reg in kinds.items():
+        print(f"{kind}:")
+        entries = list(reg.describe())
+        width = max((len(n) for n, _ in entries), default=0)
+        for name, desc in entries:
+            print(f"  {name:<{width}}  {desc}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from anonbench.runner import RunConfig, run
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    cfg = RunConfig(
+        methods=methods, protocol=args.protocol, data_root=args.data_root, out=args.out,
+        embedder=args.embedder, workers=args.workers, seed=args.seed, folds=args.folds,
+        cache_dir=args.cache_dir, checkpoints=_parse_checkpoints(args.checkpoint),
+        options={"quiet": args.quiet, **({"pairs": args.pairs} if args.pairs else {})},
+    )
+    if args.no_cache:
+        import tempfile
+
+        cfg.cache_dir = tempfile.mkdtemp(prefix="anonbench-nocache-")
+    run(cfg)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from anonbench import __version__
+
+    p = argparse.ArgumentParser(prog="anonbench", description="Benchmark face anonymizers.")
+    p.add_argument("--version", action="version", version=f"anonbench {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("ls", help="list registered methods, protocols, detectors, embedders")
+    ls.add_argument("kind", nargs="?", help="methods | protocols | detectors | landmarkers | embedders")
+    ls.set_defaults(func=_cmd_ls)
+
+    r = sub.add_parser("run", help="run methods through a protocol")
+    r.add_argument("--methods", required=True, help="comma-separated method names (anonbench ls)")
+    r.add_argument("--protocol", required=True, help="protocol name, e.g. lfw")
+    r.add_argument("--data-root", help="dataset folder; omitted: the embedded sample (lfw-sample)")
+    r.add_argument("--out", help="output folder (default runs/<protocol>-<data>)")
+    r.add_argument("--embedder", default="dlib-resnet", help="recognizer used as the attacker")
+    r.add_argument("--workers", type=int, default=None, help="worker processes (default min(2, cores))")
+    r.add_argument("--folds", type=int, help="use only the first K folds (quick checks)")
+    r.add_argument("--pairs", help="LFW pairs file name in the data root (default pairs.txt)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--checkpoint", action="append", default=[], metavar="METHOD=PATH")
+    r.add_argument("--cache-dir", help="cache folder (default $ANONBENCH_CACHE or ~/.cache/anonbench)")
+    r.add_argument("--no-cache", action="store_true", help="use a fresh temporary cache")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "workers", 1) is None:
+        from anonbench.runner import default_workers
+
+        args.workers = default_workers()
+    try:
+        return int(args.func(args) or 0)
+    except AnonbenchError as e:
+        print(f"anonbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("anonbench: interrupted", file=sys.stderr)
+        return 130
+
+
+def console_main() -> None:
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: LFW (+ pairs), CelebA aligned (+ identities), identity folders, the embedded sample."""

@@ -1,0 +1,1 @@
+"""Face analysis: detectors, landmarks, masks, identity embedders."""

@@ -1,0 +1,35 @@
+"""The CIAGAN face mask and box helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+
+def ciagan_mask_polygon(landmarks: np.ndarray) -> np.ndarray:
+    """Polygon of the CIAGAN face mask for 68 landmarks: (x0, y19) -> jaw points 0..16 ->
+    (x16, y24). It covers the face below the eyebrows; the forehead stays original, as in the
+    official CIAGAN preprocessing."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    top_left = (lm[0, 0], lm[19, 1])
+    top_right = (lm[16, 0], lm[24, 1])
+    return np.vstack([top_left, lm[0:17], top_right])
+
+
+def ciagan_mask(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """H x W float32 mask, 1 inside the CIAGAN face polygon."""
+    import cv2
+
+    m = np.zeros((height, width), np.uint8)
+    poly = np.round(ciagan_mask_polygon(landmarks)).astype(np.int32)
+    cv2.fillPoly(m, [poly], 1)
+    return m.astype(np.float32)
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

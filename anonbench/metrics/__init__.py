@@ -1,0 +1,1 @@
+"""Metrics: verification (TAR@FAR, accuracy, k-fold), later retrieval, FID, detection rate."""

@@ -1,0 +1,128 @@
+"""Runs methods x one protocol, writes results.csv, run.json and per-item scores."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anonbench
+from anonbench.api import RunContext
+from anonbench.cache import atomic_write_text, default_cache_dir
+from anonbench.errors import AnonbenchError
+from anonbench.provenance import git_sha, now, versions
+from anonbench.registry import EMBEDDERS, METHODS, PROTOCOLS
+
+
+@dataclass
+class RunConfig:
+    methods: list[str]
+    protocol: str
+    data_root: str | None = None
+    out: str | None = None
+    embedder: str = "dlib-resnet"
+    workers: int = 1
+    seed: int = 0
+    folds: int | None = None
+    cache_dir: str | None = None
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _dataset_tag(cfg: RunConfig) -> str:
+    return "sample" if cfg.data_root is None else Path(cfg.data_root).name
+
+
+def run(cfg: RunConfig) -> Path:
+    """Runs every method through the protocol; returns the output folder."""
+    import pandas as pd
+
+    from anonbench.results import make_row, merge_and_write
+
+    if not cfg.methods:
+        raise AnonbenchError("no methods given")
+    proto = PROTOCOLS.create(cfg.protocol)
+    EMBEDDERS.entry(cfg.embedder)  # a typo fails now, not after the first method
+    for m in cfg.methods:
+        METHODS.entry(m)
+    unknown_ckpt = set(cfg.checkpoints) - set(cfg.methods)
+    if unknown_ckpt:
+        raise AnonbenchError(f"--checkpoint given for methods not in --methods: {sorted(unknown_ckpt)}")
+    if cfg.data_root is not None and not Path(cfg.data_root).is_dir():
+        raise AnonbenchError(f"data root not found: {cfg.data_root}")
+    if cfg.folds is not None and cfg.folds < 1:
+        raise AnonbenchError("--folds must be >= 1")
+    out = Path(cfg.out or f"runs/{cfg.protocol}-{_dataset_tag(cfg)}")
+    out.mkdir(parents=True, exist_ok=True)
+    cache_dir = str(cfg.cache_dir or default_cache_dir())
+    ctx = RunContext(data_root=cfg.data_root, out_dir=str(out), cache_dir=cache_dir,
+                     embedder=cfg.embedder, seed=cfg.seed, workers=cfg.workers,
+                     limit_folds=cfg.folds, options=dict(cfg.options))
+    info: dict[str, Any] = {
+        "anonbench_version": anonbench.__version__, "git_sha": git_sha(), "versions": versions(),
+        "started_at": now(), "config": {**cfg.__dict__, "cache_dir": cache_dir},
+        "protocol": {"name": proto.name, "version": proto.version,
+                     "metrics": [m.__dict__ for m in proto.metrics]},
+        "methods": {}, "timings_s": {},
+    }
+    all_rows: list[dict[str, Any]] = []
+    t_run = time.perf_counter()
+    for name in cfg.methods:
+        kwargs = {"checkpoint": cfg.checkpoints[name]} if name in cfg.checkpoints else {}
+        method = METHODS.create(name, **kwargs)
+        method.name = name
+        t0 = time.perf_counter()
+        rows = proto.run(method, ctx)
+        info["timings_s"][name] = round(time.perf_counter() - t0, 2)
+        info["methods"][name] = {"class": f"{type(method).__module__}.{type(method).__qualname__}",
+                                 "config": method.config(), "meta": method.meta.__dict__}
+        stamp = now()
+        for r in rows:
+            all_rows.append(make_row(
+                method=name, protocol=proto.name, protocol_version=proto.version,
+                seed=cfg.seed, checkpoint_sha256=method.meta.checkpoint_sha256,
+                anonbench_version=anonbench.__version__, git_sha=git_sha(), created_at=stamp, **r))
+        # written after every method: an interrupted run keeps what it finished
+        merge_and_write(out / "results.csv", all_rows)
+    info["timings_s"]["total"] = round(time.perf_counter() - t_run, 2)
+    info["finished_at"] = now()
+    atomic_write_text(out / "run.json", json.dumps(info, indent=2, default=str))
+    df = pd.DataFrame(all_rows)
+    print(format_table(df))
+    print(f"results: {out / 'results.csv'}  (run.json, scores/ beside it)")
+    return out
+
+
+def format_table(df) -> str:
+    """Wide display of tidy rows: methods as rows, 'value +- std' per metric."""
+    import math
+
+    if df.empty:
+        return "(no results)"
+
+    def cell(r) -> str:
+        v, s = r["value"], r["std"]
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "n/a"
+        if float(v).is_integer() and (s is None or (isinstance(s, float) and math.isnan(s))):
+            return f"{int(v)}/{int(r['n'])}" if r.get("n") is not None and not (
+                isinstance(r["n"], float) and math.isnan(r["n"])) else f"{int(v)}"
+        txt = f"{float(v):.4f}"
+        if s is not None and not (isinstance(s, float) and math.isnan(s)):
+            txt += f" ± {float(s):.4f}"
+        return txt
+
+    d = df.copy()
+    d["cell"] = d.apply(cell, axis=1)
+    wide = d.pivot_table(index="method", columns="metric", values="cell", aggfunc="first", sort=False)
+    wide = wide.reindex(list(dict.fromkeys(d["method"])))
+    title = ", ".join(sorted({f"{p} v{v} on {ds}" for p, v, ds in
+                              zip(d["protocol"], d["protocol_version"], d["dataset"], strict=True)}))
+    return f"{title}\n{wide.to_string()}"
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))

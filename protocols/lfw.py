@@ -1,0 +1,183 @@
+"""LFW verification with the second image of each pair anonymized (CIAGAN Table 3, after
+Gafni et al.).
+
+Both images are embedded by the chosen recognizer (the attacker); score = cosine similarity of
+L2-normalised embeddings. For each fold, the threshold with FAR <= 0.001 on the other folds'
+mismatched pairs is applied to the held-out fold (TAR@FAR=0.001), and the accuracy-maximising
+threshold likewise (10-fold accuracy). A face the anonymizer misses leaves the image unchanged
+and the pair stays in the metric: a missed face is a leak.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anonbench.api import Anonymizer, MetricSpec, Protocol, RunContext
+from anonbench.cache import Cache, array_digest
+from anonbench.data.lfw import LFW_FACE_BOX, Pair, open_lfw
+from anonbench.registry import register_protocol
+
+FAR = 1e-3
+
+
+@dataclass
+class _Worker:
+    method: Anonymizer | None  # None: embed the image as it is (the reference image)
+    embedder: Any
+    analyzer: Any
+    cache: Cache
+    method_key: str
+
+
+def _build_worker(method: Anonymizer | None, embedder_name: str, cache_dir: str,
+                  method_key: str) -> _Worker:
+    from anonbench.faces.analysis import FaceAnalyzer
+    from anonbench.registry import EMBEDDERS
+
+    cache = Cache(cache_dir)
+    analyzer = FaceAnalyzer(cache=cache) if method is not None else None
+    return _Worker(method, EMBEDDERS.create(embedder_name), analyzer, cache, method_key)
+
+
+def _embed_cached(w: _Worker, image: np.ndarray) -> tuple[np.ndarray, bool]:
+    comp = f"embed-{w.embedder.name}"
+    version = f"{w.embedder.version}/box{LFW_FACE_BOX}"
+    digest = array_digest(image)
+    hit = w.cache.get(comp, version, digest)
+    if hit is not None:
+        return hit["embedding"], bool(hit["fallback"])
+    emb, fb = w.embedder.embed([image], LFW_FACE_BOX)
+    w.cache.put(comp, version, digest, {"embedding": emb[0], "fallback": np.array(fb[0])})
+    return emb[0], bool(fb[0])
+
+
+def _process(w: _Worker, item: tuple[str, str]) -> dict[str, Any]:
+    """Reads one image, anonymizes it (if a method is set) and embeds it."""
+    from anonbench.anonymize import anonymize_image
+    from anonbench.data.images import ImageReadError, read_rgb
+
+    key, path = item
+    try:
+        img = read_rgb(path)
+    except ImageReadError as e:
+        return {"key": key, "error": str(e)}
+    faces = -1
+    if w.method is not None:
+        analysis = w.analyzer(img)
+        faces = len(analysis)
+        img = anonymize_image(w.method, img, analysis, key)
+    emb, fb = _embed_cached(w, img)
+    return {"key": key, "embedding": emb, "fallback": fb, "faces": faces, "error": None}
+
+
+@register_protocol("lfw")
+class LFWVerification(Protocol):
+    """LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy over 10 folds."""
+
+    name = "lfw"
+    version = "1"
+    datasets = ("lfw",)
+    metrics = (
+        MetricSpec("tar_far_1e-3", False, "true accept rate at FAR <= 0.001 (mean over folds); "
+                   "lower = better anonymization"),
+        MetricSpec("accuracy", False, "10-fold verification accuracy; 0.5 = chance"),
+        MetricSpec("faces_missed", None, "anonymized images in which the anonymizer's detector "
+                   "found no face (returned unchanged, kept in the metric)"),
+        MetricSpec("embedder_no_face", None, "anonymized images in which the recognizer found no "
+                   "face and embedded the fixed LFW face box"),
+        MetricSpec("unreadable_images", None, "images that could not be read; their pairs are "
+                   "left out"),
+    )
+
+    def __init__(self, pairs_file: str = "pairs.txt") -> None:
+        self.pairs_file = pairs_file
+        self._reference: dict[str, dict[str, Any]] = {}
+
+    def _embed_all(self, method: Anonymizer | None, items: list[tuple[str, str]],
+                   ctx: RunContext, desc: str, method_key: str) -> dict[str, dict[str, Any]]:
+        from tqdm.auto import tqdm
+
+        from anonbench.parallel import map_items
+
+        builder = functools.partial(_build_worker, method, ctx.embedder, ctx.cache_dir, method_key)
+        results = {}
+        it = map_items(_process, builder, items, workers=ctx.workers)
+        for r in tqdm(it, total=len(items), desc=desc, unit="img", dynamic_ncols=True,
+                      disable=ctx.options.get("quiet", False)):
+            results[r["key"]] = r
+        return results
+
+    def run(self, method: Anonymizer, ctx: RunContext) -> list[dict[str, Any]]:
+        import pandas as pd
+
+        ds = open_lfw(ctx.data_root, ctx.options.get("pairs", self.pairs_file))
+        pairs: list[Pair] = ds.pairs()
+        if ctx.limit_folds is not None:
+            pairs = [p for p in pairs if p.fold < ctx.limit_folds]
+        k1 = {p: f"{p.name1}/{p.num1}" for p in pairs}
+        k2 = {p: f"{p.name2}/{p.num2}" for p in pairs}
+        firsts = sorted({(k1[p], str(ds.image_path(p.name1, p.num1))) for p in pairs})
+        seconds = sorted({(k2[p], str(ds.image_path(p.name2, p.num2))) for p in pairs})
+
+        # reference images: embedded once per protocol instance (and cached on disk)
+        todo = [it for it in firsts if it[0] not in self._reference]
+        if todo:
+            self._reference.update(
+                self._embed_all(None, todo, ctx, f"lfw reference ({ds.label})", "reference"))
+        anon = self._embed_all(method, seconds, ctx, f"lfw {method.name} ({ds.label})", method.name)
+
+        errors = sorted({r["error"] for r in [*self._reference.values(), *anon.values()] if r["error"]})
+        for e in errors:
+            print(f"warning: {e} (its pairs are left out)")
+        rows_scores = []
+        for p in pairs:
+            a, b = self._reference[k1[p]], anon[k2[p]]
+            if a["error"] or b["error"]:
+                continue
+            score = float(np.dot(a["embedding"], b["embedding"]))
+            rows_scores.append((p.fold, p.index, p.label, score))
+        scores = pd.DataFrame(rows_scores, columns=["fold", "pair", "label", "score"])
+        sdir = Path(ctx.out_dir) / "scores" / "lfw"
+        sdir.mkdir(parents=True, exist_ok=True)
+        scores.to_csv(sdir / f"{method.name}.csv", index=False, float_format="%.6f")
+
+        from anonbench.metrics.verification import kfold_verification
+
+        ok = [r for r in anon.values() if not r["error"]]
+        missed = sum(r["faces"] == 0 for r in ok)
+        no_face = sum(bool(r["fallback"]) for r in ok)
+        n_folds = int(scores["fold"].nunique()) if len(scores) else 0
+        note = ""
+        rows: list[dict[str, Any]] = []
+        base = {"dataset": ds.label, "split": "view2" if "pairs.txt" in ds.pairs_file.name else
+                ds.pairs_file.stem, "evaluator": ctx.embedder}
+        if n_folds:
+            res = kfold_verification(scores["score"].to_numpy(), scores["label"].to_numpy(),
+                                     scores["fold"].to_numpy(), far=FAR)
+            if res.in_sample:
+                note = "single fold: thresholds chosen in-sample (optimistic)"
+                print(f"note: {method.name}: {note}")
+            tm, ts = res.tar_mean_std()
+            am, as_ = res.accuracy_mean_std()
+            rows += [
+                {**base, "metric": "tar_far_1e-3", "value": tm, "std": ts, "n": len(scores),
+                 "note": note or f"{n_folds} folds"},
+                {**base, "metric": "accuracy", "value": am, "std": as_, "n": len(scores),
+                 "note": note or f"{n_folds} folds"},
+            ]
+        else:
+            rows.append({**base, "metric": "tar_far_1e-3", "value": math.nan, "n": 0,
+                         "note": "no readable pairs"})
+        rows += [
+            {**base, "metric": "faces_missed", "value": missed, "n": len(ok)},
+            {**base, "metric": "embedder_no_face", "value": no_face, "n": len(ok)},
+            {**base, "metric": "unreadable_images", "value": len(errors),
+             "n": len(firsts) + len(seconds)},
+        ]
+        return rows

@@ -1,0 +1,1 @@
+"""Reports (installed as anonbench.reports): they read result files, never compute metrics."""
