@@ -1,0 +1,94 @@
+"""One test over every registered method: shape kept, no NaN, outside-mask pixels untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anonbench.anonymize import anonymize_image
+from anonbench.api import FaceBatch
+from anonbench.data.images import read_rgb
+from anonbench.data.lfw import sample_root
+from anonbench.faces.analysis import FaceAnalysis
+from anonbench.faces.mask import ciagan_mask
+from anonbench.registry import METHODS
+
+
+def _batch() -> FaceBatch:
+    imgs = [read_rgb(p) for p in sorted((sample_root() / "images").glob("*/*.jpg"))[:3]]
+    rng = np.random.default_rng(0)
+    lms, masks = [], []
+    for _ in imgs:
+        # a plausible face outline around the centre, jittered per image
+        t = np.linspace(np.pi, 2 * np.pi, 17)
+        jaw = np.stack([125 + 55 * np.cos(t), 110 - 70 * np.sin(t)], 1)
+        lm = np.zeros((68, 2), np.float32)
+        lm[:17] = jaw + rng.normal(0, 2, jaw.shape)
+        lm[17:27] = np.stack([np.linspace(75, 175, 10), np.full(10, 95.0)], 1)
+        lms.append(lm)
+        masks.append(ciagan_mask(lm, 250, 250))
+    return FaceBatch(
+        images=torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255,
+        landmarks=torch.from_numpy(np.stack(lms)),
+        masks=torch.from_numpy(np.stack(masks)).unsqueeze(1),
+        boxes=torch.tensor([[70.0, 90.0, 180.0, 190.0]] * len(imgs)),
+        keys=[f"k{i}" for i in range(len(imgs))],
+    )
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_keeps_outside_mask_pixels(name):
+    batch = _batch()
+    out = METHODS.create(name).anonymize(batch)
+    assert out.shape == batch.images.shape
+    assert not torch.isnan(out).any()
+    assert out.min() >= 0 and out.max() <= 1
+    outside = batch.masks.expand_as(out) == 0
+    assert torch.equal(out[outside], batch.images[outside])
+    inside = ~outside
+    if name != "original":  # every real anonymizer changes the face
+        assert (out[inside] - batch.images[inside]).abs().mean() > 0.01
+
+
+def test_nan_from_a_generator_cannot_leak_outside_the_mask():
+    from anonbench.api import Anonymizer
+
+    class Broken(Anonymizer):
+        def _generate(self, batch, *, targets, generator):
+            return torch.full_like(batch.images, float("nan"))
+
+    batch = _batch()
+    out = Broken().anonymize(batch)
+    outside = batch.masks.expand_as(out) == 0
+    assert torch.equal(out[outside], batch.images[outside])
+
+
+def test_pixelate_grid_cells_and_mask_black():
+    batch = _batch()
+    out = METHODS.create("pixelate8").anonymize(batch)[0, 0].numpy()
+    m = batch.masks[0, 0].numpy() > 0
+    ys, xs = np.nonzero(m)
+    region = out[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    inside = m[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    assert len(np.unique(region[inside])) <= 64  # at most an 8x8 grid of colours
+    black = METHODS.create("mask").anonymize(batch)
+    assert float(black[batch.masks.expand_as(black) > 0].abs().max()) == 0.0
+
+
+def test_blur_uses_opencv_default_sigma():
+    import cv2
+
+    batch = _batch()
+    out = METHODS.create("blur9").anonymize(batch)
+    img = batch.images[0].permute(1, 2, 0).numpy()
+    ref = cv2.GaussianBlur(img, (9, 9), 0, borderType=cv2.BORDER_REFLECT_101)
+    m = batch.masks[0, 0].numpy() > 0
+    np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy()[m], ref[m], atol=1e-6)
+
+
+def test_anonymize_image_without_faces_is_unchanged():
+    img = read_rgb(sorted((sample_root() / "images").glob("*/*.jpg"))[0])
+    empty = FaceAnalysis(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                         np.zeros((0, 68, 2), np.float32))
+    assert np.array_equal(anonymize_image(METHODS.create("mask"), img, empty, "k"), img)
