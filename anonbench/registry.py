@@ -55,8 +55,10 @@ class Registry(Generic[T]):
         (variants such as blur17 are registered names that fix parameters)."""
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
-            if isinstance(factory, type) and self.base is not None and not issubclass(
-                factory, self.base
+            if (
+                isinstance(factory, type)
+                and self.base is not None
+                and not issubclass(factory, self.base)
             ):
                 raise TypeError(
                     f"{self.kind} {name!r}: {factory.__name__} is not a {self.base.__name__}"
@@ -64,8 +66,10 @@ class Registry(Generic[T]):
             existing = self._entries.get(name)
             if existing is not None and existing.factory is not None:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
-            desc = description or (existing.description if existing else "") or _first_line(
-                factory.__doc__
+            desc = (
+                description
+                or (existing.description if existing else "")
+                or _first_line(factory.__doc__)
             )
             target = existing.lazy_target if existing else None
             self._entries[name] = Entry(name, desc, factory, target, dict(params))
@@ -87,7 +91,9 @@ class Registry(Generic[T]):
             if ep.name in self._entries:
                 continue  # a plug-in cannot shadow a built-in name
             if ":" in ep.value:
-                self._entries[ep.name] = Entry(ep.name, f"plug-in ({ep.value})", lazy_target=ep.value)
+                self._entries[ep.name] = Entry(
+                    ep.name, f"plug-in ({ep.value})", lazy_target=ep.value
+                )
             else:  # a module whose import registers its entries with the decorator
                 importlib.import_module(ep.value)
 
@@ -126,7 +132,9 @@ class Registry(Generic[T]):
         assert e.factory is not None
         obj = e.factory(**{**e.params, **kwargs})
         if self.base is not None and not isinstance(obj, self.base):
-            raise TypeError(f"{self.kind} {name!r} built a {type(obj).__name__}, not a {self.base.__name__}")
+            raise TypeError(
+                f"{self.kind} {name!r} built a {type(obj).__name__}, not a {self.base.__name__}"
+            )
         if hasattr(obj, "name") and not getattr(obj, "name", ""):
             obj.name = name
         return obj
@@ -166,14 +174,20 @@ def _declare_builtins() -> None:
     ]:
         METHODS.add_lazy(name, target, desc)
     PROTOCOLS.add_lazy(
-        "lfw", "anonbench.protocols.lfw:LFWVerification",
+        "lfw",
+        "anonbench.protocols.lfw:LFWVerification",
         "LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy, 10 folds",
     )
     f = "anonbench.faces.dlib_faces"
-    DETECTORS.add_lazy("dlib-hog", f"{f}:HOGDetector", "dlib HOG + linear SVM frontal face detector")
-    LANDMARKERS.add_lazy("dlib-68", f"{f}:Dlib68Landmarker", "dlib 68-point shape predictor (iBUG 300-W)")
+    DETECTORS.add_lazy(
+        "dlib-hog", f"{f}:HOGDetector", "dlib HOG + linear SVM frontal face detector"
+    )
+    LANDMARKERS.add_lazy(
+        "dlib-68", f"{f}:Dlib68Landmarker", "dlib 68-point shape predictor (iBUG 300-W)"
+    )
     EMBEDDERS.add_lazy(
-        "dlib-resnet", f"{f}:DlibResNetEmbedder",
+        "dlib-resnet",
+        f"{f}:DlibResNetEmbedder",
         "dlib ResNet-29 face descriptor, 128-d, 5-point aligned 150x150 chips",
     )
 

@@ -13,9 +13,24 @@ from typing import Any
 from anonbench.cache import atomic_write_text
 
 COLUMNS = [
-    "method", "protocol", "protocol_version", "dataset", "split", "metric", "value", "std",
-    "ci_low", "ci_high", "n", "evaluator", "seed", "checkpoint_sha256", "anonbench_version",
-    "git_sha", "created_at", "note",
+    "method",
+    "protocol",
+    "protocol_version",
+    "dataset",
+    "split",
+    "metric",
+    "value",
+    "std",
+    "ci_low",
+    "ci_high",
+    "n",
+    "evaluator",
+    "seed",
+    "checkpoint_sha256",
+    "anonbench_version",
+    "git_sha",
+    "created_at",
+    "note",
 ]
 KEY = ["method", "protocol", "dataset", "split", "metric", "evaluator"]
 

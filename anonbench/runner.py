@@ -50,7 +50,9 @@ def run(cfg: RunConfig) -> Path:
         METHODS.entry(m)
     unknown_ckpt = set(cfg.checkpoints) - set(cfg.methods)
     if unknown_ckpt:
-        raise AnonbenchError(f"--checkpoint given for methods not in --methods: {sorted(unknown_ckpt)}")
+        raise AnonbenchError(
+            f"--checkpoint given for methods not in --methods: {sorted(unknown_ckpt)}"
+        )
     if cfg.data_root is not None and not Path(cfg.data_root).is_dir():
         raise AnonbenchError(f"data root not found: {cfg.data_root}")
     if cfg.folds is not None and cfg.folds < 1:
@@ -58,15 +60,29 @@ def run(cfg: RunConfig) -> Path:
     out = Path(cfg.out or f"runs/{cfg.protocol}-{_dataset_tag(cfg)}")
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = str(cfg.cache_dir or default_cache_dir())
-    ctx = RunContext(data_root=cfg.data_root, out_dir=str(out), cache_dir=cache_dir,
-                     embedder=cfg.embedder, seed=cfg.seed, workers=cfg.workers,
-                     limit_folds=cfg.folds, options=dict(cfg.options))
+    ctx = RunContext(
+        data_root=cfg.data_root,
+        out_dir=str(out),
+        cache_dir=cache_dir,
+        embedder=cfg.embedder,
+        seed=cfg.seed,
+        workers=cfg.workers,
+        limit_folds=cfg.folds,
+        options=dict(cfg.options),
+    )
     info: dict[str, Any] = {
-        "anonbench_version": anonbench.__version__, "git_sha": git_sha(), "versions": versions(),
-        "started_at": now(), "config": {**cfg.__dict__, "cache_dir": cache_dir},
-        "protocol": {"name": proto.name, "version": proto.version,
-                     "metrics": [m.__dict__ for m in proto.metrics]},
-        "methods": {}, "timings_s": {},
+        "anonbench_version": anonbench.__version__,
+        "git_sha": git_sha(),
+        "versions": versions(),
+        "started_at": now(),
+        "config": {**cfg.__dict__, "cache_dir": cache_dir},
+        "protocol": {
+            "name": proto.name,
+            "version": proto.version,
+            "metrics": [m.__dict__ for m in proto.metrics],
+        },
+        "methods": {},
+        "timings_s": {},
     }
     all_rows: list[dict[str, Any]] = []
     t_run = time.perf_counter()
@@ -77,14 +93,26 @@ def run(cfg: RunConfig) -> Path:
         t0 = time.perf_counter()
         rows = proto.run(method, ctx)
         info["timings_s"][name] = round(time.perf_counter() - t0, 2)
-        info["methods"][name] = {"class": f"{type(method).__module__}.{type(method).__qualname__}",
-                                 "config": method.config(), "meta": method.meta.__dict__}
+        info["methods"][name] = {
+            "class": f"{type(method).__module__}.{type(method).__qualname__}",
+            "config": method.config(),
+            "meta": method.meta.__dict__,
+        }
         stamp = now()
         for r in rows:
-            all_rows.append(make_row(
-                method=name, protocol=proto.name, protocol_version=proto.version,
-                seed=cfg.seed, checkpoint_sha256=method.meta.checkpoint_sha256,
-                anonbench_version=anonbench.__version__, git_sha=git_sha(), created_at=stamp, **r))
+            all_rows.append(
+                make_row(
+                    method=name,
+                    protocol=proto.name,
+                    protocol_version=proto.version,
+                    seed=cfg.seed,
+                    checkpoint_sha256=method.meta.checkpoint_sha256,
+                    anonbench_version=anonbench.__version__,
+                    git_sha=git_sha(),
+                    created_at=stamp,
+                    **r,
+                )
+            )
         # written after every method: an interrupted run keeps what it finished
         merge_and_write(out / "results.csv", all_rows)
     info["timings_s"]["total"] = round(time.perf_counter() - t_run, 2)
@@ -108,8 +136,11 @@ def format_table(df) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "n/a"
         if float(v).is_integer() and (s is None or (isinstance(s, float) and math.isnan(s))):
-            return f"{int(v)}/{int(r['n'])}" if r.get("n") is not None and not (
-                isinstance(r["n"], float) and math.isnan(r["n"])) else f"{int(v)}"
+            return (
+                f"{int(v)}/{int(r['n'])}"
+                if r.get("n") is not None and not (isinstance(r["n"], float) and math.isnan(r["n"]))
+                else f"{int(v)}"
+            )
         txt = f"{float(v):.4f}"
         if s is not None and not (isinstance(s, float) and math.isnan(s)):
             txt += f" ± {float(s):.4f}"
@@ -117,10 +148,18 @@ def format_table(df) -> str:
 
     d = df.copy()
     d["cell"] = d.apply(cell, axis=1)
-    wide = d.pivot_table(index="method", columns="metric", values="cell", aggfunc="first", sort=False)
+    wide = d.pivot_table(
+        index="method", columns="metric", values="cell", aggfunc="first", sort=False
+    )
     wide = wide.reindex(list(dict.fromkeys(d["method"])))
-    title = ", ".join(sorted({f"{p} v{v} on {ds}" for p, v, ds in
-                              zip(d["protocol"], d["protocol_version"], d["dataset"], strict=True)}))
+    title = ", ".join(
+        sorted(
+            {
+                f"{p} v{v} on {ds}"
+                for p, v, ds in zip(d["protocol"], d["protocol_version"], d["dataset"], strict=True)
+            }
+        )
+    )
     return f"{title}\n{wide.to_string()}"
 
 

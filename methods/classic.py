@@ -29,7 +29,9 @@ class Original(Anonymizer):
 
     meta = MethodMeta(paper="-", license="-")
 
-    def _generate(self, batch: FaceBatch, *, targets: Sequence[int] | None, generator: Any) -> torch.Tensor:
+    def _generate(
+        self, batch: FaceBatch, *, targets: Sequence[int] | None, generator: Any
+    ) -> torch.Tensor:
         return batch.images.clone()
 
 
@@ -53,12 +55,18 @@ class GaussianBlur(Anonymizer):
     def config(self) -> dict[str, Any]:
         return {"kernel": self.kernel, "sigma": self.sigma}
 
-    def _generate(self, batch: FaceBatch, *, targets: Sequence[int] | None, generator: Any) -> torch.Tensor:
+    def _generate(
+        self, batch: FaceBatch, *, targets: Sequence[int] | None, generator: Any
+    ) -> torch.Tensor:
         import cv2
 
         k = self.kernel
-        return _per_image(batch, lambda im, i: cv2.GaussianBlur(im, (k, k), self.sigma,
-                                                                borderType=cv2.BORDER_REFLECT_101))
+        return _per_image(
+            batch,
+            lambda im, i: cv2.GaussianBlur(
+                im, (k, k), self.sigma, borderType=cv2.BORDER_REFLECT_101
+            ),
+        )
 
 
 def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -88,7 +96,9 @@ class Pixelate(Anonymizer):
     def config(self) -> dict[str, Any]:
         return {"grid": self.grid}
 
-    def _generate(self, batch: FaceBatch, *, targets: Sequence[int] | None, generator: Any) -> torch.Tensor:
+    def _generate(
+        self, batch: FaceBatch, *, targets: Sequence[int] | None, generator: Any
+    ) -> torch.Tensor:
         import cv2
 
         masks = batch.masks[:, 0].cpu().numpy()
@@ -97,11 +107,12 @@ class Pixelate(Anonymizer):
             bb = _mask_bbox(masks[i])
             if bb is None:
                 return im
-            l, t, r, b = bb
-            region = im[t:b, l:r]
+            x0, y0, x1, y1 = bb
+            region = im[y0:y1, x0:x1]
             small = cv2.resize(region, (self.grid, self.grid), interpolation=cv2.INTER_AREA)
             out = im.copy()
-            out[t:b, l:r] = cv2.resize(small, (r - l, b - t), interpolation=cv2.INTER_NEAREST)
+            size = (x1 - x0, y1 - y0)
+            out[y0:y1, x0:x1] = cv2.resize(small, size, interpolation=cv2.INTER_NEAREST)
             return out
 
         return _per_image(batch, pix)
@@ -113,5 +124,7 @@ class BlackMask(Anonymizer):
 
     meta = MethodMeta(paper="CIAGAN (CVPR 2020) baseline", license="-")
 
-    def _generate(self, batch: FaceBatch, *, targets: Sequence[int] | None, generator: Any) -> torch.Tensor:
+    def _generate(
+        self, batch: FaceBatch, *, targets: Sequence[int] | None, generator: Any
+    ) -> torch.Tensor:
         return torch.zeros_like(batch.images)

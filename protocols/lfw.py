@@ -35,8 +35,9 @@ class _Worker:
     method_key: str
 
 
-def _build_worker(method: Anonymizer | None, embedder_name: str, cache_dir: str,
-                  method_key: str) -> _Worker:
+def _build_worker(
+    method: Anonymizer | None, embedder_name: str, cache_dir: str, method_key: str
+) -> _Worker:
     from anonbench.faces.analysis import FaceAnalyzer
     from anonbench.registry import EMBEDDERS
 
@@ -84,23 +85,41 @@ class LFWVerification(Protocol):
     version = "1"
     datasets = ("lfw",)
     metrics = (
-        MetricSpec("tar_far_1e-3", False, "true accept rate at FAR <= 0.001 (mean over folds); "
-                   "lower = better anonymization"),
+        MetricSpec(
+            "tar_far_1e-3",
+            False,
+            "true accept rate at FAR <= 0.001 (mean over folds); lower = better anonymization",
+        ),
         MetricSpec("accuracy", False, "10-fold verification accuracy; 0.5 = chance"),
-        MetricSpec("faces_missed", None, "anonymized images in which the anonymizer's detector "
-                   "found no face (returned unchanged, kept in the metric)"),
-        MetricSpec("embedder_no_face", None, "anonymized images in which the recognizer found no "
-                   "face and embedded the fixed LFW face box"),
-        MetricSpec("unreadable_images", None, "images that could not be read; their pairs are "
-                   "left out"),
+        MetricSpec(
+            "faces_missed",
+            None,
+            "anonymized images in which the anonymizer's detector "
+            "found no face (returned unchanged, kept in the metric)",
+        ),
+        MetricSpec(
+            "embedder_no_face",
+            None,
+            "anonymized images in which the recognizer found no "
+            "face and embedded the fixed LFW face box",
+        ),
+        MetricSpec(
+            "unreadable_images", None, "images that could not be read; their pairs are left out"
+        ),
     )
 
     def __init__(self, pairs_file: str = "pairs.txt") -> None:
         self.pairs_file = pairs_file
         self._reference: dict[str, dict[str, Any]] = {}
 
-    def _embed_all(self, method: Anonymizer | None, items: list[tuple[str, str]],
-                   ctx: RunContext, desc: str, method_key: str) -> dict[str, dict[str, Any]]:
+    def _embed_all(
+        self,
+        method: Anonymizer | None,
+        items: list[tuple[str, str]],
+        ctx: RunContext,
+        desc: str,
+        method_key: str,
+    ) -> dict[str, dict[str, Any]]:
         from tqdm.auto import tqdm
 
         from anonbench.parallel import map_items
@@ -108,8 +127,14 @@ class LFWVerification(Protocol):
         builder = functools.partial(_build_worker, method, ctx.embedder, ctx.cache_dir, method_key)
         results = {}
         it = map_items(_process, builder, items, workers=ctx.workers)
-        for r in tqdm(it, total=len(items), desc=desc, unit="img", dynamic_ncols=True,
-                      disable=ctx.options.get("quiet", False)):
+        for r in tqdm(
+            it,
+            total=len(items),
+            desc=desc,
+            unit="img",
+            dynamic_ncols=True,
+            disable=ctx.options.get("quiet", False),
+        ):
             results[r["key"]] = r
         return results
 
@@ -129,10 +154,13 @@ class LFWVerification(Protocol):
         todo = [it for it in firsts if it[0] not in self._reference]
         if todo:
             self._reference.update(
-                self._embed_all(None, todo, ctx, f"lfw reference ({ds.label})", "reference"))
+                self._embed_all(None, todo, ctx, f"lfw reference ({ds.label})", "reference")
+            )
         anon = self._embed_all(method, seconds, ctx, f"lfw {method.name} ({ds.label})", method.name)
 
-        errors = sorted({r["error"] for r in [*self._reference.values(), *anon.values()] if r["error"]})
+        errors = sorted(
+            {r["error"] for r in [*self._reference.values(), *anon.values()] if r["error"]}
+        )
         for e in errors:
             print(f"warning: {e} (its pairs are left out)")
         rows_scores = []
@@ -155,29 +183,59 @@ class LFWVerification(Protocol):
         n_folds = int(scores["fold"].nunique()) if len(scores) else 0
         note = ""
         rows: list[dict[str, Any]] = []
-        base = {"dataset": ds.label, "split": "view2" if "pairs.txt" in ds.pairs_file.name else
-                ds.pairs_file.stem, "evaluator": ctx.embedder}
+        base = {
+            "dataset": ds.label,
+            "split": "view2" if "pairs.txt" in ds.pairs_file.name else ds.pairs_file.stem,
+            "evaluator": ctx.embedder,
+        }
         if n_folds:
-            res = kfold_verification(scores["score"].to_numpy(), scores["label"].to_numpy(),
-                                     scores["fold"].to_numpy(), far=FAR)
+            res = kfold_verification(
+                scores["score"].to_numpy(),
+                scores["label"].to_numpy(),
+                scores["fold"].to_numpy(),
+                far=FAR,
+            )
             if res.in_sample:
                 note = "single fold: thresholds chosen in-sample (optimistic)"
                 print(f"note: {method.name}: {note}")
             tm, ts = res.tar_mean_std()
             am, as_ = res.accuracy_mean_std()
             rows += [
-                {**base, "metric": "tar_far_1e-3", "value": tm, "std": ts, "n": len(scores),
-                 "note": note or f"{n_folds} folds"},
-                {**base, "metric": "accuracy", "value": am, "std": as_, "n": len(scores),
-                 "note": note or f"{n_folds} folds"},
+                {
+                    **base,
+                    "metric": "tar_far_1e-3",
+                    "value": tm,
+                    "std": ts,
+                    "n": len(scores),
+                    "note": note or f"{n_folds} folds",
+                },
+                {
+                    **base,
+                    "metric": "accuracy",
+                    "value": am,
+                    "std": as_,
+                    "n": len(scores),
+                    "note": note or f"{n_folds} folds",
+                },
             ]
         else:
-            rows.append({**base, "metric": "tar_far_1e-3", "value": math.nan, "n": 0,
-                         "note": "no readable pairs"})
+            rows.append(
+                {
+                    **base,
+                    "metric": "tar_far_1e-3",
+                    "value": math.nan,
+                    "n": 0,
+                    "note": "no readable pairs",
+                }
+            )
         rows += [
             {**base, "metric": "faces_missed", "value": missed, "n": len(ok)},
             {**base, "metric": "embedder_no_face", "value": no_face, "n": len(ok)},
-            {**base, "metric": "unreadable_images", "value": len(errors),
-             "n": len(firsts) + len(seconds)},
+            {
+                **base,
+                "metric": "unreadable_images",
+                "value": len(errors),
+                "n": len(firsts) + len(seconds),
+            },
         ]
         return rows

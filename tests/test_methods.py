@@ -69,8 +69,8 @@ def test_pixelate_grid_cells_and_mask_black():
     out = METHODS.create("pixelate8").anonymize(batch)[0, 0].numpy()
     m = batch.masks[0, 0].numpy() > 0
     ys, xs = np.nonzero(m)
-    region = out[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    inside = m[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    region = out[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    inside = m[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     assert len(np.unique(region[inside])) <= 64  # at most an 8x8 grid of colours
     black = METHODS.create("mask").anonymize(batch)
     assert float(black[batch.masks.expand_as(black) > 0].abs().max()) == 0.0
@@ -89,6 +89,7 @@ def test_blur_uses_opencv_default_sigma():
 
 def test_anonymize_image_without_faces_is_unchanged():
     img = read_rgb(sorted((sample_root() / "images").glob("*/*.jpg"))[0])
-    empty = FaceAnalysis(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                         np.zeros((0, 68, 2), np.float32))
+    empty = FaceAnalysis(
+        np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 68, 2), np.float32)
+    )
     assert np.array_equal(anonymize_image(METHODS.create("mask"), img, empty, "k"), img)

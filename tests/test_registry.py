@@ -46,8 +46,16 @@ def test_variants_fix_parameters():
     assert registry.METHODS.create("pixelate16").grid == 16
 
 
-@pytest.mark.parametrize("reg", [registry.METHODS, registry.PROTOCOLS, registry.DETECTORS,
-                                 registry.LANDMARKERS, registry.EMBEDDERS])
+@pytest.mark.parametrize(
+    "reg",
+    [
+        registry.METHODS,
+        registry.PROTOCOLS,
+        registry.DETECTORS,
+        registry.LANDMARKERS,
+        registry.EMBEDDERS,
+    ],
+)
 def test_every_lazy_builtin_resolves_to_a_decorated_entry(reg):
     for name in reg.names():
         e = reg.entry(name)
@@ -61,15 +69,19 @@ def test_entry_point_plugins(monkeypatch):
     eps = [SimpleNamespace(name="myblur", value="anonbench.methods.classic:GaussianBlur")]
     import importlib.metadata as md
 
-    monkeypatch.setattr(md, "entry_points", lambda group: eps if group == "anonbench.methods" else [])
+    monkeypatch.setattr(
+        md, "entry_points", lambda group: eps if group == "anonbench.methods" else []
+    )
     assert "myblur" in reg.names()
     assert reg.create("myblur", kernel=5).kernel == 5
 
 
 def test_ls_imports_nothing_heavy():
-    code = ("import sys; from anonbench.cli import main; main(['ls']); "
-            "heavy = [m for m in ('torch', 'dlib', 'cv2', 'pandas') if m in sys.modules]; "
-            "print('HEAVY', heavy)")
+    code = (
+        "import sys; from anonbench.cli import main; main(['ls']); "
+        "heavy = [m for m in ('torch', 'dlib', 'cv2', 'pandas') if m in sys.modules]; "
+        "print('HEAVY', heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in out.stdout
     assert "blur17" in out.stdout and "lfw" in out.stdout and "dlib-resnet" in out.stdout

@@ -23,7 +23,7 @@ def _synthetic(seed: int, folds: int = 10, n: int = 300, sep: float = 2.0):
 
 
 def _sklearn_tar(train_s, train_y, test_s, test_y, far):
-    fpr, tpr, thr = roc_curve(train_y, train_s, drop_intermediate=False)
+    fpr, _tpr, thr = roc_curve(train_y, train_s, drop_intermediate=False)
     idx = np.flatnonzero(fpr <= far + 1e-12)[-1]  # fpr ascends: lowest threshold within budget
     t = thr[idx]
     return np.mean(test_s[test_y == 1] >= t), t

@@ -76,5 +76,7 @@ def load_celeba(root: str | Path) -> CelebA:
         split = PARTITIONS.get(parts[fname][0]) if fname in parts else None
         records.append(ImageRecord(f"img_align_celeba/{fname}", path, ident, split, lm_arr))
     if not records:
-        raise AnonbenchError(f"no CelebA images found under {img_dir} for the files in {ident_file}")
+        raise AnonbenchError(
+            f"no CelebA images found under {img_dir} for the files in {ident_file}"
+        )
     return CelebA(root, records, missing)

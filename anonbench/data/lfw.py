@@ -36,7 +36,9 @@ class PairsFormatError(AnonbenchError):
     pass
 
 
-def _parse_line(parts: list[str], path: Path, lineno: int, matched: bool) -> tuple[str, int, str, int]:
+def _parse_line(
+    parts: list[str], path: Path, lineno: int, matched: bool
+) -> tuple[str, int, str, int]:
     try:
         if matched and len(parts) == 3:
             return parts[0], int(parts[1]), parts[0], int(parts[2])
@@ -45,8 +47,10 @@ def _parse_line(parts: list[str], path: Path, lineno: int, matched: bool) -> tup
     except ValueError:
         pass
     want = "name i j" if matched else "name1 i name2 j"
-    raise PairsFormatError(f"{path}:{lineno}: expected a {'matched' if matched else 'mismatched'} "
-                           f"pair '{want}', got {' '.join(parts)!r}")
+    raise PairsFormatError(
+        f"{path}:{lineno}: expected a {'matched' if matched else 'mismatched'} "
+        f"pair '{want}', got {' '.join(parts)!r}"
+    )
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
@@ -62,7 +66,9 @@ def read_pairs(path: str | Path) -> list[Pair]:
     try:
         nums = [int(x) for x in head]
     except ValueError:
-        raise PairsFormatError(f"{path}:{head_no}: header must be 'folds n' or 'n', got {' '.join(head)!r}") from None
+        raise PairsFormatError(
+            f"{path}:{head_no}: header must be 'folds n' or 'n', got {' '.join(head)!r}"
+        ) from None
     if len(nums) == 2:
         folds, n = nums
     elif len(nums) == 1:
@@ -73,8 +79,10 @@ def read_pairs(path: str | Path) -> list[Pair]:
         raise PairsFormatError(f"{path}:{head_no}: header needs positive numbers")
     body = lines[1:]
     if len(body) != 2 * folds * n:
-        raise PairsFormatError(f"{path}: header promises {folds} folds x {2 * n} pairs = "
-                               f"{2 * folds * n} lines, found {len(body)}")
+        raise PairsFormatError(
+            f"{path}: header promises {folds} folds x {2 * n} pairs = "
+            f"{2 * folds * n} lines, found {len(body)}"
+        )
     pairs = []
     for k, (lineno, parts) in enumerate(body):
         fold, pos = divmod(k, 2 * n)

@@ -21,16 +21,19 @@ class FaceAnalysis:
 
     def masks(self, height: int, width: int) -> np.ndarray:
         """N x H x W CIAGAN masks."""
-        return np.stack([ciagan_mask(lm, height, width) for lm in self.landmarks]) if len(self) else (
-            np.zeros((0, height, width), np.float32)
+        return (
+            np.stack([ciagan_mask(lm, height, width) for lm in self.landmarks])
+            if len(self)
+            else (np.zeros((0, height, width), np.float32))
         )
 
 
 class FaceAnalyzer:
     """Detector + landmarker; results cached under sha256(pixels) + component + version."""
 
-    def __init__(self, detector: str = "dlib-hog", landmarker: str = "dlib-68",
-                 cache: Cache | None = None) -> None:
+    def __init__(
+        self, detector: str = "dlib-hog", landmarker: str = "dlib-68", cache: Cache | None = None
+    ) -> None:
         from anonbench.registry import DETECTORS, LANDMARKERS
 
         self.detector = DETECTORS.create(detector)
@@ -47,9 +50,16 @@ class FaceAnalyzer:
         faces = self.detector.detect(image)
         boxes = np.array([f.box for f in faces], np.float32).reshape(-1, 4)
         scores = np.array([f.score for f in faces], np.float32)
-        lms = np.stack([self.landmarker.landmarks(image, f.box) for f in faces]).astype(np.float32) \
-            if faces else np.zeros((0, 68, 2), np.float32)
+        lms = (
+            np.stack([self.landmarker.landmarks(image, f.box) for f in faces]).astype(np.float32)
+            if faces
+            else np.zeros((0, 68, 2), np.float32)
+        )
         res = FaceAnalysis(boxes, scores, lms)
-        self.cache.put(self.component, self.version, digest,
-                       {"boxes": boxes, "scores": scores, "landmarks": lms})
+        self.cache.put(
+            self.component,
+            self.version,
+            digest,
+            {"boxes": boxes, "scores": scores, "landmarks": lms},
+        )
         return res

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ def dlib_model_path(filename: str) -> Path:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dlib_object(kind: str, filename: str):  # one instance per process
     import dlib
 
@@ -56,7 +56,7 @@ def _dlib_object(kind: str, filename: str):  # one instance per process
     raise ValueError(kind)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hog():
     import dlib
 
@@ -66,7 +66,9 @@ def _hog():
 def _rect(box: Box):
     import dlib
 
-    return dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
+    return dlib.rectangle(
+        round(box[0]), round(box[1]), round(box[2]), round(box[3])
+    )
 
 
 @register_detector("dlib-hog")
@@ -82,7 +84,9 @@ class HOGDetector:
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         rects, scores, _ = _hog().run(image, self.upsample, 0.0)
         faces = [
-            FaceDetection((float(r.left()), float(r.top()), float(r.right()), float(r.bottom())), float(s))
+            FaceDetection(
+                (float(r.left()), float(r.top()), float(r.right()), float(r.bottom())), float(s)
+            )
             for r, s in zip(rects, scores, strict=True)
         ]
         return sorted(faces, key=lambda f: -f.score)
@@ -126,7 +130,9 @@ class DlibResNetEmbedder:
             return best.box, False
         return fallback_box, True
 
-    def embed(self, images: Sequence[np.ndarray], fallback_box: Box) -> tuple[np.ndarray, np.ndarray]:
+    def embed(
+        self, images: Sequence[np.ndarray], fallback_box: Box
+    ) -> tuple[np.ndarray, np.ndarray]:
         import dlib
 
         sp5 = _dlib_object("shape", "shape_predictor_5_face_landmarks.dat")

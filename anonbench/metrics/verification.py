@@ -69,8 +69,9 @@ class VerificationResult:
         return self._ms(self.accuracy)
 
 
-def kfold_verification(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-                       far: float = 1e-3) -> VerificationResult:
+def kfold_verification(
+    scores: np.ndarray, labels: np.ndarray, folds: np.ndarray, far: float = 1e-3
+) -> VerificationResult:
     """For each fold, thresholds come from the other folds (from the fold itself when there is
     only one) and are applied to the held-out fold."""
     scores = np.asarray(scores, np.float64)
@@ -94,5 +95,6 @@ def kfold_verification(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray
         acc.append(float(np.mean((s >= t_acc) == (y == 1))))
         fth.append(t_far)
         ath.append(t_acc)
-    return VerificationResult(ids, np.array(tar), np.array(fth), np.array(acc), np.array(ath),
-                              in_sample, far)
+    return VerificationResult(
+        ids, np.array(tar), np.array(fth), np.array(acc), np.array(ath), in_sample, far
+    )
