@@ -31,6 +31,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         "detectors": registry.DETECTORS,
         "landmarkers": registry.LANDMARKERS,
         "embedders": registry.EMBEDDERS,
+        "trainers": registry.TRAINERS,
     }
     if args.kind:
         if args.kind not in kinds:
@@ -79,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list registered methods, protocols, detectors, embedders")
     ls.add_argument(
-        "kind", nargs="?", help="methods | protocols | detectors | landmarkers | embedders"
+        "kind",
+        nargs="?",
+        help="methods | protocols | detectors | landmarkers | embedders | trainers",
     )
     ls.set_defaults(func=_cmd_ls)
 
@@ -102,7 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-cache", action="store_true", help="use a fresh temporary cache")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_run)
+
+    for mod in _command_modules():
+        sp = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run)
     return p
+
+
+def _command_modules() -> list:
+    """The modules of anonbench.commands, each one subcommand (see its package docstring)."""
+    import importlib
+    import pkgutil
+
+    import anonbench.commands as pkg
+
+    mods = [
+        importlib.import_module(f"{pkg.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(pkg.__path__)
+        if not m.name.startswith("_")
+    ]
+    return sorted(mods, key=lambda m: m.NAME)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

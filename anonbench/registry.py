@@ -152,6 +152,8 @@ PROTOCOLS: Registry[api.Protocol] = Registry("protocol", api.Protocol)
 DETECTORS: Registry[Any] = Registry("detector")
 EMBEDDERS: Registry[Any] = Registry("embedder")
 LANDMARKERS: Registry[Any] = Registry("landmarker")
+# trainers: name -> main(argv: list[str]) -> int, run by `anonbench train <name> ...`
+TRAINERS: Registry[Any] = Registry("trainer")
 METHODS.use_entry_points("anonbench.methods")
 
 register_method = METHODS.register
@@ -179,16 +181,57 @@ def _declare_builtins() -> None:
         "LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy, 10 folds",
     )
     f = "anonbench.faces.dlib_faces"
-    DETECTORS.add_lazy(
-        "dlib-hog", f"{f}:HOGDetector", "dlib HOG + linear SVM frontal face detector"
+    for reg, name, target, desc in [
+        (DETECTORS, "dlib-hog", f"{f}:HOGDetector", "dlib HOG + linear SVM frontal face detector"),
+        (DETECTORS, "dlib-mmod", f"{f}:MMODDetector", "dlib MMOD CNN face detector"),
+        (
+            DETECTORS,
+            "retinaface",
+            "anonbench.faces.retinaface:RetinaFaceDetector",
+            "RetinaFace MobileNet-0.25 (WIDER FACE; FPN + SSH context heads)",
+        ),
+        (
+            DETECTORS,
+            "mtcnn",
+            "anonbench.faces.mtcnn:MTCNNDetector",
+            "MTCNN from facenet-pytorch 2.5.3 (weights ship in the package)",
+        ),
+        (LANDMARKERS, "dlib-68", f"{f}:Dlib68Landmarker", "dlib 68-point shape predictor"),
+        (
+            EMBEDDERS,
+            "dlib-resnet",
+            f"{f}:DlibResNetEmbedder",
+            "dlib ResNet-29 face descriptor, 128-d, 5-point aligned 150x150 chips",
+        ),
+        (
+            EMBEDDERS,
+            "mobilefacenet",
+            "anonbench.faces.mobilefacenet:MobileFaceNetEmbedder",
+            "MobileFaceNet (CASIA-WebFace), 128-d, 112x96 5-point aligned; weights by path",
+        ),
+        (
+            EMBEDDERS,
+            "facenet-vggface2",
+            "anonbench.faces.facenet:FaceNetEmbedder",
+            "FaceNet InceptionResnetV1 (VGGFace2 weights, must be on disk)",
+        ),
+        (
+            EMBEDDERS,
+            "facenet-casia",
+            "anonbench.faces.facenet:FaceNetEmbedder",
+            "FaceNet InceptionResnetV1 (CASIA-WebFace weights, must be on disk)",
+        ),
+    ]:
+        reg.add_lazy(name, target, desc)
+    TRAINERS.add_lazy(
+        "ciagan",
+        "anonbench.methods.ciagan.train:main",
+        "train CIAGAN (generator, critic, identity discriminator)",
     )
-    LANDMARKERS.add_lazy(
-        "dlib-68", f"{f}:Dlib68Landmarker", "dlib 68-point shape predictor (iBUG 300-W)"
-    )
-    EMBEDDERS.add_lazy(
-        "dlib-resnet",
-        f"{f}:DlibResNetEmbedder",
-        "dlib ResNet-29 face descriptor, 128-d, 5-point aligned 150x150 chips",
+    TRAINERS.add_lazy(
+        "identifier",
+        "anonbench.faces.pnca:train_main",
+        "train the Proxy-NCA identity network on identity-labelled faces",
     )
 
 

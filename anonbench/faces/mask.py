@@ -33,3 +33,12 @@ def iou(a: Box, b: Box) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def choose_box(boxes: list[Box], fallback_box: Box, min_iou: float = 0.3) -> tuple[Box, bool]:
+    """The box best overlapping the dataset's face box, or that fixed box itself when no box
+    overlaps it by min_iou (returns (box, used_fallback)). An attacker that does not give up."""
+    best = max(boxes, key=lambda b: iou(b, fallback_box), default=None)
+    if best is not None and iou(best, fallback_box) >= min_iou:
+        return best, False
+    return fallback_box, True
