@@ -112,7 +112,7 @@ class FaceDetection:
 
     box: tuple[float, float, float, float]
     score: float
-    landmarks: np.ndarray | None = None  # 68 x 2 float32
+    landmarks: np.ndarray | None = None  # 68 x 2 or 5 x 2 float32
 
 
 @runtime_checkable
@@ -161,6 +161,8 @@ class RunContext:
     workers: int = 1
     limit_folds: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # protocols put what run.json must record here (e.g. the identity split)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Protocol:

@@ -22,6 +22,16 @@ def _parse_checkpoints(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _parse_options(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for it in items:
+        key, sep, value = it.partition("=")
+        if not sep or not key:
+            raise AnonbenchError(f"--option expects KEY=VALUE, got {it!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _cmd_ls(args: argparse.Namespace) -> int:
     from anonbench import registry
 
@@ -61,7 +71,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         folds=args.folds,
         cache_dir=args.cache_dir,
         checkpoints=_parse_checkpoints(args.checkpoint),
-        options={"quiet": args.quiet, **({"pairs": args.pairs} if args.pairs else {})},
+        options={
+            "quiet": args.quiet,
+            **({"pairs": args.pairs} if args.pairs else {}),
+            **_parse_options(args.option),
+        },
     )
     if args.no_cache:
         import tempfile
@@ -97,7 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--folds", type=int, help="use only the first K folds (quick checks)")
     r.add_argument("--pairs", help="LFW pairs file name in the data root (default pairs.txt)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="split / bootstrap / training seed")
+    r.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="protocol option, e.g. celeba: detectors=dlib-hog,retinaface "
+        "recognizers=pnca,dlib-resnet identifier=PATH max_per_identity=10 fid=0",
+    )
     r.add_argument("--checkpoint", action="append", default=[], metavar="METHOD=PATH")
     r.add_argument(
         "--cache-dir", help="cache folder (default $ANONBENCH_CACHE or ~/.cache/anonbench)"

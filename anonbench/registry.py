@@ -173,12 +173,22 @@ def _declare_builtins() -> None:
         ("pixelate8", f"{m}:Pixelate", "face region resampled to an 8x8 grid"),
         ("pixelate16", f"{m}:Pixelate", "face region resampled to a 16x16 grid"),
         ("mask", f"{m}:BlackMask", "face region filled with black"),
+        (
+            "ciagan",
+            "anonbench.methods.ciagan.anonymizer:CIAGAN",
+            "CIAGAN (Maximov et al., CVPR 2020): landmarks + chosen identity -> new face",
+        ),
     ]:
         METHODS.add_lazy(name, target, desc)
     PROTOCOLS.add_lazy(
         "lfw",
         "anonbench.protocols.lfw:LFWVerification",
         "LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy, 10 folds",
+    )
+    PROTOCOLS.add_lazy(
+        "celeba",
+        "anonbench.protocols.celeba:CelebAProtocol",
+        "CelebA: detection rate, identity Recall@1 (PNCA, dlib, MobileFaceNet), FID",
     )
     f = "anonbench.faces.dlib_faces"
     for reg, name, target, desc in [

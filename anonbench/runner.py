@@ -116,42 +116,59 @@ def run(cfg: RunConfig) -> Path:
         # written after every method: an interrupted run keeps what it finished
         merge_and_write(out / "results.csv", all_rows)
     info["timings_s"]["total"] = round(time.perf_counter() - t_run, 2)
+    info["protocol"]["details"] = ctx.extra
     info["finished_at"] = now()
     atomic_write_text(out / "run.json", json.dumps(info, indent=2, default=str))
     df = pd.DataFrame(all_rows)
-    print(format_table(df))
+    print(format_table(df, counts={m.name for m in proto.metrics if m.higher_is_better is None}))
     print(f"results: {out / 'results.csv'}  (run.json, scores/ beside it)")
     return out
 
 
-def format_table(df) -> str:
-    """Wide display of tidy rows: methods as rows, 'value +- std' per metric."""
+def format_table(df, counts: set[str] | frozenset[str] = frozenset()) -> str:
+    """Wide display of tidy rows: methods as rows, one column per metric[evaluator];
+    'value ± std' or '[ci_low, ci_high]'; metrics named in `counts` shown as value/n."""
     import math
+
+    import pandas as pd
 
     if df.empty:
         return "(no results)"
 
+    def num(x) -> float | None:
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
     def cell(r) -> str:
-        v, s = r["value"], r["std"]
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        v, s, lo, hi = (
+            num(r["value"]),
+            num(r.get("std")),
+            num(r.get("ci_low")),
+            num(r.get("ci_high")),
+        )
+        if v is None:
             return "n/a"
-        if float(v).is_integer() and (s is None or (isinstance(s, float) and math.isnan(s))):
-            return (
-                f"{int(v)}/{int(r['n'])}"
-                if r.get("n") is not None and not (isinstance(r["n"], float) and math.isnan(r["n"]))
-                else f"{int(v)}"
-            )
-        txt = f"{float(v):.4f}"
-        if s is not None and not (isinstance(s, float) and math.isnan(s)):
-            txt += f" ± {float(s):.4f}"
+        if r["metric"] in counts:
+            n = num(r.get("n"))
+            return f"{int(v)}/{int(n)}" if n is not None else f"{int(v)}"
+        txt = f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+        if s is not None:
+            txt += f" ± {s:.4f}" if abs(v) < 10 else f" ± {s:.2f}"
+        elif lo is not None and hi is not None:
+            txt += f" [{lo:.1f}, {hi:.1f}]"
         return txt
 
     d = df.copy()
     d["cell"] = d.apply(cell, axis=1)
+    ev = d["evaluator"] if "evaluator" in d else pd.Series([None] * len(d), index=d.index)
+    d["column"] = [
+        m if e is None or (isinstance(e, float) and math.isnan(e)) or e == "" else f"{m}[{e}]"
+        for m, e in zip(d["metric"], ev, strict=True)
+    ]
     wide = d.pivot_table(
-        index="method", columns="metric", values="cell", aggfunc="first", sort=False
+        index="method", columns="column", values="cell", aggfunc="first", sort=False
     )
     wide = wide.reindex(list(dict.fromkeys(d["method"])))
+    wide = wide[list(dict.fromkeys(d["column"]))]
     title = ", ".join(
         sorted(
             {
@@ -160,7 +177,8 @@ def format_table(df) -> str:
             }
         )
     )
-    return f"{title}\n{wide.to_string()}"
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        return f"{title}\n{wide.T.to_string() if wide.shape[1] > 6 else wide.to_string()}"
 
 
 def default_workers() -> int:

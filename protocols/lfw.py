@@ -24,7 +24,6 @@ from anonbench.data.lfw import LFW_FACE_BOX, Pair, open_lfw
 from anonbench.registry import register_protocol
 
 FAR = 1e-3
-N_EXAMPLES = 8
 
 
 @dataclass
@@ -142,37 +141,20 @@ class LFWVerification(Protocol):
     def _save_examples(
         self, method: Anonymizer, items: list[tuple[str, str]], ctx: RunContext
     ) -> None:
-        """Saves the same N_EXAMPLES anonymized faces (distinct people, spread over the list)
-        for every method, so reports can show what the numbers mean without recomputing."""
-        import cv2
-
+        """The same few anonymized faces for every method, for the report's image grid."""
         from anonbench.anonymize import anonymize_image
         from anonbench.data.images import read_rgb
+        from anonbench.examples import pick_examples, save_examples
         from anonbench.faces.analysis import FaceAnalyzer
 
-        by_person: dict[str, tuple[str, str]] = {}
-        for k, p in items:
-            by_person.setdefault(k.split("/")[0], (k, p))
-        people = sorted(by_person)
-        if not people:
-            return
-        step = max(1, len(people) // N_EXAMPLES)
-        chosen = [by_person[n] for n in people[::step][:N_EXAMPLES]]
-        edir = Path(ctx.out_dir) / "examples" / "lfw"
-        (edir / method.name).mkdir(parents=True, exist_ok=True)
+        paths = dict(items)
+        chosen = pick_examples([(k, k.split("/")[0]) for k in paths])
         analyzer = FaceAnalyzer(cache=Cache(ctx.cache_dir))
-        index = ["index,key,identity,file"]
-        for i, (k, path) in enumerate(chosen):
-            img = read_rgb(path)
-            out = anonymize_image(method, img, analyzer(img), k)
-            name = f"{i:02d}.jpg"
-            cv2.imwrite(
-                str(edir / method.name / name),
-                cv2.cvtColor(out, cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_JPEG_QUALITY, 95],
-            )
-            index.append(f"{i},{k},{k.split('/')[0]},{name}")
-        (edir / "examples.csv").write_text("\n".join(index) + "\n")
+        out = []
+        for k in chosen:
+            img = read_rgb(paths[k])
+            out.append((k, k.split("/")[0], anonymize_image(method, img, analyzer(img), k)))
+        save_examples(ctx.out_dir, "lfw", method.name, out)
 
     def run(self, method: Anonymizer, ctx: RunContext) -> list[dict[str, Any]]:
         import pandas as pd

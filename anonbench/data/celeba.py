@@ -22,6 +22,11 @@ from anonbench.errors import AnonbenchError
 
 PARTITIONS = {"0": "train", "1": "val", "2": "test"}
 
+# The face box the aligned format implies (178x218 crops, eyes on fixed positions): the median
+# dlib HOG box (upsample 1) over 300 random images of ../shared/data/celeba. Used by an
+# attacker whose own detector finds no face.
+CELEBA_FACE_BOX = (46.0, 86.0, 135.0, 176.0)
+
 
 @dataclass
 class CelebA:

@@ -1,0 +1,34 @@
+"""Fails CI when one-fold LFW results leave their expected ranges (see README, 'CI checks')."""
+
+import sys
+
+import pandas as pd
+
+# (method, metric) -> (low, high). Wide enough for threshold noise on 600 pairs, narrow enough
+# to catch a broken recognizer (original near chance) or a no-op anonymizer.
+RANGES = {
+    ("original", "accuracy"): (0.96, 1.0),
+    ("original", "tar_far_1e-3"): (0.80, 1.0),
+    ("blur17", "accuracy"): (0.80, 0.99),
+    ("blur17", "tar_far_1e-3"): (0.20, 0.97),
+    ("original", "faces_missed"): (0, 30),
+}
+
+df = pd.read_csv(sys.argv[1])
+bad = []
+for (method, metric), (lo, hi) in RANGES.items():
+    sel = df[(df.method == method) & (df.metric == metric)]
+    if len(sel) != 1:
+        bad.append(f"{method} {metric}: missing")
+        continue
+    v = float(sel.value.iloc[0])
+    status = "ok" if lo <= v <= hi else "OUT OF RANGE"
+    print(f"{method:10s} {metric:14s} {v:.4f}  expected [{lo}, {hi}]  {status}")
+    if status != "ok":
+        bad.append(f"{method} {metric}={v}")
+if (df.dataset != "lfw").any():
+    bad.append("dataset label is not 'lfw'")
+if bad:
+    print("LFW range check failed:", "; ".join(bad))
+    sys.exit(1)
+print("LFW range check passed")

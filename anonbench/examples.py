@@ -1,0 +1,43 @@
+"""Example outputs saved by protocols for reports: the same faces for every method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+N_EXAMPLES = 8
+
+
+def pick_examples(keys_and_ids: Sequence[tuple[str, str]], n: int = N_EXAMPLES) -> list[str]:
+    """Keys of n items from distinct identities, spread over the sorted identities."""
+    first: dict[str, str] = {}
+    for k, ident in sorted(keys_and_ids):
+        first.setdefault(ident, k)
+    people = sorted(first)
+    if not people:
+        return []
+    step = max(1, len(people) // n)
+    return [first[p] for p in people[::step][:n]]
+
+
+def save_examples(
+    out_dir: str | Path, protocol: str, method: str, items: Sequence[tuple[str, str, np.ndarray]]
+) -> None:
+    """Writes examples/<protocol>/<method>/NN.jpg and examples/<protocol>/examples.csv
+    (index,key,identity,file) for items (key, identity, RGB uint8 image)."""
+    import cv2
+
+    edir = Path(out_dir) / "examples" / protocol
+    (edir / method).mkdir(parents=True, exist_ok=True)
+    index = ["index,key,identity,file"]
+    for i, (key, ident, img) in enumerate(items):
+        name = f"{i:02d}.jpg"
+        cv2.imwrite(
+            str(edir / method / name),
+            cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, 95],
+        )
+        index.append(f"{i},{key},{ident},{name}")
+    (edir / "examples.csv").write_text("\n".join(index) + "\n")

@@ -1,0 +1,105 @@
+"""The CelebA protocol end to end on a small real fixture (6 identities x 3 images)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from anonbench.cli import main
+from anonbench.faces.pnca import PNCAConfig, PNCAEmbedder, proxy_nca_loss, train_pnca
+
+
+@pytest.fixture(scope="module")
+def celeba_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("celeba")
+    root = "tests/fixtures/celeba_small"
+    rc = main(["run", "--methods", "original,mask", "--protocol", "celeba", "--data-root", root,
+               "--out", str(out), "--cache-dir", str(out / "cache"), "--workers", "1", "--quiet",
+               "--option", "detectors=dlib-hog", "--option", "recognizers=dlib-resnet,pnca,nope",
+               "--option", "pnca_epochs=2", "--option", "fid=0"])
+    assert rc == 2  # unknown recognizer name: one line, before any work
+    rc = main(["run", "--methods", "original,mask", "--protocol", "celeba", "--data-root", root,
+               "--out", str(out), "--cache-dir", str(out / "cache"), "--workers", "1", "--quiet",
+               "--option", "detectors=dlib-hog", "--option", "recognizers=dlib-resnet,pnca",
+               "--option", "pnca_epochs=2", "--option", "fid=0"])
+    assert rc == 0
+    return out
+
+
+def _value(df, method, metric, evaluator):
+    sel = df.query("method == @method and metric == @metric and evaluator == @evaluator")
+    assert len(sel) == 1, (method, metric, evaluator)
+    return sel.iloc[0]
+
+
+def test_rows_and_split(celeba_run):
+    df = pd.read_csv(celeba_run / "results.csv")
+    info = json.loads((celeba_run / "run.json").read_text())["protocol"]["details"]["celeba"]
+    assert not set(info["train_identities"]) & set(info["test_identities"])
+    n_test = info["n_test_images"]
+    orig = _value(df, "original", "detection_rate", "dlib-hog")
+    assert orig["value"] == 100.0 and orig["n"] == n_test
+    masked = _value(df, "mask", "detection_rate", "dlib-hog")
+    assert masked["value"] < 50 and masked["ci_low"] <= masked["value"] <= masked["ci_high"]
+    # real faces are recognised by dlib far above chance; black masks are not
+    chance = _value(df, "original", "recall_at_1", "chance")["value"]
+    assert chance == pytest.approx(100 / len(info["test_identities"]))
+    assert _value(df, "original", "recall_at_1", "dlib-resnet")["value"] > 2 * chance
+    assert _value(df, "mask", "recall_at_1", "dlib-resnet")["value"] < (
+        _value(df, "original", "recall_at_1", "dlib-resnet")["value"])
+    assert _value(df, "mask", "embedder_no_face", "dlib-resnet")["value"] > 0
+    assert _value(df, "original", "recall_at_1", "pnca")["n"] == n_test
+    assert (celeba_run / "examples" / "celeba" / "mask" / "00.jpg").is_file()
+
+
+def test_unavailable_evaluator_is_reported_not_substituted(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANONBENCH_MOBILEFACENET_WEIGHTS", str(tmp_path / "missing.ckpt"))
+    monkeypatch.chdir(tmp_path)  # no ../shared/models beside the working directory
+    from pathlib import Path
+
+    root = str(Path(__file__).parent / "fixtures" / "celeba_small")
+    rc = main(["run", "--methods", "blur9", "--protocol", "celeba", "--data-root", root,
+               "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--workers",
+               "1", "--quiet", "--option", "detectors=dlib-hog",
+               "--option", "recognizers=mobilefacenet", "--option", "fid=0"])
+    assert rc == 0
+    df = pd.read_csv(tmp_path / "o" / "results.csv")
+    row = _value(df, "blur9", "recall_at_1", "mobilefacenet")
+    assert np.isnan(row["value"]) and "unavailable" in row["note"]
+
+
+def test_proxy_nca_loss_reference_formula():
+    g = torch.Generator().manual_seed(0)
+    emb, prox = torch.randn(5, 8, generator=g), torch.randn(4, 8, generator=g)
+    y = torch.tensor([0, 1, 2, 3, 1])
+    x = 3 * emb / emb.norm(dim=1, keepdim=True)
+    p = 3 * prox / prox.norm(dim=1, keepdim=True)
+    ref = []
+    for i in range(5):  # the paper's form, written out with an explicit loop
+        d = ((x[i] - p) ** 2).sum(1)
+        neg = torch.stack([torch.exp(-d[z]) for z in range(4) if z != y[i]]).sum()
+        ref.append(-torch.log(torch.exp(-d[y[i]]) / neg))
+    assert float(proxy_nca_loss(emb, y, prox)) == pytest.approx(float(torch.stack(ref).mean()),
+                                                                rel=1e-5)
+
+
+def test_pnca_learns_separable_identities():
+    rng = np.random.default_rng(0)
+    colours = {"a": (220, 40, 40), "b": (40, 220, 40), "c": (40, 40, 220)}
+    imgs, ids = [], []
+    for ident, c in colours.items():
+        for _ in range(8):
+            im = np.clip(np.array(c) + rng.normal(0, 20, (218, 178, 3)), 0, 255).astype(np.uint8)
+            imgs.append(im)
+            ids.append(ident)
+    ckpt = train_pnca(imgs, ids, PNCAConfig(epochs=6, batch_size=8), quiet=True)
+    emb = PNCAEmbedder(ckpt).embed_aligned(imgs)
+    sims = emb @ emb.T
+    np.fill_diagonal(sims, -np.inf)
+    nn = sims.argmax(1)
+    assert np.mean([ids[j] == ids[i] for i, j in enumerate(nn)]) == 1.0
+    assert ckpt["losses"][-1] < ckpt["losses"][0]
