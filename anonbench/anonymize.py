@@ -14,10 +14,12 @@ def anonymize_image(
     faces: FaceAnalysis,
     key: str,
     identity: str | None = None,
+    target: int | None = None,
 ) -> np.ndarray:
     """Anonymizes every face of an H x W x 3 uint8 image; returns uint8. With no face the image
     comes back unchanged (the caller counts that as a miss). Faces are processed in turn so
-    overlapping masks compose."""
+    overlapping masks compose. `target`: the target identity index for identity-conditioned
+    methods (every face of the image gets it)."""
     import torch
 
     if len(faces) == 0:
@@ -34,6 +36,6 @@ def anonymize_image(
             keys=[f"{key}#{k}"],
             identities=[identity] if identity is not None else None,
         )
-        cur = method.anonymize(batch)
+        cur = method.anonymize(batch, targets=None if target is None else [target])
     out = cur[0].permute(1, 2, 0).numpy()
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)

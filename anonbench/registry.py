@@ -190,6 +190,16 @@ def _declare_builtins() -> None:
         "anonbench.protocols.celeba:CelebAProtocol",
         "CelebA: detection rate, identity Recall@1 (PNCA, dlib, MobileFaceNet), FID",
     )
+    PROTOCOLS.add_lazy(
+        "landmark-attack",
+        "anonbench.protocols.identity_attacks:LandmarkAttack",
+        "CelebA: identity Recall@1 of a Proxy-NCA net trained on landmark drawings only",
+    )
+    PROTOCOLS.add_lazy(
+        "faceswap",
+        "anonbench.protocols.identity_attacks:FaceSwapCheck",
+        "CelebA: are identity-conditioned outputs just their target identity?",
+    )
     f = "anonbench.faces.dlib_faces"
     for reg, name, target, desc in [
         (DETECTORS, "dlib-hog", f"{f}:HOGDetector", "dlib HOG + linear SVM frontal face detector"),

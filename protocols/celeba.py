@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -165,21 +163,9 @@ class CelebAProtocol(Protocol):
     def _prepare(self, ctx: RunContext) -> _Prepared:
         if self._prep is not None:
             return self._prep
-        from anonbench.data.celeba import load_celeba
-        from anonbench.data.splits import identity_split
         from anonbench.registry import DETECTORS, EMBEDDERS
 
-        if ctx.data_root is None:
-            raise AnonbenchError(
-                "the celeba protocol needs --data-root (aligned CelebA: "
-                "img_align_celeba/ + identity_CelebA.txt)"
-            )
-        ds = load_celeba(ctx.data_root)
-        frac = float(_opt(ctx, "test_fraction", "0.5"))
-        train_ids, test_ids = identity_split([r.identity for r in ds.records], ctx.seed, frac)
-        per_id = int(_opt(ctx, "max_per_identity", "0"))
-        test = _cap([r for r in ds.records if r.identity in set(test_ids)], per_id)
-        train = [r for r in ds.records if r.identity in set(train_ids)]
+        train, test, train_ids, test_ids, split_info = load_split(ctx, "celeba")
         unavailable: dict[str, str] = {}
         detectors = []
         for n in _names(_opt(ctx, "detectors", DEFAULT_DETECTORS)):
@@ -216,15 +202,7 @@ class CelebAProtocol(Protocol):
             unavailable,
         )
         ctx.extra["celeba"] = {
-            "data_root": str(ctx.data_root),
-            "seed": ctx.seed,
-            "test_fraction": frac,
-            "max_per_identity": per_id,
-            "train_identities": train_ids,
-            "test_identities": test_ids,
-            "n_test_images": len(test),
-            "n_train_images": len(train),
-            "missing_files": len(ds.missing_files),
+            **split_info,
             "detectors": detectors,
             "recognizers": embedders + torch_recs,
             "unavailable": unavailable,
@@ -272,7 +250,7 @@ class CelebAProtocol(Protocol):
         import torch
 
         from anonbench.data.images import read_rgb
-        from anonbench.faces.pnca import PNCAConfig, PNCAEmbedder, train_pnca
+        from anonbench.faces.pnca import PNCAConfig, PNCAEmbedder, cached_train
 
         given = ctx.options.get("identifier")
         if given and adaptive is None:
@@ -287,28 +265,16 @@ class CelebAProtocol(Protocol):
         cfg = PNCAConfig(
             epochs=int(_opt(ctx, "pnca_epochs", str(PNCAConfig.epochs))), seed=ctx.seed
         )
-        real = [read_rgb(r.path) for r in p.train]
-        ids = [r.identity for r in p.train]
-        h = hashlib.sha256(
-            json.dumps([cfg.__dict__, [r.key for r in p.train], ids], sort_keys=True).encode()
-        )
-        images, labels, desc = real, ids, "pnca identifier (real train images)"
+        images = [read_rgb(r.path) for r in p.train]
+        labels = [r.identity for r in p.train]
+        desc = "pnca identifier (real train images)"
         if adaptive is not None:
             name, anon = adaptive
-            images, labels = real + anon, ids + ids
-            for a in anon:
-                h.update(array_digest(a).encode())
+            images, labels = images + anon, labels + labels
             desc = f"pnca-adaptive for {name} (real + anonymized train images)"
-        path = Path(ctx.cache_dir) / "pnca" / f"{h.hexdigest()[:24]}.pt"
-        if path.is_file():
-            return PNCAEmbedder(path)
         torch.set_num_threads(max(1, ctx.workers))
-        ckpt = train_pnca(images, labels, cfg, desc=desc, quiet=ctx.options.get("quiet", False))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(ckpt, tmp)
-        tmp.replace(path)
-        return PNCAEmbedder(ckpt)
+        quiet = ctx.options.get("quiet", False)
+        return cached_train(ctx.cache_dir, images, labels, cfg, desc, quiet=quiet)
 
     # -- one method --------------------------------------------------------------------------
     def run(self, method: Anonymizer, ctx: RunContext) -> list[dict[str, Any]]:
@@ -532,6 +498,40 @@ class CelebAProtocol(Protocol):
             "n": res.n1,
             "note": note,
         }
+
+
+def load_split(
+    ctx: RunContext, protocol: str
+) -> tuple[list[ImageRecord], list[ImageRecord], list[str], list[str], dict[str, Any]]:
+    """CelebA at ctx.data_root split by identity (seeded): (train records, test records,
+    train ids, test ids, a description for run.json). Options: test_fraction,
+    max_per_identity (test images per identity; 0 = all)."""
+    from anonbench.data.celeba import load_celeba
+    from anonbench.data.splits import identity_split
+
+    if ctx.data_root is None:
+        raise AnonbenchError(
+            f"the {protocol} protocol needs --data-root (aligned CelebA: "
+            "img_align_celeba/ + identity_CelebA.txt)"
+        )
+    ds = load_celeba(ctx.data_root)
+    frac = float(_opt(ctx, "test_fraction", "0.5"))
+    train_ids, test_ids = identity_split([r.identity for r in ds.records], ctx.seed, frac)
+    per_id = int(_opt(ctx, "max_per_identity", "0"))
+    test = _cap([r for r in ds.records if r.identity in set(test_ids)], per_id)
+    train = [r for r in ds.records if r.identity in set(train_ids)]
+    info = {
+        "data_root": str(ctx.data_root),
+        "seed": ctx.seed,
+        "test_fraction": frac,
+        "max_per_identity": per_id,
+        "train_identities": train_ids,
+        "test_identities": test_ids,
+        "n_test_images": len(test),
+        "n_train_images": len(train),
+        "missing_files": len(ds.missing_files),
+    }
+    return train, test, train_ids, test_ids, info
 
 
 def _detector_names() -> set[str]:

@@ -259,3 +259,29 @@ def train_main(argv: list[str]) -> int:
     )
     print(f"wrote {out / 'pnca.pt'} ({len(train_ids)} identities, {len(train)} images)")
     return 0
+
+
+def cached_train(
+    cache_dir: str | Path,
+    images: Sequence[np.ndarray],
+    labels: Sequence[str],
+    cfg: PNCAConfig,
+    desc: str = "pnca",
+    quiet: bool = False,
+) -> PNCAEmbedder:
+    """Trains (or loads the cached result of training) on exactly these images and labels:
+    the key is the sha256 of every image's pixels, the labels and the config."""
+    from anonbench.cache import array_digest
+
+    h = hashlib.sha256(json.dumps([asdict(cfg), list(labels)], sort_keys=True).encode())
+    for im in images:
+        h.update(array_digest(im).encode())
+    path = Path(cache_dir) / "pnca" / f"{h.hexdigest()[:32]}.pt"
+    if path.is_file():
+        return PNCAEmbedder(path)
+    ckpt = train_pnca(images, labels, cfg, desc=desc, quiet=quiet)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+    return PNCAEmbedder(ckpt)

@@ -1,0 +1,91 @@
+"""landmark-attack and faceswap protocols on the small real CelebA fixture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from anonbench.api import Anonymizer, MethodMeta, RunContext
+from anonbench.cli import main
+from anonbench.data.celeba import load_celeba
+from anonbench.data.images import read_rgb
+from anonbench.registry import METHODS, PROTOCOLS
+
+ROOT = Path(__file__).parent / "fixtures" / "celeba_small"
+
+
+def test_landmark_attack_runs_and_blackout_defeats_it(tmp_path):
+    rc = main(
+        [
+            "run",
+            "--methods",
+            "original,mask",
+            "--protocol",
+            "landmark-attack",
+            "--data-root",
+            str(ROOT),
+            "--out",
+            str(tmp_path / "o"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--workers",
+            "1",
+            "--quiet",
+            "--option",
+            "pnca_epochs=3",
+        ]
+    )
+    assert rc == 0
+    df = pd.read_csv(tmp_path / "o" / "results.csv")
+    r = df.query("metric == 'recall_at_1' and evaluator == 'pnca-landmarks'").set_index("method")
+    assert 0 <= r.loc["original", "value"] <= 100
+    # a black face has no landmarks: every query is a miss
+    missing = df.query("metric == 'landmarks_missing'").set_index("method")
+    assert missing.loc["mask", "value"] == missing.loc["mask", "n"] > 0
+    assert r.loc["mask", "value"] == 0.0
+    assert missing.loc["original", "value"] == 0
+
+
+class SwapOracle(Anonymizer):
+    """A face swapper: pastes a real image of the target identity into the face mask."""
+
+    meta = MethodMeta(identity_conditioned=True)
+
+    def __init__(self, faces: dict[str, np.ndarray]) -> None:
+        self.name = "swap-oracle"
+        self.target_labels = sorted(faces)
+        self.faces = faces
+
+    def _generate(self, batch, *, targets, generator):
+        imgs = [self.faces[self.target_labels[t]] for t in targets]
+        return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255
+
+
+def test_faceswap_flags_a_face_swapper_and_skips_others(tmp_path):
+    ds = load_celeba(ROOT)
+    from anonbench.protocols.celeba import load_split
+
+    ctx = RunContext(
+        data_root=str(ROOT),
+        out_dir=str(tmp_path),
+        cache_dir=str(tmp_path / "c"),
+        embedder="dlib-resnet",
+        options={"quiet": True},
+    )
+    _, _, train_ids, _, _ = load_split(ctx, "faceswap")
+    faces = {}
+    for r in ds.records:  # last image of each train identity is the one pasted
+        if r.identity in train_ids:
+            faces[r.identity] = read_rgb(r.path)
+    proto = PROTOCOLS.create("faceswap")
+    rows = proto.run(SwapOracle(faces), ctx)
+    by = {r["evaluator"]: r for r in rows}
+    assert by["chance"]["value"] == pytest.approx(100 / len(faces))
+    assert by["dlib-resnet"]["value"] > 2 * by["chance"]["value"]  # swapping is caught
+    skipped = proto.run(METHODS.create("blur17"), ctx)
+    assert len(skipped) == 1 and "not identity-conditioned" in skipped[0]["note"]
+    assert np.isnan(skipped[0]["value"])
