@@ -225,6 +225,12 @@ def _declare_builtins() -> None:
         ),
         (
             EMBEDDERS,
+            "dlib-resnet-mmod",
+            f"{f}:DlibResNetEmbedder",
+            "dlib-resnet whose attacker tries the MMOD CNN detector before the fixed box",
+        ),
+        (
+            EMBEDDERS,
             "mobilefacenet",
             "anonbench.faces.mobilefacenet:MobileFaceNetEmbedder",
             "MobileFaceNet (CASIA-WebFace), 128-d, 112x96 5-point aligned; weights by path",

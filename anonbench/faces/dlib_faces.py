@@ -133,6 +133,7 @@ class Dlib68Landmarker:
 
 
 @register_embedder("dlib-resnet")
+@register_embedder("dlib-resnet-mmod", second_detector="dlib-mmod")
 class DlibResNetEmbedder:
     """dlib ResNet face descriptor (128-d; dlib reports 99.38% on LFW with its own pipeline).
 
@@ -144,15 +145,34 @@ class DlibResNetEmbedder:
     name = "dlib-resnet"
     dim = 128
 
-    def __init__(self, upsample: int = 1, min_iou: float = 0.3, jitter: int = 0) -> None:
+    def __init__(
+        self,
+        upsample: int = 1,
+        min_iou: float = 0.3,
+        jitter: int = 0,
+        second_detector: str | None = None,
+    ) -> None:
         self.detector = HOGDetector(upsample)
+        # tried only when HOG finds nothing, before the fixed box (e.g. "dlib-mmod")
+        self.second = MMODDetector(upsample) if second_detector == "dlib-mmod" else None
+        if second_detector not in (None, "dlib-mmod"):
+            raise ValueError(f"unsupported second detector {second_detector!r}")
         self.min_iou = min_iou
         self.jitter = jitter
-        self.version = f"dlib-resnet-v1/up{upsample}/iou{min_iou}/jit{jitter}/1"
+        self.version = f"dlib-resnet-v1/up{upsample}/iou{min_iou}/jit{jitter}/1" + (
+            f"/then-{second_detector}" if second_detector else ""
+        )
 
     def choose_box(self, image: np.ndarray, fallback_box: Box) -> tuple[Box, bool]:
         """The detected face best overlapping fallback_box, or fallback_box itself."""
-        return choose_box([f.box for f in self.detector.detect(image)], fallback_box, self.min_iou)
+        box, fell_back = choose_box(
+            [f.box for f in self.detector.detect(image)], fallback_box, self.min_iou
+        )
+        if fell_back and self.second is not None:
+            box, fell_back = choose_box(
+                [f.box for f in self.second.detect(image)], fallback_box, self.min_iou
+            )
+        return box, fell_back
 
     def embed(
         self, images: Sequence[np.ndarray], fallback_box: Box
