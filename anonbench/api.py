@@ -108,7 +108,8 @@ class MetricSpec:
 
 @dataclass
 class FaceDetection:
-    """One detected face in an image: box (l, t, r, b), score, and optional 68 landmarks."""
+    """One detected face in an image: box (l, t, r, b), score, and optional landmarks (68 from
+    dlib's shape predictor, 5 from RetinaFace/MTCNN: check the shape)."""
 
     box: tuple[float, float, float, float]
     score: float

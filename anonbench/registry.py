@@ -208,7 +208,7 @@ def _declare_builtins() -> None:
             DETECTORS,
             "retinaface",
             "anonbench.faces.retinaface:RetinaFaceDetector",
-            "RetinaFace MobileNet-0.25 (WIDER FACE; FPN + SSH context heads)",
+            "RetinaFace MobileNet-0.25 (WIDER FACE, Face-Detector-1MB weights; FPN + SSH heads)",
         ),
         (
             DETECTORS,

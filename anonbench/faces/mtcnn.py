@@ -1,0 +1,100 @@
+"""MTCNN (Zhang et al., 2016) through facenet-pytorch: box, score and 5 landmarks per face.
+
+facenet-pytorch ships the P-, R- and O-Net weights inside its wheel, so nothing is downloaded.
+It is imported when a detector is built, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from anonbench.api import FaceDetection
+from anonbench.errors import AnonbenchError
+from anonbench.registry import register_detector
+
+PIP_SPEC = "facenet-pytorch==2.5.3"  # 2.6.0 pins torch<2.3 and would downgrade torch
+
+
+def _import_mtcnn() -> Any:
+    try:
+        from facenet_pytorch import MTCNN
+    except ImportError as e:
+        raise AnonbenchError(
+            f"the mtcnn detector needs facenet-pytorch ({e}); `pip install {PIP_SPEC}`"
+        ) from None
+    return MTCNN
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("facenet-pytorch")
+    except PackageNotFoundError:  # importable but not installed as a distribution
+        return "unknown"
+
+
+@register_detector("mtcnn")
+class MTCNNDetector:
+    """MTCNN cascade (P-Net, R-Net, O-Net) from facenet-pytorch; 5 landmarks per face.
+
+    conf_threshold is the O-Net stage's threshold, whose probability is the reported score
+    (0.7 is MTCNN's published setting); stage_thresholds are the P-Net and R-Net ones.
+    """
+
+    name = "mtcnn"
+
+    def __init__(
+        self,
+        conf_threshold: float = 0.7,
+        min_face_size: int = 20,
+        device: str = "cpu",
+        *,
+        stage_thresholds: tuple[float, float] = (0.6, 0.7),
+        factor: float = 0.709,
+    ) -> None:
+        mtcnn_cls = _import_mtcnn()
+        self.conf_threshold = float(conf_threshold)
+        thresholds = [float(stage_thresholds[0]), float(stage_thresholds[1]), self.conf_threshold]
+        # keep_all: every face, not only one; select_largest=False: ordered by probability
+        self._mtcnn = mtcnn_cls(
+            min_face_size=min_face_size,
+            thresholds=thresholds,
+            factor=factor,
+            keep_all=True,
+            select_largest=False,
+            device=device,
+        )
+        self.version = (
+            f"mtcnn/facenet-pytorch-{_package_version()}/min{min_face_size}"
+            f"/t{thresholds[0]:g},{thresholds[1]:g},{thresholds[2]:g}/f{factor:g}/1"
+        )
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        """image: H x W x 3 uint8 RGB. Faces most confident first; landmarks 5 x 2 float32
+        (eye left in the image, other eye, nose, mouth corners), pixel coordinates."""
+        import torch
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"expected an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}"
+            )
+        with torch.no_grad():
+            boxes, probs, points = self._mtcnn.detect(np.ascontiguousarray(image), landmarks=True)
+        if boxes is None:  # facenet-pytorch's "no face"
+            return []
+        # it returns numpy object arrays: make them plain floats
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+        points = np.asarray(points, dtype=np.float32).reshape(-1, 5, 2)
+        order = np.argsort(-probs, kind="stable")
+        return [
+            FaceDetection(
+                (float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2]), float(boxes[i, 3])),
+                float(probs[i]),
+                landmarks=points[i],
+            )
+            for i in order
+        ]
