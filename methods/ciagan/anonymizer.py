@@ -1,0 +1,180 @@
+"""The registered `ciagan` method: crop each face the official way, draw its landmarks, mask
+it, generate a new face for a chosen identity at 128 x 128 and paste it back."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anonbench.api import Anonymizer, FaceBatch, MethodMeta
+from anonbench.errors import AnonbenchError
+from anonbench.methods.ciagan import checkpoint as ckpt_io
+from anonbench.registry import register_method
+
+# a checkpoint shipped in the package (generator only); may be split into NAME.partNN files
+# because files come back from training machines in pieces of at most 16 MiB
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights" / "ciagan_generator.pt"
+
+TRAIN_HINT = (
+    "train one with `anonbench train ciagan --data celeba:PATH --out DIR` and pass "
+    "DIR/last.pt (anonbench run: --checkpoint ciagan=DIR/last.pt; anonbench anonymize: "
+    "--checkpoint DIR/last.pt)"
+)
+
+
+@register_method("ciagan")
+class CIAGAN(Anonymizer):
+    """CIAGAN (Maximov et al., CVPR 2020): landmarks + chosen identity -> new face.
+
+    checkpoint: a training checkpoint (last.pt) or an exported generator; default: the one
+    shipped in the package, if any. identity: a fixed target identity for every face; else
+    targets come from `anonymize(targets=...)`, from its torch.Generator, or from a hash of
+    (seed, item key), so an item always gets the same identity for a given seed.
+    """
+
+    name = "ciagan"
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        device: str = "cpu",
+        identity: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        path = Path(checkpoint) if checkpoint else PACKAGE_WEIGHTS
+        raw = ckpt_io.read_bytes(path)
+        if raw is None:
+            if checkpoint:
+                raise AnonbenchError(f"CIAGAN checkpoint not found: {checkpoint}")
+            raise AnonbenchError(
+                f"ciagan needs a trained checkpoint and none ships with it: {TRAIN_HINT}"
+            )
+        self.checkpoint = str(path)
+        self.sha256 = hashlib.sha256(raw).hexdigest()
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise AnonbenchError(f"ciagan: device {device!r} requested but CUDA is unavailable")
+        ckpt = ckpt_io.parse(raw, self.checkpoint)
+        self.generator_net = ckpt_io.build_generator(ckpt, self.checkpoint).to(self.device)
+        # the dataset identity behind each target index (the faceswap protocol needs it)
+        self.target_labels = [str(x) for x in ckpt.get("identity_names", [])]
+        self.num_identities = int(self.generator_net.num_identities)
+        self.img_size = int(self.generator_net.img_size)
+        if identity is not None and not 0 <= int(identity) < self.num_identities:
+            raise AnonbenchError(
+                f"ciagan: identity {identity} out of range: this checkpoint has "
+                f"{self.num_identities} identities (0..{self.num_identities - 1})"
+            )
+        self.identity = None if identity is None else int(identity)
+        self.seed = int(seed)
+        self.meta = MethodMeta(
+            paper="Maximov, Elezi, Leal-Taixé: CIAGAN, CVPR 2020",
+            license="code: MIT (re-implementation of dvl-tum/ciagan); weights: trained on "
+            "CelebA (non-commercial research)",
+            input_size=(self.img_size, self.img_size),
+            checkpoint_sha256=self.sha256,
+            identity_conditioned=True,
+            deterministic=True,
+        )
+
+    def _load(self, raw: bytes) -> torch.nn.Module:
+        ckpt = ckpt_io.parse(raw, self.checkpoint)
+        return ckpt_io.build_generator(ckpt, self.checkpoint).to(self.device)
+
+    # pickled into worker processes without the weights: each worker reloads the file
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["generator_net"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _net(self) -> torch.nn.Module:
+        if self.generator_net is None:
+            raw = ckpt_io.read_bytes(Path(self.checkpoint))
+            if raw is None or hashlib.sha256(raw).hexdigest() != self.sha256:
+                raise AnonbenchError(f"{self.checkpoint} changed since it was first loaded")
+            self.generator_net = self._load(raw)
+        return self.generator_net
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "checkpoint_sha256": self.sha256,
+            "identity": self.identity,
+            "seed": self.seed,
+            "num_identities": self.num_identities,
+        }
+
+    def choose_targets(
+        self,
+        keys: Sequence[str],
+        targets: Sequence[int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[int]:
+        """Explicit targets, else the fixed identity, else draws from generator, else a hash
+        of (seed, key)."""
+        n = self.num_identities
+        if targets is not None:
+            out = [int(t) for t in targets]
+            if len(out) != len(keys):
+                raise ValueError(f"ciagan: {len(out)} targets for {len(keys)} faces")
+            bad = [t for t in out if not 0 <= t < n]
+            if bad:
+                raise AnonbenchError(f"ciagan: target identity {bad[0]} out of range 0..{n - 1}")
+            return out
+        if self.identity is not None:
+            return [self.identity] * len(keys)
+        if generator is not None:
+            return torch.randint(n, (len(keys),), generator=generator).tolist()
+        return [
+            int.from_bytes(hashlib.sha256(f"{self.seed}|{k}".encode()).digest()[:8], "big") % n
+            for k in keys
+        ]
+
+    @torch.no_grad()
+    def _generate(
+        self,
+        batch: FaceBatch,
+        *,
+        targets: Sequence[int] | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        from anonbench.methods.ciagan.data import crop_boxes, face_canvas, make_views
+        from anonbench.methods.ciagan.preprocess import paste_back
+
+        net = self._net()
+        ids = self.choose_targets(batch.keys, targets, generator)
+        images = batch.images.detach().float().cpu()
+        u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        lms = batch.landmarks.detach().cpu().numpy()
+        todo = [i for i in range(len(batch)) if np.isfinite(lms[i]).all()]
+        out = images.clone()
+        if not todo:
+            return out.to(batch.images.device, batch.images.dtype)
+        canvases, affines = [], []
+        for i in todo:
+            c, t = face_canvas(u8[i], lms[i])
+            canvases.append(c)
+            affines.append(t.view_affine(size=self.img_size))
+        canvas = torch.from_numpy(np.stack(canvases)).to(self.device)
+        v = make_views(canvas, crop_boxes(len(todo), None, 0, 0), self.img_size)
+        onehot = F.one_hot(torch.tensor([ids[i] for i in todo]), self.num_identities)
+        inp = torch.cat([v.landmarks, v.image * (1 - v.mask)], 1)
+        use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            raw = net(inp, onehot.float().to(self.device)).float()
+        comp = (raw * v.mask + v.image * (1 - v.mask)).clamp(0, 1)
+        comp_np = comp.permute(0, 2, 3, 1).cpu().numpy()
+        for j, i in enumerate(todo):
+            full = out[i].permute(1, 2, 0).numpy()
+            pasted = paste_back(full, comp_np[j], affines[j])
+            out[i] = torch.from_numpy(pasted).permute(2, 0, 1)
+        return out.to(batch.images.device, batch.images.dtype)

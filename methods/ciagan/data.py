@@ -1,0 +1,260 @@
+"""CIAGAN training data: the official preprocessing of every image (cached), kept in memory as
+144 x 144 uint8 canvases, pair sampling and the 128 x 128 views made on the training device.
+
+A canvas stacks 5 channels: RGB image, landmark-line alpha, mask (all after the official
+Lanczos resize of the 178 x 218 crop to 144 x 144). Views are cut from it with one batched
+`grid_sample`: random crops for training, the centre crop [8, 136) for inference (exactly the
+canvas pixels at 128 x 128). The official code resamples with PIL Lanczos per image in data
+loader workers; bilinear on the device is what makes the data pipeline free (the crop side is
+72..144 px resized to 128, so there is little to alias).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from anonbench.cache import Cache, file_sha256
+from anonbench.data.records import ImageRecord
+from anonbench.errors import AnonbenchError
+from anonbench.methods.ciagan.preprocess import (
+    CANVAS,
+    LINE_RGB,
+    VIEW,
+    VIEW_OFFSET,
+    CropTransform,
+    crop_face,
+    to_canvas,
+)
+
+PREP_VERSION = "ciagan-prep/1"
+
+
+def face_canvas(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, CropTransform]:
+    """5 x 144 x 144 uint8 canvas (RGB, lines, mask) of one face, and its crop transform."""
+    fc = crop_face(image, landmarks)
+    img = to_canvas(fc.image)
+    canvas = np.concatenate(
+        [img.transpose(2, 0, 1), to_canvas(fc.lines)[None], to_canvas(fc.mask)[None]], 0
+    )
+    return canvas, fc.transform
+
+
+# -- preparing a dataset ------------------------------------------------------------------------
+
+
+def parse_data_spec(spec: str) -> tuple[str, Path]:
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in ("celeba", "folders") or not path:
+        raise AnonbenchError(f"--data expects celeba:PATH or folders:PATH, got {spec!r}")
+    return kind, Path(path)
+
+
+def load_records(spec: str, split: str = "all") -> list[ImageRecord]:
+    kind, path = parse_data_spec(spec)
+    if kind == "celeba":
+        from anonbench.data.celeba import load_celeba
+
+        records = load_celeba(path).records
+    else:
+        from anonbench.data.folders import load_identity_folders
+
+        records = load_identity_folders(path)
+    if split != "all":
+        records = [r for r in records if r.split == split]
+        if not records:
+            raise AnonbenchError(f"no images of split {split!r} in {path}")
+    return records
+
+
+@dataclass
+class _PrepState:
+    analyzer: object
+    cache: Cache
+    version: str
+
+
+def _build_prep_state(cache_dir: str | None, detector: str) -> _PrepState:
+    from anonbench.faces.analysis import FaceAnalyzer
+
+    analyzer = FaceAnalyzer(detector=detector)
+    cache = Cache(cache_dir) if cache_dir else Cache()
+    return _PrepState(analyzer, cache, f"{PREP_VERSION}+{analyzer.version}")
+
+
+def _prepare_one(state: _PrepState, path: str) -> dict[str, np.ndarray]:
+    """The cached preprocessing of one image file (keyed by the file's bytes)."""
+    from anonbench.data.images import read_rgb
+
+    digest = file_sha256(path)
+    hit = state.cache.get("ciagan-prep", state.version, digest)
+    if hit is not None:
+        return hit
+    img = read_rgb(path)
+    faces = state.analyzer(img)  # type: ignore[operator]
+    if len(faces) == 0:
+        res = {"found": np.array(False)}
+    else:  # the official code keeps the first detection; ours are sorted by score
+        canvas, _ = face_canvas(img, faces.landmarks[0])
+        res = {"found": np.array(True), "canvas": canvas, "landmarks": faces.landmarks[0]}
+    state.cache.put("ciagan-prep", state.version, digest, res)
+    return res
+
+
+@dataclass
+class TrainData:
+    """Prepared faces in memory. canvas: N x 5 x 144 x 144 uint8 (on the training device)."""
+
+    canvas: torch.Tensor
+    labels: torch.Tensor  # N int64, index into identity_names
+    identity_names: list[str]
+    keys: list[str]
+    skipped: list[str] = field(default_factory=list)  # images without a detected face
+
+    @property
+    def num_identities(self) -> int:
+        return len(self.identity_names)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device | str) -> TrainData:
+        return TrainData(
+            self.canvas.to(device), self.labels, self.identity_names, self.keys, self.skipped
+        )
+
+
+def _natural(s: str) -> tuple[int, str]:
+    return (int(s), "") if s.isdigit() else (1 << 62, s)
+
+
+def prepare(
+    records: list[ImageRecord],
+    cache_dir: str | None = None,
+    workers: int = 1,
+    detector: str = "dlib-hog",
+    min_images: int = 2,
+    progress: bool = True,
+) -> TrainData:
+    """Runs (or reads from the cache) the official preprocessing of every record."""
+    from tqdm.auto import tqdm
+
+    from anonbench.parallel import map_items
+
+    builder = functools.partial(_build_prep_state, cache_dir, detector)
+    it = map_items(_prepare_one, builder, [str(r.path) for r in records], workers=workers)
+    kept: list[tuple[ImageRecord, np.ndarray]] = []
+    skipped: list[str] = []
+    for r, res in tqdm(
+        zip(records, it, strict=True),
+        total=len(records),
+        desc="ciagan preprocessing",
+        unit="img",
+        disable=not progress,
+    ):
+        if bool(res["found"]):
+            kept.append((r, res["canvas"]))
+        else:
+            skipped.append(r.key)
+    counts: dict[str, int] = {}
+    for r, _ in kept:
+        counts[r.identity] = counts.get(r.identity, 0) + 1
+    names = sorted((k for k, v in counts.items() if v >= min_images), key=_natural)
+    if len(names) < 2:
+        raise AnonbenchError(
+            f"CIAGAN training needs at least 2 identities with >= {min_images} images in "
+            f"which a face is found; found {len(names)} ({len(kept)} faces, "
+            f"{len(skipped)} images without a face)"
+        )
+    index = {n: i for i, n in enumerate(names)}
+    kept = [(r, c) for r, c in kept if r.identity in index]
+    return TrainData(
+        canvas=torch.from_numpy(np.stack([c for _, c in kept])),
+        labels=torch.tensor([index[r.identity] for r, _ in kept], dtype=torch.long),
+        identity_names=names,
+        keys=[r.key for r, _ in kept],
+        skipped=skipped,
+    )
+
+
+# -- sampling and views -------------------------------------------------------------------------
+
+
+class PairSampler:
+    """The official siamese sampler: half the pairs from two random identities (which may
+    coincide), half from one identity; shuffled. All draws come from one torch.Generator, so
+    its state is the whole sampling state (saved in checkpoints for exact resume)."""
+
+    def __init__(self, labels: torch.Tensor, num_identities: int) -> None:
+        labels = labels.cpu()
+        self.order = torch.argsort(labels, stable=True)
+        self.counts = torch.bincount(labels, minlength=num_identities)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+        self.present = torch.nonzero(self.counts).flatten()
+
+    def _element(self, cls: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        r = torch.rand(cls.shape[0], generator=gen)
+        k = (r * self.counts[cls]).long().clamp_max(self.counts[cls] - 1)
+        return self.order[self.offsets[cls] + k]
+
+    def sample(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source indices, target indices), n each."""
+        half = n // 2
+        pick = torch.randint(len(self.present), (n + half,), generator=gen)
+        c = self.present[pick]
+        c1 = c[:n]
+        c2 = torch.cat([c[n:], c1[half:]])  # first half: another random id; rest: the same id
+        i1, i2 = self._element(c1, gen), self._element(c2, gen)
+        perm = torch.randperm(n, generator=gen)
+        return i1[perm], i2[perm]
+
+    def sample_images(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.randint(int(self.counts.sum()), (n,), generator=gen)
+
+
+def crop_boxes(
+    n: int, gen: torch.Generator | None, crop_min: float, crop_max: float, canvas: int = CANVAS
+) -> torch.Tensor:
+    """n x 4 (left, top, right, bottom) in canvas pixels. With a generator: the official
+    random crop, each side moved out independently, the side length between crop_min and
+    crop_max of the canvas (official: 0.5 and 0.75); without: the centre crop [8, 136)."""
+    if gen is None:
+        lo, hi = float(VIEW_OFFSET), float(VIEW_OFFSET + VIEW)
+        return torch.tensor([[lo, lo, hi, hi]]).expand(n, 4).clone()
+    c = canvas / 2
+    a = crop_min * canvas / 2
+    d = (crop_max - crop_min) * canvas / 2
+    r = torch.rand(n, 4, generator=gen)
+    return torch.stack(
+        [c - a - d * r[:, 0], c - a - d * r[:, 1], c + a + d * r[:, 2], c + a + d * r[:, 3]], 1
+    )
+
+
+@dataclass
+class Views:
+    image: torch.Tensor  # B x 3 x S x S float in [0, 1]
+    landmarks: torch.Tensor  # B x 3 x S x S, the RGB landmark image
+    mask: torch.Tensor  # B x 1 x S x S in {0, 1}
+
+
+def make_views(canvas: torch.Tensor, boxes: torch.Tensor, size: int) -> Views:
+    """Cuts boxes (B x 4, canvas pixels) out of uint8 canvases (B x 5 x C x C) and resizes them
+    to size x size (bilinear). A box of exactly size pixels on the pixel grid copies pixels."""
+    b, _, hc, wc = canvas.shape
+    boxes = boxes.to(canvas.device, torch.float32)
+    x = canvas.float() / 255.0
+    theta = torch.zeros(b, 2, 3, device=canvas.device)
+    theta[:, 0, 0] = (boxes[:, 2] - boxes[:, 0]) / wc
+    theta[:, 0, 2] = (boxes[:, 0] + boxes[:, 2]) / wc - 1
+    theta[:, 1, 1] = (boxes[:, 3] - boxes[:, 1]) / hc
+    theta[:, 1, 2] = (boxes[:, 1] + boxes[:, 3]) / hc - 1
+    grid = F.affine_grid(theta, [b, 5, size, size], align_corners=False)
+    v = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    alpha = v[:, 3:4]
+    lndm = torch.cat([1 + alpha * (c / 255.0 - 1) for c in LINE_RGB], 1)
+    return Views(v[:, :3], lndm, (v[:, 4:5] > 0.2).float())  # official mask threshold

@@ -1,0 +1,173 @@
+"""`anonbench anonymize` end to end: a photo, a folder, a short video; any method."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anonbench.cli import main
+from anonbench.data.images import read_rgb
+from anonbench.data.lfw import sample_root
+from anonbench.methods.ciagan import checkpoint as ckpt_io
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.pt"
+    ckpt_io.save_atomic(ckpt_io.random_generator_checkpoint(1000, 32, 8, seed=1), p)
+    return p
+
+
+def _photos(name: str = "Abdullah_Gul") -> list[Path]:
+    return sorted((sample_root() / "images" / name).glob("*.jpg"))
+
+
+def _run(*args: str) -> int:
+    return main(["anonymize", *args, "--quiet", "--no-cache"])
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "anonymize_report.json").read_text())
+
+
+def test_photo_with_blur17_and_ciagan(tmp_path, tiny_ckpt):
+    src = _photos()[0]
+    out = tmp_path / "blur"
+    assert _run("--method", "blur17", "--input", str(src), "--output", str(out)) == 0
+    a, b = read_rgb(src), read_rgb(out / src.name)
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
+    rep = _report(out)
+    assert rep["totals"] == {"images": 1, "videos": 0, "faces": 1, "tracks": 0, "missed": 0}
+    out2 = tmp_path / "ciagan"
+    args = ["--method", "ciagan", "--checkpoint", str(tiny_ckpt), "--input", str(src)]
+    assert _run(*args, "--output", str(out2), "--identity", "17") == 0
+    assert _report(out2)["inputs"][0]["identities"] == [17]
+    assert _report(out2)["meta"]["identity_conditioned"] is True
+    # corners (far from the face) are what the photo had, up to JPEG re-encoding
+    c = read_rgb(out2 / src.name).astype(int)
+    assert np.abs(c[:40, :40] - a[:40, :40].astype(int)).mean() < 3
+
+
+def test_folder_mappings_and_misses(tmp_path, tiny_ckpt):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    p1, p2 = _photos()[:2]  # the same person twice
+    other = _photos("Alicia_Silverstone")[0]  # clearly someone else
+    for p, dst in [
+        (p1, folder / "a.jpg"),
+        (p2, folder / "sub" / "b.jpg"),
+        (other, folder / "c.jpg"),
+    ]:
+        dst.write_bytes(p.read_bytes())
+    blank = np.full((120, 160, 3), 200, np.uint8)
+    blank[::7] = 30  # stripes, so blurring changes it
+    import cv2
+
+    cv2.imwrite(str(folder / "noface.png"), blank)
+    base = ["--method", "ciagan", "--checkpoint", str(tiny_ckpt), "--input", str(folder)]
+
+    out = tmp_path / "src"
+    assert _run(*base, "--output", str(out), "--mapping", "per-source", "--on-miss", "keep") == 0
+    rep = {Path(r["input"]).name: r for r in _report(out)["inputs"]}
+    assert (out / "sub" / "b.jpg").is_file() and (out / "noface.png").is_file()
+    assert rep["a.jpg"]["identities"] == rep["b.jpg"]["identities"]  # same person, same fake
+    assert rep["a.jpg"]["identities"] != rep["c.jpg"]["identities"]
+    assert rep["noface.png"]["missed"] == 1
+    assert np.array_equal(read_rgb(out / "noface.png"), blank[..., ::-1])  # kept as it was
+
+    out_b = tmp_path / "blurred"
+    assert _run(*base, "--output", str(out_b), "--on-miss", "blur") == 0
+    assert not np.array_equal(read_rgb(out_b / "noface.png"), blank[..., ::-1])
+    assert _run(*base, "--output", str(tmp_path / "f"), "--on-miss", "fail") == 2
+    assert _run(*base, "--output", str(folder / "inside")) == 2  # never write into the input
+
+
+def _synthetic_video(path: Path, frames: int = 8) -> None:
+    """A face photo drifting a few pixels per frame (some frames blanked: missed faces)."""
+    import cv2
+
+    img = cv2.cvtColor(read_rgb(_photos()[0]), cv2.COLOR_RGB2BGR)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (250, 250))
+    assert w.isOpened()
+    for i in range(frames):
+        f = np.roll(img, 2 * i, axis=1)
+        if i == 4:
+            f = np.full_like(f, 128)  # the face vanishes for one frame inside the track
+        w.write(f)
+    w.release()
+
+
+def test_short_video_any_method(tmp_path, tiny_ckpt):
+    import cv2
+
+    video = tmp_path / "clip.avi"
+    _synthetic_video(video)
+    for method, extra in [("blur17", []), ("ciagan", ["--checkpoint", str(tiny_ckpt)])]:
+        out = tmp_path / method
+        assert _run("--method", method, "--input", str(video), "--output", str(out), *extra) == 0
+        cap = cv2.VideoCapture(str(out / "clip.avi.mp4"))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        cap.release()
+        assert n == 8 and size == (250, 250)
+        r = _report(out)["inputs"][0]
+        assert r["kind"] == "video" and r["frames"] == 8 and r["tracks"] == 1
+        assert r["missed"] == 1 and r["frames_with_miss"] == 1
+        assert len(set(r["identities"].values())) == 1  # one fake identity per track
+    assert (
+        _run(
+            "--method",
+            "blur17",
+            "--input",
+            str(video),
+            "--output",
+            str(tmp_path / "x"),
+            "--on-miss",
+            "fail",
+        )
+        == 2
+    )
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    src = str(_photos()[0])
+    assert _run("--method", "ciagan", "--input", src, "--output", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "anonbench train ciagan" in err and len(err.splitlines()) == 1
+    assert (
+        _run(
+            "--method",
+            "blur17",
+            "--checkpoint",
+            "x.pt",
+            "--input",
+            src,
+            "--output",
+            str(tmp_path / "o"),
+        )
+        == 2
+    )
+    assert _run("--method", "blurr17", "--input", src, "--output", str(tmp_path / "o")) == 2
+    assert (
+        _run(
+            "--method",
+            "blur17",
+            "--input",
+            str(tmp_path / "missing.jpg"),
+            "--output",
+            str(tmp_path / "o"),
+        )
+        == 2
+    )
