@@ -6,12 +6,14 @@ import pandas as pd
 
 # (method, metric) -> (low, high). Wide enough for threshold noise on 600 pairs, narrow enough
 # to catch a broken recognizer (original near chance) or a no-op anonymizer.
+# Measured on fold 1 (in-sample thresholds) in the full run: original 0.977 TAR / 0.990
+# accuracy, blur17 0.923 / 0.973.
 RANGES = {
-    ("original", "accuracy"): (0.96, 1.0),
-    ("original", "tar_far_1e-3"): (0.80, 1.0),
-    ("blur17", "accuracy"): (0.80, 0.99),
-    ("blur17", "tar_far_1e-3"): (0.20, 0.97),
-    ("original", "faces_missed"): (0, 30),
+    ("original", "accuracy"): (0.97, 1.0),
+    ("original", "tar_far_1e-3"): (0.90, 1.0),
+    ("blur17", "accuracy"): (0.90, 0.99),
+    ("blur17", "tar_far_1e-3"): (0.60, 0.97),
+    ("original", "faces_missed"): (0, 20),
 }
 
 df = pd.read_csv(sys.argv[1])
@@ -26,6 +28,18 @@ for (method, metric), (lo, hi) in RANGES.items():
     print(f"{method:10s} {metric:14s} {v:.4f}  expected [{lo}, {hi}]  {status}")
     if status != "ok":
         bad.append(f"{method} {metric}={v}")
+
+
+def value(method: str, metric: str) -> float:
+    sel = df[(df.method == method) & (df.metric == metric)]
+    return float(sel.value.iloc[0]) if len(sel) == 1 else float("nan")
+
+
+# blur must cost the attacker something: a no-op anonymizer would match the original
+gap = value("original", "tar_far_1e-3") - value("blur17", "tar_far_1e-3")
+print(f"TAR gap original - blur17: {gap:.4f}  expected >= 0.02")
+if not gap >= 0.02:
+    bad.append(f"blur17 TAR gap {gap}")
 if (df.dataset != "lfw").any():
     bad.append("dataset label is not 'lfw'")
 if bad:
