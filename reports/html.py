@@ -1,0 +1,601 @@
+"""The HTML report: one self-contained file (images and plots inline as base64, no external
+CSS/JS, a Content-Security-Policy that forbids loading anything), rendered with jinja2 with
+autoescaping on, so names from result files cannot inject markup.
+
+    write_report([Path("runs/lfw1"), Path("runs/celeba")], Path("report.html"))
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import io
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anonbench.reports.compare import Comparison, build_comparisons
+from anonbench.reports.runs import Bundle, ExampleSet, is_sample, load_runs
+from anonbench.reports.tables import WideTable, build_tables, metric_label
+
+THUMB_PX = 112  # example faces are shown at this height: enough to judge, small file
+THUMB_SCALE = 2  # stored at twice that, so they stay sharp on high-density screens
+
+
+@dataclass
+class Figure:
+    title: str
+    caption: str
+    uri: str  # data:image/png;base64,...
+    alt: str
+    wide: bool = False  # several panels: give it the whole row
+
+
+@dataclass
+class MissedRow:
+    method: str
+    counts: list[tuple[str, str]]  # (label, "3/200")
+    keys: list[str]
+    more: int
+
+
+@dataclass
+class Section:
+    table: WideTable
+    comparisons: list[Comparison]
+    figures: list[Figure]
+    grids: list[ExampleSet]
+    thumbs: dict[tuple[int, str, int], str]  # (grid, method, face) -> data URI
+    missed: list[MissedRow]
+    missed_note: str = ""
+    grid_methods: list[list[str]] = field(default_factory=list)
+
+
+def _uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _thumb(path: Path) -> str | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            px = THUMB_PX * THUMB_SCALE
+            if h > px:
+                im = im.resize((max(1, round(w * px / h)), px), Image.LANCZOS)
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=85)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    return _uri(buf.getvalue(), "image/jpeg")
+
+
+def _figures(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> list[Figure]:
+    from anonbench.reports import plots
+    from anonbench.reports.paper import for_protocol
+
+    figs: list[Figure] = []
+    # privacy-utility scatter: y = Recall@1 (per recognizer) or TAR; x = detection rate
+    ycols = [i for i in t.column_index("recall_at_1") if t.columns[i].evaluator != "chance"]
+    ycols = ycols or t.column_index("tar_far_1e-3")
+    xcols = t.column_index("detection_rate")
+    derived = not xcols and bool(t.column_index("embedder_no_face"))
+    if ycols and (xcols or derived):
+        xi = xcols[0] if xcols else t.column_index("embedder_no_face")[0]
+        points = []
+        for m in t.methods:
+            if m == "chance":
+                continue
+            xc = t.cell(m, xi)
+            if xc is None or math.isnan(xc.value):
+                continue
+            if derived:
+                if not xc.n:
+                    continue
+                x, xlo, xhi = 100.0 * (1.0 - xc.value / xc.n), None, None
+            else:
+                x, xlo, xhi = xc.value, xc.lo, xc.hi
+            for yi in ycols:
+                yc = t.cell(m, yi)
+                if yc is None or math.isnan(yc.value):
+                    continue
+                ev = t.columns[yi].evaluator
+                points.append(plots.Point(m, ev, x, yc.value, xlo, xhi, yc.lo, yc.hi))
+        if points:
+            ylab = metric_label(t.columns[ycols[0]].metric)
+            if derived:
+                xlab = "face found by the recognizer's detector (%)"
+                how = (
+                    "x = 100·(1 − embedder_no_face/n): anonymized faces the recognizer's own "
+                    "detector still found (no detection-rate metric in this protocol)."
+                )
+            else:
+                xlab = f"detection rate (%), {t.columns[xi].evaluator}"
+                how = f"x = detection rate by {t.columns[xi].evaluator}."
+            # chance level: a "chance" row per recognizer, or a column with evaluator "chance"
+            chance: dict[str, float] = {}
+            chance_cols = t.column_index(t.columns[ycols[0]].metric, "chance")
+            shared = [
+                c.value
+                for i in chance_cols
+                for m in t.methods
+                if (c := t.cell(m, i)) is not None and not math.isnan(c.value)
+            ]
+            for yi in ycols:
+                c = t.cell("chance", yi)
+                if c is not None and not math.isnan(c.value):
+                    chance[t.columns[yi].evaluator] = c.value
+                elif shared:
+                    chance[t.columns[yi].evaluator] = shared[0]
+            evs = ", ".join(dict.fromkeys(p.series for p in points))
+            figs.append(
+                Figure(
+                    "Privacy vs utility",
+                    f"One point per method, one panel per recognizer ({evs}); bars are the "
+                    "intervals of the table. Bottom right is best: hard to re-identify, still a "
+                    f"usable face. {how}",
+                    _uri(plots.scatter_png(points, colors, xlab, ylab, chance), "image/png"),
+                    f"scatter of {ylab} against {xlab}",
+                    wide=len({p.series for p in points}) > 1,
+                )
+            )
+    # ROC curves from the saved per-pair scores
+    sfiles = bundle.scores_files(t.protocol, t.dataset)
+    curves = [
+        c
+        for m in t.methods
+        if m in sfiles and (c := plots.roc_from_scores(sfiles[m], m)) is not None
+    ]
+    if curves:
+        evs = ", ".join(t.columns[i].evaluator for i in t.column_index("tar_far_1e-3")) or "?"
+        figs.append(
+            Figure(
+                "ROC (verification)",
+                f"Pooled ROC of the saved pair scores (recognizer: {evs}); the table's TAR uses "
+                "per-fold thresholds, so it can differ slightly from the curve at FAR=1e-3. "
+                "Lower curves = better anonymization.",
+                _uri(plots.roc_png(curves, colors), "image/png"),
+                "ROC curves per method",
+            )
+        )
+    # FID bars, with the paper's Table 4 beside where the protocol matches
+    fcols = t.column_index("fid")
+    if fcols:
+        i = fcols[0]
+        ours = {
+            m: (c.value, c.lo, c.hi)
+            for m in t.methods
+            if (c := t.cell(m, i)) is not None and not math.isnan(c.value)
+        }
+        paper = {
+            v.method: v.value
+            for v in for_protocol(t.protocol)
+            if v.metric == "fid" and v.method in ours
+        }
+        if ours:
+            figs.append(
+                Figure(
+                    "FID",
+                    f"Fréchet Inception Distance ({t.columns[i].evaluator or 'Inception'}), "
+                    "lower = closer to real faces"
+                    + (
+                        "; hatched: the paper's Table 4 (its own data and setup)." if paper else "."
+                    ),
+                    _uri(plots.fid_png(ours, paper, colors), "image/png"),
+                    "FID per method",
+                )
+            )
+    return figs
+
+
+def _missed(bundle: Bundle, t: WideTable) -> tuple[list[MissedRow], str]:
+    import csv
+
+    count_metrics = [
+        m for m in ("faces_missed", "embedder_no_face", "unreadable_images") if t.column_index(m)
+    ]
+    files = bundle.missed_files(t.protocol)
+    if not count_metrics and not files:
+        return [], ""
+    rows = []
+    for m in t.methods:
+        if m == "chance":  # a reference level, not an anonymizer
+            continue
+        counts = []
+        for metric in count_metrics:
+            c = t.cell(m, t.column_index(metric)[0])
+            counts.append((metric_label(metric), "" if c is None else c.text))
+        keys: list[str] = []
+        if m in files:
+            with open(files[m], newline="", encoding="utf-8") as f:
+                keys = [r.get("key", "") for r in csv.DictReader(f) if r.get("key")]
+        rows.append(MissedRow(m, counts, keys[:60], max(0, len(keys) - 60)))
+    note = "A missed face is returned unchanged and stays in the metrics: it is a leak." + (
+        ""
+        if files
+        else " This run did not save which faces were missed (missed/<protocol>/<method>.csv)"
+        ", so only the counts are shown."
+    )
+    return rows, note
+
+
+def _section(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> Section:
+    grids = bundle.example_sets(t.protocol, t.dataset)
+    thumbs: dict[tuple[int, str, int], str] = {}
+    grid_methods: list[list[str]] = []
+    for gi, g in enumerate(grids):
+        order = [m for m in t.methods if m in g.images] + [
+            m for m in g.images if m not in t.methods
+        ]
+        grid_methods.append(order)
+        for m in order:
+            for fi, p in enumerate(g.images[m]):
+                if p is not None and (u := _thumb(p)) is not None:
+                    thumbs[(gi, m, fi)] = u
+    missed, note = _missed(bundle, t)
+    return Section(
+        t,
+        build_comparisons(t),
+        _figures(bundle, t, colors),
+        grids,
+        thumbs,
+        missed,
+        note,
+        grid_methods,
+    )
+
+
+def _run_meta(bundle: Bundle) -> list[dict[str, Any]]:
+    out = []
+    for r in bundle.runs:
+        df, info = r.results, r.info
+        cfg = info.get("config") or {}
+        proto = info.get("protocol") or {}
+        datasets = [str(d) for d in dict.fromkeys(df["dataset"])]
+        ck = {
+            str(m): str(s)[:12]
+            for m, s in zip(df["method"], df["checkpoint_sha256"], strict=True)
+            if isinstance(s, str) and s and s != "nan"
+        }
+        timings = info.get("timings_s") or {}
+        versions = info.get("versions") or {}
+        pairs = zip(df["protocol"], df["protocol_version"], strict=True)
+        protos = ", ".join(dict.fromkeys(f"{p} v{v}" for p, v in pairs))
+        shas = {str(s) for s in df["git_sha"] if isinstance(s, str) and s}
+        out.append(
+            {
+                "path": str(r.path),
+                "protocols": protos or f"{proto.get('name', '?')} v{proto.get('version', '?')}",
+                "datasets": [(d, is_sample(d)) for d in datasets],
+                "data_root": cfg.get("data_root") or "(embedded sample set)",
+                "methods": r.methods,
+                "checkpoints": ck,
+                "evaluators": [str(e) for e in dict.fromkeys(df["evaluator"]) if str(e) != "nan"],
+                "seeds": sorted({str(s) for s in df["seed"] if str(s) != "nan"}),
+                "anonbench": ", ".join(sorted({str(v) for v in df["anonbench_version"]})),
+                "git_sha": ", ".join(sorted(shas or {str(info.get("git_sha") or "unknown")})),
+                "started": info.get("started_at", ""),
+                "finished": info.get("finished_at", ""),
+                "total_s": timings.get("total"),
+                "timings": {k: v for k, v in timings.items() if k != "total"},
+                "versions": versions,
+                "options": {
+                    k: cfg[k]
+                    for k in ("embedder", "folds", "workers")
+                    if k in cfg and cfg[k] is not None
+                },
+            }
+        )
+    return out
+
+
+def render_html(run_dirs: list[Path]) -> str:
+    """The report as one HTML string."""
+    import jinja2
+
+    from anonbench import __version__
+    from anonbench.reports.plots import method_colors
+
+    bundle = load_runs([Path(p) for p in run_dirs])
+    tables = build_tables(bundle)
+    colors = method_colors([m for t in tables for m in t.methods])
+    sections = [_section(bundle, t, colors) for t in tables]
+    samples = sorted({t.dataset for t in tables if t.sample})
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["fmt_s"] = _fmt_seconds
+    tpl = env.from_string(TEMPLATE)
+    return tpl.render(
+        sections=sections,
+        runs=_run_meta(bundle),
+        samples=samples,
+        warnings=bundle.warnings,
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__,
+        css=CSS,
+    )
+
+
+def write_report(run_dirs: list[Path], out_html: Path) -> Path:
+    """Writes the self-contained HTML report of `run_dirs` to `out_html`; returns its path."""
+    from anonbench.reports.runs import write_shared_text
+
+    return write_shared_text(Path(out_html), render_html(run_dirs))
+
+
+def write_run_report(run_dir: Path) -> Path | None:
+    """For the end of `anonbench run`: writes run_dir/report.html. A finished run must not
+    fail because its report could not be drawn, so errors become one warning line."""
+    try:
+        return write_report([Path(run_dir)], Path(run_dir) / "report.html")
+    except Exception as e:  # the results are already on disk; the report is a convenience
+        print(f"warning: report.html not written: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+
+
+def _fmt_seconds(v: Any) -> str:
+    if v is None:
+        return ""
+    try:
+        s = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if s < 90:
+        return f"{s:.1f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+CSS = """
+:root { --ink:#1d2430; --mute:#5b6573; --line:#dfe3ea; --bg:#f6f7f9; --best:#e3f4e8;
+        --bestink:#0b6b2c; --warn:#fff4d6; --warnline:#e0b040; --accent:#0b5cad; }
+* { box-sizing: border-box; }
+body { margin:0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans",
+       sans-serif; color:var(--ink); background:var(--bg); }
+header { background:#182433; color:#fff; padding:18px 32px 14px; }
+header h1 { margin:0; font-size:22px; font-weight:600; letter-spacing:.2px; }
+header .sub { color:#b8c4d4; font-size:12.5px; margin-top:4px; }
+header nav { margin-top:10px; font-size:13px; }
+header nav a { color:#cfe2ff; margin-right:14px; text-decoration:none; }
+main { max-width:1240px; margin:0 auto; padding:18px 32px 48px; }
+section.card { background:#fff; border:1px solid var(--line); border-radius:8px;
+               padding:16px 20px 18px; margin:18px 0; }
+h2 { font-size:18px; margin:0 0 10px; }
+h3 { font-size:14.5px; margin:18px 0 8px; color:#2b3442; }
+.banner { background:var(--warn); border:1px solid var(--warnline); border-radius:8px;
+          padding:10px 14px; margin:16px 0 0; }
+.badge { display:inline-block; font-size:11px; font-weight:600; padding:1px 7px;
+         border-radius:10px; vertical-align:middle; margin-left:6px; }
+.badge.sample { background:#ffe3a3; color:#6a4a00; }
+.badge.full { background:#d9ecff; color:#0b4a8a; }
+.badge.same { background:var(--best); color:var(--bestink); }
+.badge.diff { background:#eee; color:#555; }
+table { border-collapse:collapse; font-variant-numeric: tabular-nums; }
+table.res { width:100%; }
+table.res th, table.res td { padding:6px 10px; border-bottom:1px solid var(--line);
+                             text-align:right; vertical-align:top; }
+table.res th { background:#f0f3f7; font-weight:600; font-size:12.5px; }
+table.res th.grp { border-bottom:1px solid #c9d1dc; }
+table.res th.ev { font-weight:500; color:var(--mute); font-size:11.5px; }
+table.res th:first-child, table.res td:first-child { text-align:left; }
+table.res td.m { font-weight:600; white-space:nowrap; }
+table.res tr.ref td { background:#fafbfc; color:#3a4452; }
+table.res tr.ref td.m { font-weight:500; font-style:italic; }
+table.res td.best { background:var(--best); color:var(--bestink); font-weight:700; }
+table.res td .iv { display:block; font-size:11px; color:var(--mute); font-weight:400; }
+table.res td.na { color:#aab; }
+td.paper, th.paper { background:#fbf8f1; }
+.arrow { color:var(--accent); font-weight:700; }
+.legend, .note, .caption { color:var(--mute); font-size:12.5px; }
+.legend { margin-top:6px; }
+ul.notes { margin:6px 0 0 18px; padding:0; color:#7a4b00; font-size:12.5px; }
+dl.desc { display:grid; grid-template-columns:max-content 1fr; gap:2px 14px; margin:8px 0 0;
+          font-size:12.5px; color:var(--mute); }
+dl.desc dt { font-weight:600; color:var(--ink); }
+dl.desc dd { margin:0; }
+.figs { display:flex; flex-wrap:wrap; gap:18px; }
+figure { margin:0; flex:1 1 460px; max-width:640px; }
+figure.wide { flex-basis:100%; max-width:1000px; }
+figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px;
+             background:#fff; }
+figcaption { font-size:12px; color:var(--mute); margin-top:4px; }
+figcaption b { color:var(--ink); }
+.grid { overflow-x:auto; }
+.grid table td, .grid table th { padding:3px; text-align:center; }
+.grid th.face { font-size:11px; font-weight:500; color:var(--mute); max-width:118px;
+                overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
+.grid td.m { text-align:right; font-weight:600; padding-right:10px; white-space:nowrap; }
+.grid img { height:112px; width:auto; display:block; border-radius:4px; }
+.grid .missing { width:112px; height:112px; background:#eee; color:#999; font-size:11px;
+                 display:flex; align-items:center; justify-content:center; border-radius:4px; }
+table.kv td { padding:3px 12px 3px 0; vertical-align:top; font-size:13px; }
+table.kv td:first-child { color:var(--mute); white-space:nowrap; }
+code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size:12px; }
+.keys { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size:11.5px;
+        color:#444; }
+.runs { display:grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap:16px; }
+details summary { cursor:pointer; color:var(--accent); font-size:12.5px; }
+footer { color:var(--mute); font-size:12px; text-align:center; padding:10px; }
+"""
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy"
+      content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>anonbench report{% if samples %} (SAMPLE DATA){% endif %}</title>
+<style>{{ css | safe }}</style>
+</head>
+<body>
+<header>
+  <h1>anonbench report</h1>
+  <div class="sub">{{ runs | length }} run folder{{ 's' if runs | length != 1 }}
+    · generated {{ generated }} · anonbench {{ version }}</div>
+  <nav>
+  {%- for s in sections %}<a href="#{{ s.table.anchor }}">{{ s.table.title }}</a>{% endfor -%}
+  <a href="#runs">run metadata</a>
+  </nav>
+</header>
+<main>
+{% if samples %}
+<div class="banner" id="sample-banner"><b>Sample data.</b> Results on
+  {% for d in samples %}<code>{{ d }}</code>{{ ", " if not loop.last }}{% endfor %}
+  come from the small embedded sample set, not the full protocol: they show that the pipeline
+  works, they are not numbers to cite.</div>
+{% endif %}
+{% for w in warnings %}<div class="banner">{{ w }}</div>{% endfor %}
+
+{% for s in sections %}{% set t = s.table %}
+<section class="card" id="{{ t.anchor }}">
+  <h2>{{ t.protocol }} <span class="note">v{{ t.version }}</span> · {{ t.dataset }}
+    {%- if t.split %} <span class="note">({{ t.split }})</span>{% endif %}
+    {%- if t.sample %}<span class="badge sample">sample, not the full protocol</span>
+    {%- else %}<span class="badge full">full dataset</span>{% endif %}</h2>
+  {% if t.common_evaluator is not none %}<div class="note" style="margin-bottom:6px">
+    evaluator (every column): <b>{{ t.common_evaluator }}</b></div>{% endif %}
+  <table class="res">
+    <thead>{% set one_ev = t.common_evaluator %}
+    <tr><th{% if one_ev is none %} rowspan="2"{% endif %}>method</th>
+    {%- for col, span in t.header_groups() %}
+      <th class="grp" colspan="{{ span }}" title="{{ col.description }}">{{ col.label }}
+      {%- if col.arrow %} <span class="arrow">{{ col.arrow }}</span>{% endif %}</th>
+    {%- endfor %}</tr>
+    {% if one_ev is none %}
+    <tr>{% for col in t.columns %}<th class="ev">{{ col.evaluator }}</th>{% endfor %}</tr>
+    {% endif %}
+    </thead>
+    <tbody>
+    {%- for m in t.methods %}
+    <tr{% if t.is_reference(m) %} class="ref"{% endif %}><td class="m">{{ m }}</td>
+      {%- for col in t.columns %}{% set c = t.cell(m, loop.index0) %}
+      {%- if c is none %}<td class="na">–</td>
+      {%- else %}<td class="{{ 'best' if c.best }}{{ ' na' if c.text == 'n/a' }}"
+        {%- if c.note %} title="{{ c.note }}"{% endif %}>{{ c.text }}
+        {%- if c.interval %}<span class="iv">{{ c.interval }}</span>{% endif %}</td>
+      {%- endif %}{% endfor %}</tr>
+    {%- endfor %}
+    </tbody>
+  </table>
+  <div class="legend"><span class="arrow">↑</span> higher is better,
+    <span class="arrow">↓</span> lower is better (for privacy metrics: better anonymization);
+    green = best anonymizer per column (references <i>original</i>/<i>chance</i> excluded).
+    ± = std over folds, [a, b] = 95% interval; counts are <i>value/n</i>.</div>
+  {% if t.notes %}<ul class="notes">{% for n in t.notes %}<li>{{ n }}</li>{% endfor %}</ul>
+  {% endif %}
+  <dl class="desc">
+  {%- for col, span in t.header_groups() %}{% if col.description %}
+    <dt>{{ col.label }}</dt><dd>{{ col.description }}</dd>{% endif %}{% endfor %}
+  </dl>
+
+  {% if s.figures %}<h3>Plots</h3>
+  <div class="figs">
+  {%- for f in s.figures %}
+    <figure{% if f.wide %} class="wide"{% endif %}><img src="{{ f.uri }}" alt="{{ f.alt }}">
+      <figcaption><b>{{ f.title }}.</b> {{ f.caption }}</figcaption></figure>
+  {%- endfor %}
+  </div>{% endif %}
+
+  {% for cmp in s.comparisons %}
+  <h3>Published numbers: {{ cmp.label }} <span class="arrow">{{ cmp.arrow }}</span></h3>
+  <table class="res">
+    <thead>
+    <tr><th rowspan="2">method</th>
+      {%- for c, span in cmp.source_groups() %}<th class="grp {{ 'paper' if c.kind == 'paper' }}"
+        colspan="{{ span }}" style="text-align:center">{{ c.source }}</th>{% endfor %}</tr>
+    <tr>{% for c in cmp.columns %}<th class="ev {{ 'paper' if c.kind == 'paper' }}">{{ c.header }}
+      {%- if c.kind == 'paper' %}{% if c.same_model %}<span class="badge same">same model</span>
+      {%- else %}<span class="badge diff">other model</span>{% endif %}{% endif %}</th>
+      {%- endfor %}</tr>
+    </thead>
+    <tbody>
+    {%- for r in cmp.rows %}<tr><td class="m">{{ r.label }}</td>
+      {%- for v in r.cells %}<td class="{{ 'paper' if cmp.columns[loop.index0].kind == 'paper' }}">
+        {{- v if v else '–' }}</td>{% endfor %}</tr>
+    {%- endfor %}
+    </tbody>
+  </table>
+  <div class="legend">Paper: CIAGAN (Maximov et al., CVPR 2020), evaluated on
+    {{ cmp.paper_dataset }}; every column names its evaluator.</div>
+  {% if cmp.notes %}<ul class="notes">{% for n in cmp.notes %}<li>{{ n }}</li>{% endfor %}</ul>
+  {% endif %}
+  {% endfor %}
+
+  {% if s.missed %}
+  <h3>Faces missed by each anonymizer</h3>
+  <table class="res" style="width:auto">
+    {% set with_keys = s.missed | selectattr('keys') | list | length > 0 %}
+    <thead><tr><th>method</th>{% for lab, _ in s.missed[0].counts %}<th>{{ lab }}</th>
+      {% endfor %}{% if with_keys %}<th>missed faces (keys)</th>{% endif %}</tr></thead>
+    <tbody>{% for r in s.missed %}<tr><td class="m">{{ r.method }}</td>
+      {%- for _, v in r.counts %}<td>{{ v }}</td>{% endfor %}
+      {%- if with_keys %}
+      <td class="keys" style="text-align:left">{{ r.keys | join(', ') if r.keys else '–' }}
+      {%- if r.more %} … and {{ r.more }} more{% endif %}</td>{% endif %}</tr>{% endfor %}</tbody>
+  </table>
+  <div class="legend">{{ s.missed_note }}</div>
+  {% endif %}
+
+  {% for g in s.grids %}{% set gi = loop.index0 %}
+  <h3>Example faces{% if s.grids | length > 1 %} ({{ loop.index }}){% endif %}</h3>
+  <div class="grid"><table>
+    <tr><th></th>{% for ident in g.identities %}<th class="face" title="{{ g.keys[loop.index0] }}">
+      {{- ident or g.keys[loop.index0] }}</th>{% endfor %}</tr>
+    {%- for m in s.grid_methods[gi] %}
+    <tr><td class="m">{{ m }}</td>
+      {%- for k in g.keys %}{% set u = s.thumbs.get((gi, m, loop.index0)) %}
+      <td>{% if u %}<img src="{{ u }}" alt="{{ m }}: {{ k }}">
+      {%- else %}<div class="missing">missing</div>{% endif %}</td>{% endfor %}</tr>
+    {%- endfor %}
+  </table></div>
+  <div class="legend">The same faces for every method (one row per method), so a reader sees
+    what the numbers mean.</div>
+  {% endfor %}
+</section>
+{% endfor %}
+
+<section class="card" id="runs">
+  <h2>Run metadata</h2>
+  <div class="runs">
+  {% for r in runs %}
+  <div>
+  <h3 class="mono">{{ r.path }}</h3>
+  <table class="kv">
+    <tr><td>protocol</td><td>{{ r.protocols }}</td></tr>
+    <tr><td>data</td><td>{% for d, smp in r.datasets %}<code>{{ d }}</code>
+      {%- if smp %}<span class="badge sample">sample</span>{% else %}
+      <span class="badge full">full</span>{% endif %} {% endfor %}
+      <span class="note">root: {{ r.data_root }}</span></td></tr>
+    <tr><td>methods</td><td>{{ r.methods | join(', ') }}</td></tr>
+    {% if r.checkpoints %}<tr><td>checkpoints</td><td class="mono">
+      {%- for m, sha in r.checkpoints.items() %}{{ m }}: {{ sha }}…{{ '; ' if not loop.last }}
+      {%- endfor %}</td></tr>{% endif %}
+    <tr><td>evaluators</td><td>{{ r.evaluators | join(', ') }}</td></tr>
+    <tr><td>seeds</td><td>{{ r.seeds | join(', ') }}</td></tr>
+    {% if r.options %}<tr><td>options</td><td>{% for k, v in r.options.items() %}{{ k }}={{ v }}
+      {{- ', ' if not loop.last }}{% endfor %}</td></tr>{% endif %}
+    <tr><td>anonbench</td><td>{{ r.anonbench }} · git <span class="mono">{{ r.git_sha }}</span>
+      </td></tr>
+    <tr><td>when</td><td>{{ r.started }}{% if r.finished %} → {{ r.finished }}{% endif %}
+      {%- if r.total_s is not none %} ({{ r.total_s | fmt_s }}){% endif %}</td></tr>
+    {% if r.timings %}<tr><td>time per method</td><td>{% for k, v in r.timings.items() %}
+      {{- k }} {{ v | fmt_s }}{{ ', ' if not loop.last }}{% endfor %}</td></tr>{% endif %}
+    {% if r.versions %}<tr><td>versions</td><td class="mono">
+      {%- for k, v in r.versions.items() %}{{ k }} {{ v }}{{ ' · ' if not loop.last }}
+      {%- endfor %}</td></tr>{% endif %}
+  </table>
+  </div>
+  {% endfor %}
+  </div>
+</section>
+</main>
+<footer>anonbench {{ version }} · reports read result files and never recompute metrics</footer>
+</body>
+</html>
+"""
