@@ -41,3 +41,11 @@ def save_examples(
         )
         index.append(f"{i},{key},{ident},{name}")
     (edir / "examples.csv").write_text("\n".join(index) + "\n")
+
+
+def save_missed(out_dir: str | Path, protocol: str, method: str, keys: Sequence[str]) -> None:
+    """Writes missed/<protocol>/<method>.csv (column `key`): the images in which the
+    anonymizer found no face and so returned them unchanged (leaks, listed in reports)."""
+    d = Path(out_dir) / "missed" / protocol
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{method}.csv").write_text("key\n" + "".join(f"{k}\n" for k in sorted(keys)))

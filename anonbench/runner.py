@@ -121,7 +121,12 @@ def run(cfg: RunConfig) -> Path:
     atomic_write_text(out / "run.json", json.dumps(info, indent=2, default=str))
     df = pd.DataFrame(all_rows)
     print(format_table(df, counts={m.name for m in proto.metrics if m.higher_is_better is None}))
+    from anonbench.reports.html import write_run_report
+
+    report = write_run_report(out)
     print(f"results: {out / 'results.csv'}  (run.json, scores/ beside it)")
+    if report is not None:
+        print(f"report: {report}")
     return out
 
 

@@ -197,10 +197,12 @@ class LFWVerification(Protocol):
             method, [(k, p) for k, p in seconds if k in anon and not anon[k]["error"]], ctx
         )
 
+        from anonbench.examples import save_missed
         from anonbench.metrics.verification import kfold_verification
 
         ok = [r for r in anon.values() if not r["error"]]
         missed = sum(r["faces"] == 0 for r in ok)
+        save_missed(ctx.out_dir, "lfw", method.name, [r["key"] for r in ok if r["faces"] == 0])
         no_face = sum(bool(r["fallback"]) for r in ok)
         n_folds = int(scores["fold"].nunique()) if len(scores) else 0
         note = ""
