@@ -26,6 +26,7 @@ from anonbench.cache import Cache, array_digest
 from anonbench.data.celeba import CELEBA_FACE_BOX
 from anonbench.data.records import ImageRecord
 from anonbench.errors import AnonbenchError, UnknownNameError
+from anonbench.faces.cached import cached_boxes, cached_embedding
 from anonbench.registry import register_protocol
 
 DEFAULT_DETECTORS = "dlib-hog,retinaface,mtcnn"
@@ -83,24 +84,11 @@ def _evaluate(st: _State, item: tuple[str, str]) -> dict[str, Any]:
         faces = len(analysis)
         img = anonymize_image(st.method, img, analysis, key)
     digest = array_digest(img)
-    dets = {}
-    for n, d in st.detectors.items():
-        hit = st.cache.get(f"detect-{n}", d.version, digest)
-        if hit is None:
-            boxes = np.array([f.box for f in d.detect(img)], np.float32).reshape(-1, 4)
-            st.cache.put(f"detect-{n}", d.version, digest, {"boxes": boxes})
-        else:
-            boxes = hit["boxes"]
-        dets[n] = boxes
-    embs = {}
-    version_box = f"/box{CELEBA_FACE_BOX}"
-    for n, e in st.embedders.items():
-        hit = st.cache.get(f"embed-{n}", e.version + version_box, digest)
-        if hit is None:
-            v, fb = e.embed([img], CELEBA_FACE_BOX)
-            hit = {"embedding": v[0], "fallback": np.array(fb[0])}
-            st.cache.put(f"embed-{n}", e.version + version_box, digest, hit)
-        embs[n] = (hit["embedding"], bool(hit["fallback"]))
+    dets = {n: cached_boxes(st.cache, d, img, digest) for n, d in st.detectors.items()}
+    embs = {
+        n: cached_embedding(st.cache, e, img, CELEBA_FACE_BOX, digest)
+        for n, e in st.embedders.items()
+    }
     return {"key": key, "error": None, "image": img, "faces": faces, "dets": dets, "embs": embs}
 
 
@@ -278,7 +266,7 @@ class CelebAProtocol(Protocol):
 
     # -- one method --------------------------------------------------------------------------
     def run(self, method: Anonymizer, ctx: RunContext) -> list[dict[str, Any]]:
-        from anonbench.examples import pick_examples, save_examples
+        from anonbench.examples import pick_examples, save_examples, save_missed
         from anonbench.metrics.retrieval import bootstrap_ci, nearest_neighbour_hits
 
         p = self._prepare(ctx)
@@ -296,6 +284,9 @@ class CelebAProtocol(Protocol):
             [(r.key, r.identity, anon[r.key]["image"]) for r in ok if r.key in chosen],
         )
 
+        save_missed(
+            ctx.out_dir, "celeba", method.name, [r.key for r in ok if anon[r.key]["faces"] == 0]
+        )
         rows.append(
             {
                 **base,
