@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,21 +13,25 @@ import torch
 from anonbench.cli import main
 from anonbench.faces.pnca import PNCAConfig, PNCAEmbedder, proxy_nca_loss, train_pnca
 
+ROOT = Path(__file__).parent / "fixtures" / "celeba_small"
+
+
+def _run(out: Path, methods: str, options: str) -> int:
+    """anonbench run on the small CelebA fixture; options: 'key=value key=value'."""
+    argv = f"run --methods {methods} --protocol celeba --data-root {ROOT} --out {out}"
+    argv += f" --cache-dir {out / 'cache'} --workers 1 --quiet"
+    for opt in options.split():
+        argv += f" --option {opt}"
+    return main(argv.split())
+
 
 @pytest.fixture(scope="module")
 def celeba_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("celeba")
-    root = "tests/fixtures/celeba_small"
-    rc = main(["run", "--methods", "original,mask", "--protocol", "celeba", "--data-root", root,
-               "--out", str(out), "--cache-dir", str(out / "cache"), "--workers", "1", "--quiet",
-               "--option", "detectors=dlib-hog", "--option", "recognizers=dlib-resnet,pnca,nope",
-               "--option", "pnca_epochs=2", "--option", "fid=0"])
-    assert rc == 2  # unknown recognizer name: one line, before any work
-    rc = main(["run", "--methods", "original,mask", "--protocol", "celeba", "--data-root", root,
-               "--out", str(out), "--cache-dir", str(out / "cache"), "--workers", "1", "--quiet",
-               "--option", "detectors=dlib-hog", "--option", "recognizers=dlib-resnet,pnca",
-               "--option", "pnca_epochs=2", "--option", "fid=0"])
-    assert rc == 0
+    opts = "detectors=dlib-hog pnca_epochs=2 fid=0"
+    # unknown recognizer name: one line, exit 2, before any work
+    assert _run(out, "original,mask", opts + " recognizers=dlib-resnet,pnca,nope") == 2
+    assert _run(out, "original,mask", opts + " recognizers=dlib-resnet,pnca") == 0
     return out
 
 
@@ -49,8 +54,10 @@ def test_rows_and_split(celeba_run):
     chance = _value(df, "original", "recall_at_1", "chance")["value"]
     assert chance == pytest.approx(100 / len(info["test_identities"]))
     assert _value(df, "original", "recall_at_1", "dlib-resnet")["value"] > 2 * chance
-    assert _value(df, "mask", "recall_at_1", "dlib-resnet")["value"] < (
-        _value(df, "original", "recall_at_1", "dlib-resnet")["value"])
+    dlib_recall = {
+        m: _value(df, m, "recall_at_1", "dlib-resnet")["value"] for m in ("original", "mask")
+    }
+    assert dlib_recall["mask"] < dlib_recall["original"]
     assert _value(df, "mask", "embedder_no_face", "dlib-resnet")["value"] > 0
     assert _value(df, "original", "recall_at_1", "pnca")["n"] == n_test
     assert (celeba_run / "examples" / "celeba" / "mask" / "00.jpg").is_file()
@@ -59,13 +66,7 @@ def test_rows_and_split(celeba_run):
 def test_unavailable_evaluator_is_reported_not_substituted(tmp_path, monkeypatch):
     monkeypatch.setenv("ANONBENCH_MOBILEFACENET_WEIGHTS", str(tmp_path / "missing.ckpt"))
     monkeypatch.chdir(tmp_path)  # no ../shared/models beside the working directory
-    from pathlib import Path
-
-    root = str(Path(__file__).parent / "fixtures" / "celeba_small")
-    rc = main(["run", "--methods", "blur9", "--protocol", "celeba", "--data-root", root,
-               "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--workers",
-               "1", "--quiet", "--option", "detectors=dlib-hog",
-               "--option", "recognizers=mobilefacenet", "--option", "fid=0"])
+    rc = _run(tmp_path / "o", "blur9", "detectors=dlib-hog recognizers=mobilefacenet fid=0")
     assert rc == 0
     df = pd.read_csv(tmp_path / "o" / "results.csv")
     row = _value(df, "blur9", "recall_at_1", "mobilefacenet")
@@ -83,8 +84,9 @@ def test_proxy_nca_loss_reference_formula():
         d = ((x[i] - p) ** 2).sum(1)
         neg = torch.stack([torch.exp(-d[z]) for z in range(4) if z != y[i]]).sum()
         ref.append(-torch.log(torch.exp(-d[y[i]]) / neg))
-    assert float(proxy_nca_loss(emb, y, prox)) == pytest.approx(float(torch.stack(ref).mean()),
-                                                                rel=1e-5)
+    assert float(proxy_nca_loss(emb, y, prox)) == pytest.approx(
+        float(torch.stack(ref).mean()), rel=1e-5
+    )
 
 
 def test_pnca_learns_separable_identities():
