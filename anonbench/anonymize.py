@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from anonbench.api import Anonymizer, FaceBatch
@@ -39,3 +41,18 @@ def anonymize_image(
         cur = method.anonymize(batch, targets=None if target is None else [target])
     out = cur[0].permute(1, 2, 0).numpy()
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def load_anonymized(
+    method: Anonymizer | None, analyzer: Any, path: str, key: str
+) -> tuple[np.ndarray, int]:
+    """Reads an image and, with a method, anonymizes every face the analyzer finds.
+    Returns (RGB uint8 image, number of faces found; -1 without a method). Raises
+    ImageReadError for an unreadable file."""
+    from anonbench.data.images import read_rgb
+
+    img = read_rgb(path)
+    if method is None:
+        return img, -1
+    analysis = analyzer(img)
+    return anonymize_image(method, img, analysis, key), len(analysis)

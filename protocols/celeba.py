@@ -70,19 +70,14 @@ def _build_state(
 
 def _evaluate(st: _State, item: tuple[str, str]) -> dict[str, Any]:
     """Reads one image, anonymizes it (when a method is set), runs detectors and embedders."""
-    from anonbench.anonymize import anonymize_image
-    from anonbench.data.images import ImageReadError, read_rgb
+    from anonbench.anonymize import load_anonymized
+    from anonbench.data.images import ImageReadError
 
     key, path = item
     try:
-        img = read_rgb(path)
+        img, faces = load_anonymized(st.method, st.analyzer, path, key)
     except ImageReadError as e:
         return {"key": key, "error": str(e)}
-    faces = -1
-    if st.method is not None:
-        analysis = st.analyzer(img)
-        faces = len(analysis)
-        img = anonymize_image(st.method, img, analysis, key)
     digest = array_digest(img)
     dets = {n: cached_boxes(st.cache, d, img, digest) for n, d in st.detectors.items()}
     embs = {

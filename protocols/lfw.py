@@ -49,19 +49,14 @@ def _build_worker(
 
 def _process(w: _Worker, item: tuple[str, str]) -> dict[str, Any]:
     """Reads one image, anonymizes it (if a method is set) and embeds it."""
-    from anonbench.anonymize import anonymize_image
-    from anonbench.data.images import ImageReadError, read_rgb
+    from anonbench.anonymize import load_anonymized
+    from anonbench.data.images import ImageReadError
 
     key, path = item
     try:
-        img = read_rgb(path)
+        img, faces = load_anonymized(w.method, w.analyzer, path, key)
     except ImageReadError as e:
         return {"key": key, "error": str(e)}
-    faces = -1
-    if w.method is not None:
-        analysis = w.analyzer(img)
-        faces = len(analysis)
-        img = anonymize_image(w.method, img, analysis, key)
     emb, fb = cached_embedding(w.cache, w.embedder, img, LFW_FACE_BOX)
     return {"key": key, "embedding": emb, "fallback": fb, "faces": faces, "error": None}
 
