@@ -150,27 +150,18 @@ class CelebAProtocol(Protocol):
 
         train, test, train_ids, test_ids, split_info = load_split(ctx, "celeba")
         unavailable: dict[str, str] = {}
-        detectors = []
-        for n in _names(_opt(ctx, "detectors", DEFAULT_DETECTORS)):
-            try:
-                DETECTORS.create(n)
-                detectors.append(n)
-            except UnknownNameError:
-                raise
-            except AnonbenchError as e:
-                unavailable[n] = str(e)
-        embedders, torch_recs = [], []
-        for n in _names(_opt(ctx, "recognizers", DEFAULT_RECOGNIZERS)):
-            if n in TORCH_RECOGNIZERS:
-                torch_recs.append(n)
-                continue
-            try:
-                EMBEDDERS.create(n)
-                embedders.append(n)
-            except UnknownNameError:
-                raise
-            except AnonbenchError as e:
-                unavailable[n] = str(e)
+        detectors = [
+            n
+            for n in _names(_opt(ctx, "detectors", DEFAULT_DETECTORS))
+            if _available(DETECTORS, n, unavailable)
+        ]
+        recognizers = _names(_opt(ctx, "recognizers", DEFAULT_RECOGNIZERS))
+        torch_recs = [n for n in recognizers if n in TORCH_RECOGNIZERS]
+        embedders = [
+            n
+            for n in recognizers
+            if n not in TORCH_RECOGNIZERS and _available(EMBEDDERS, n, unavailable)
+        ]
         for n, why in unavailable.items():
             print(f"warning: evaluator {n} unavailable: {why}")
         p = _Prepared(
@@ -518,6 +509,19 @@ def load_split(
         "missing_files": len(ds.missing_files),
     }
     return train, test, train_ids, test_ids, info
+
+
+def _available(registry: Any, name: str, unavailable: dict[str, str]) -> bool:
+    """Builds the evaluator once to learn whether its weights are on disk. A typo (unknown
+    name) still fails the run; a missing model is recorded in `unavailable`."""
+    try:
+        registry.create(name)
+    except UnknownNameError:
+        raise
+    except AnonbenchError as e:
+        unavailable[name] = str(e)
+        return False
+    return True
 
 
 def _detector_names() -> set[str]:
