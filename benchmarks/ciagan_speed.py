@@ -85,7 +85,12 @@ def time_training(args: argparse.Namespace, dev: torch.device, amp: str) -> dict
 
 
 @torch.no_grad()
-def time_inference(args: argparse.Namespace, dev: torch.device, bf16: bool) -> dict[str, Any]:
+def time_inference(
+    args: argparse.Namespace, dev: torch.device, bf16: bool, mode: str = "autocast"
+) -> dict[str, Any]:
+    """mode: autocast (fp32 weights, bf16 autocast when bf16), half (weights and inputs cast
+    to bf16, no autocast), compile (torch.compile of the autocast forward). The output's
+    relative L2 error against the fp32 forward is reported for every mode."""
     from anonbench.methods.ciagan.model import Generator
 
     torch.manual_seed(0)
@@ -99,11 +104,26 @@ def time_inference(args: argparse.Namespace, dev: torch.device, bf16: bool) -> d
     onehot = torch.nn.functional.one_hot(
         torch.arange(b, device=dev) % args.num_identities, args.num_identities
     ).float()
+    ref = net(x[:64], onehot[:64]).float()
+    fwd, xin, oin = net, x, onehot
+    if mode == "half":
+        fwd = Generator(args.num_identities, args.img_size, args.gen_width).to(dev).eval()
+        fwd.load_state_dict(net.state_dict())
+        fwd = fwd.to(dtype=torch.bfloat16)
+        if dev.type == "cuda":
+            fwd = fwd.to(memory_format=torch.channels_last)
+        xin, oin = x.to(torch.bfloat16), onehot.to(torch.bfloat16)
+    elif mode == "compile":
+        fwd = torch.compile(net)
 
-    def run() -> None:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            net(x, onehot)
+    def run(xx: torch.Tensor = xin, oo: torch.Tensor = oin) -> torch.Tensor:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16 and mode != "half"):
+            return fwd(xx, oo)
 
+    t_first = time.perf_counter()
+    run()
+    _sync(dev)
+    first_s = time.perf_counter() - t_first  # includes compilation for mode=compile
     for _ in range(args.warmup):
         run()
     _sync(dev)
@@ -114,7 +134,70 @@ def time_inference(args: argparse.Namespace, dev: torch.device, bf16: bool) -> d
         _sync(dev)
         times.append(time.perf_counter() - t0)
     t = sorted(times)[len(times) // 2]
-    return {"batch": b, "ms_per_batch_median": 1000 * t, "img_per_s": b / t}
+    out = run()[:64].float()
+    err = float((out - ref).norm() / ref.norm())
+    return {
+        "mode": mode,
+        "bf16": bf16,
+        "batch": b,
+        "ms_per_batch_median": 1000 * t,
+        "img_per_s": b / t,
+        "first_call_s": first_s,
+        "rel_l2_vs_fp32": err,
+    }
+
+
+def profile_tables(args: argparse.Namespace, dev: torch.device, path: Path) -> None:
+    """torch.profiler tables (top kernels by device time) of one bf16 training iteration and
+    one bf16 inference batch: where the time goes, for the next optimisation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from anonbench.methods.ciagan.data import TrainData
+    from anonbench.methods.ciagan.model import Generator
+    from anonbench.methods.ciagan.train import TrainConfig, Trainer
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    n = args.batch * 12 * 2
+    g = torch.Generator().manual_seed(0)
+    canvas = torch.randint(0, 256, (n, 5, 144, 144), generator=g, dtype=torch.uint8)
+    labels = torch.arange(n) % args.num_identities
+    data = TrainData(canvas, labels, [str(i) for i in range(args.num_identities)], [""] * n)
+    cfg = TrainConfig(
+        batch_size=args.batch,
+        identity_pretrain="none",
+        device=str(dev),
+        amp="auto",
+        progress=False,
+    )
+    tr = Trainer(cfg, data, dev)
+    for _ in range(3):
+        tr.step()
+    _sync(dev)
+    with profile(activities=acts) as prof:
+        tr.step()
+        _sync(dev)
+    text = [f"== one training iteration, batch {args.batch}, amp {tr.amp} =="]
+    text.append(prof.key_averages().table(sort_by=key, row_limit=30))
+    net = Generator(args.num_identities, args.img_size, args.gen_width).to(dev).eval()
+    b = min(args.infer_batch, 256)
+    x = torch.rand(b, 6, args.img_size, args.img_size, device=dev)
+    oh = torch.nn.functional.one_hot(
+        torch.arange(b, device=dev) % args.num_identities, args.num_identities
+    ).float()
+    if dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+        for _ in range(3):
+            net(x, oh)
+        _sync(dev)
+        with profile(activities=acts) as prof:
+            net(x, oh)
+            _sync(dev)
+    text.append(f"== generator inference, batch {b}, bf16 autocast ==")
+    text.append(prof.key_averages().table(sort_by=key, row_limit=30))
+    path.write_text("\n".join(text))
 
 
 def gflop_per_image(args: argparse.Namespace) -> float:
@@ -145,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--id-width", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--half", action="store_true", help="also time a bf16-weights generator")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile inference")
+    p.add_argument("--profile", default="", help="write profiler tables to this file")
     p.add_argument("--out", default="ciagan_speed.json")
     args = p.parse_args(argv)
     if args.threads:
@@ -165,20 +251,37 @@ def main(argv: list[str] | None = None) -> int:
         "generator_gflop_per_image": gflop_per_image(args),
         "official_reference": OFFICIAL_H100,
     }
+    out = Path(args.out)
+    jobs: list[tuple[str, Any]] = []
     if not args.skip_train:
-        res["train_fp32"] = time_training(args, dev, "off")
-        print("train fp32", json.dumps(res["train_fp32"]))
+        jobs.append(("train_fp32", lambda: time_training(args, dev, "off")))
         if bf16 and dev.type == "cuda":  # CPU bf16 training is not a setting anyone uses
-            res["train_bf16"] = time_training(args, dev, "bf16")
-            print("train bf16", json.dumps(res["train_bf16"]))
-    res["infer_fp32"] = time_inference(args, dev, False)
-    print("infer fp32", json.dumps(res["infer_fp32"]))
+            jobs.append(("train_bf16", lambda: time_training(args, dev, "bf16")))
+    jobs.append(("infer_fp32", lambda: time_inference(args, dev, False)))
     if bf16:
-        res["infer_bf16"] = time_inference(args, dev, True)
-        print("infer bf16", json.dumps(res["infer_bf16"]))
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    print(f"wrote {args.out}")
-    return 0
+        jobs.append(("infer_bf16", lambda: time_inference(args, dev, True)))
+        if args.half:
+            jobs.append(("infer_bf16_weights", lambda: time_inference(args, dev, True, "half")))
+    if args.profile:
+        jobs.append(("profile", lambda: profile_tables(args, dev, Path(args.profile))))
+    if args.compile:
+        jobs.append(("infer_bf16_compile", lambda: time_inference(args, dev, bf16, "compile")))
+    failed = 0
+    for name, job in jobs:
+        # one variant failing (an unsupported dtype, a compiler error) keeps the others'
+        # numbers; the file is rewritten after each, so a run cut short keeps what it measured
+        try:
+            r = job()
+            if r is not None:
+                res[name] = r
+                print(name, json.dumps(r))
+        except Exception as e:  # recorded in the JSON and the exit code
+            failed += 1
+            res[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            print(name, "FAILED", res[name]["error"])
+        out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

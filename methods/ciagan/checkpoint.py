@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from anonbench.cache import FILE_MODE
 from anonbench.errors import AnonbenchError
 
 FORMAT = "anonbench-ciagan"
@@ -37,6 +38,7 @@ def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
     try:
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes it owner-only
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
         os.replace(tmp, p)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anonbench.cache import Cache, file_sha256
+from anonbench.cache import FILE_MODE, Cache, file_sha256
 from anonbench.data.records import ImageRecord
 from anonbench.errors import AnonbenchError
 from anonbench.methods.ciagan.preprocess import (
@@ -48,15 +48,28 @@ def face_canvas(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, C
 # -- preparing a dataset ------------------------------------------------------------------------
 
 
+DATA_KINDS = ("celeba", "folders", "prepared")
+
+
 def parse_data_spec(spec: str) -> tuple[str, Path]:
     kind, sep, path = spec.partition(":")
-    if not sep or kind not in ("celeba", "folders") or not path:
-        raise AnonbenchError(f"--data expects celeba:PATH or folders:PATH, got {spec!r}")
+    if not sep or kind not in DATA_KINDS or not path:
+        raise AnonbenchError(
+            f"--data expects celeba:PATH, folders:PATH or prepared:FILE.npz, got {spec!r}"
+        )
     return kind, Path(path)
 
 
-def load_records(spec: str, split: str = "all") -> list[ImageRecord]:
+def load_records(
+    spec: str, split: str = "all", split_seed: int = 0, test_fraction: float = 0.5
+) -> list[ImageRecord]:
+    """The records of a celeba: or folders: spec. split: all; train/val/test (the dataset's
+    own partition); identity-train/identity-test (the seeded identity split that the celeba
+    protocol uses with the same seed and fraction, so a model trained on identity-train has
+    never seen the protocol's test identities)."""
     kind, path = parse_data_spec(spec)
+    if kind == "prepared":
+        raise AnonbenchError("prepared data holds faces, not image records")
     if kind == "celeba":
         from anonbench.data.celeba import load_celeba
 
@@ -65,7 +78,15 @@ def load_records(spec: str, split: str = "all") -> list[ImageRecord]:
         from anonbench.data.folders import load_identity_folders
 
         records = load_identity_folders(path)
-    if split != "all":
+    if split.startswith("identity-"):
+        from anonbench.data.splits import identity_split
+
+        train_ids, test_ids = identity_split(
+            [r.identity for r in records], split_seed, test_fraction
+        )
+        keep = set(train_ids if split == "identity-train" else test_ids)
+        records = [r for r in records if r.identity in keep]
+    elif split != "all":
         records = [r for r in records if r.split == split]
         if not records:
             raise AnonbenchError(f"no images of split {split!r} in {path}")
@@ -179,6 +200,85 @@ def prepare(
         identity_names=names,
         keys=[r.key for r, _ in kept],
         skipped=skipped,
+    )
+
+
+# -- prepared data files -----------------------------------------------------------------------
+# Preprocessing needs dlib; a GPU machine may not have it. `anonbench train ciagan
+# --export-data FILE` writes the prepared faces to one file that `--data prepared:FILE` reads
+# anywhere. RGB is stored as JPEG (quality 95; the sources are JPEGs already) to keep the file
+# small (about 10 KB a face); the line and mask channels losslessly (zlib).
+
+PACK_FORMAT = "anonbench-ciagan-data/1"
+
+
+def save_prepared(data: TrainData, path: str | Path, quality: int = 95) -> None:
+    """Writes data to path (.npz), atomically."""
+    import os
+    import tempfile
+
+    import cv2
+
+    chunks, offsets = [], [0]
+    for c in data.canvas.numpy():
+        rgb = np.ascontiguousarray(c[:3].transpose(1, 2, 0)[:, :, ::-1])
+        ok, buf = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise AnonbenchError("JPEG encoding failed while writing prepared data")
+        chunks.append(buf.ravel())
+        offsets.append(offsets[-1] + buf.size)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
+    try:
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes it owner-only
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(
+                f,
+                format=np.array(PACK_FORMAT),
+                jpeg=np.concatenate(chunks) if chunks else np.zeros(0, np.uint8),
+                offsets=np.array(offsets, np.int64),
+                aux=data.canvas[:, 3:5].numpy(),
+                labels=data.labels.numpy(),
+                identity_names=np.array(data.identity_names, dtype=str),
+                keys=np.array(data.keys, dtype=str),
+                skipped=np.array(data.skipped, dtype=str),
+            )
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_prepared(path: str | Path) -> TrainData:
+    """Reads a file written by save_prepared."""
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise AnonbenchError(
+            f"prepared data not found: {p} (write it with `anonbench train ciagan "
+            "--data celeba:PATH --export-data FILE`)"
+        )
+    try:
+        z = np.load(p, allow_pickle=False)
+        fmt = str(z["format"])
+    except Exception as e:  # not an npz, truncated, or no header
+        raise AnonbenchError(f"cannot read prepared data {p}: {e}") from None
+    if fmt != PACK_FORMAT:
+        raise AnonbenchError(f"{p} is {fmt!r}, not {PACK_FORMAT!r} prepared data")
+    jpeg, offsets, aux = z["jpeg"], z["offsets"], z["aux"]
+    canvas = np.empty((aux.shape[0], 5, *aux.shape[2:]), np.uint8)
+    for i in range(aux.shape[0]):
+        img = cv2.imdecode(jpeg[offsets[i] : offsets[i + 1]], cv2.IMREAD_COLOR)
+        canvas[i, :3] = img[:, :, ::-1].transpose(2, 0, 1)
+    canvas[:, 3:5] = aux
+    return TrainData(
+        canvas=torch.from_numpy(canvas),
+        labels=torch.from_numpy(z["labels"].astype(np.int64)),
+        identity_names=[str(x) for x in z["identity_names"]],
+        keys=[str(x) for x in z["keys"]],
+        skipped=[str(x) for x in z["skipped"]],
     )
 
 

@@ -63,6 +63,8 @@ RUNTIME_FIELDS = (
     "workers",
     "cache_dir",
     "save_every",
+    "max_minutes",
+    "save_minutes",
     "progress",
 )
 LOSS_COLUMNS = [
@@ -108,9 +110,13 @@ class TrainConfig:
     workers: int = 1
     cache_dir: str = ""
     split: str = "all"
+    split_seed: int = 0  # identity-train/identity-test: the celeba protocol's seed
+    test_fraction: float = 0.5  # and its test fraction
     min_images: int = 2
     detector: str = "dlib-hog"
     save_every: int = 0  # steps between extra checkpoints; 0: at epoch ends only
+    max_minutes: float = 0.0  # stop (and save) after this much training time; 0: no limit
+    save_minutes: float = 0.0  # epoch-end grid + checkpoint at most this often; 0: every epoch
     grid_sources: int = 4
     progress: bool = True
 
@@ -426,8 +432,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train CIAGAN (generator, critic, identity network) on identity-labelled "
         "faces. Writes last.pt, losses.csv, samples/epoch_NNNN.png and config.json to --out.",
     )
-    p.add_argument("--data", required=True, help="celeba:PATH (aligned CelebA) or folders:PATH")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="celeba:PATH (aligned CelebA), folders:PATH, or prepared:FILE.npz (see --export-data)",
+    )
+    p.add_argument("--out", help="output folder (required unless --export-data)")
+    p.add_argument(
+        "--export-data",
+        metavar="FILE",
+        help="only preprocess --data and write the faces to FILE.npz, for training on a "
+        "machine without dlib (--data prepared:FILE.npz); then exit",
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -455,7 +471,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="preprocessing processes")
     p.add_argument("--cache-dir", default=d.cache_dir, help="default $ANONBENCH_CACHE")
-    p.add_argument("--split", choices=["all", "train", "val", "test"], default=d.split)
+    p.add_argument(
+        "--split",
+        choices=["all", "train", "val", "test", "identity-train", "identity-test"],
+        default=d.split,
+        help="train/val/test: the dataset's partition; identity-train/-test: the seeded "
+        "identity split of the celeba protocol (--split-seed, --test-fraction)",
+    )
+    p.add_argument("--split-seed", type=int, default=d.split_seed)
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    p.add_argument(
+        "--max-minutes", type=float, default=d.max_minutes, help="stop after this long; 0: no limit"
+    )
+    p.add_argument(
+        "--save-minutes",
+        type=float,
+        default=d.save_minutes,
+        help="write the epoch grid and checkpoint at most this often (0: every epoch)",
+    )
     p.add_argument("--min-images", type=int, default=d.min_images, help="per identity")
     p.add_argument("--save-every", type=int, default=d.save_every, help="extra checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -487,6 +520,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         workers=args.workers,
         cache_dir=args.cache_dir,
         split=args.split,
+        split_seed=args.split_seed,
+        test_fraction=args.test_fraction,
+        max_minutes=args.max_minutes,
+        save_minutes=args.save_minutes,
         min_images=args.min_images,
         save_every=args.save_every,
         progress=not args.no_progress,
@@ -538,9 +575,21 @@ def _write_losses(path: Path, rows: list[dict[str, float]], keep_upto: int | Non
 
 
 def load_data(cfg: TrainConfig) -> TrainData:
-    from anonbench.methods.ciagan.data import load_records, prepare
+    from anonbench.methods.ciagan.data import (
+        load_prepared,
+        load_records,
+        parse_data_spec,
+        prepare,
+    )
 
-    records = load_records(cfg.data, cfg.split)
+    kind, path = parse_data_spec(cfg.data)
+    if kind == "prepared":
+        if cfg.split != "all":
+            raise AnonbenchError("--split applies when preparing data, not to prepared:FILE")
+        data = load_prepared(path)
+        print(f"ciagan: {len(data)} prepared faces of {data.num_identities} identities from {path}")
+        return data
+    records = load_records(cfg.data, cfg.split, cfg.split_seed, cfg.test_fraction)
     data = prepare(
         records,
         cache_dir=cfg.cache_dir or None,
@@ -596,16 +645,22 @@ def train(cfg: TrainConfig, resume: bool = False, given: set[str] | None = None)
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     pending: list[dict[str, float]] = []
+    saved_at = [trainer.step_count if last.is_file() else -1]
 
     def save() -> None:
         _write_losses(losses_csv, pending)
         pending.clear()
         ckpt_io.save_atomic(trainer.state_dict(), last)
+        saved_at[0] = trainer.step_count
 
     bar = tqdm(
         total=total, initial=min(trainer.step_count, total), desc="ciagan", disable=not cfg.progress
     )
+    t_start = last_save = time.monotonic()
     while trainer.step_count < total:
+        if cfg.max_minutes and time.monotonic() - t_start >= 60 * cfg.max_minutes:
+            print(f"ciagan: --max-minutes {cfg.max_minutes:g} reached at step {trainer.step_count}")
+            break
         row = trainer.step()
         pending.append(row)
         bar.update(1)
@@ -620,20 +675,34 @@ def train(cfg: TrainConfig, resume: bool = False, given: set[str] | None = None)
             save()
             raise AnonbenchError(f"non-finite loss at step {trainer.step_count}: {row}")
         s = trainer.step_count
-        if s % spe == 0:
+        due = not cfg.save_minutes or time.monotonic() - last_save >= 60 * cfg.save_minutes
+        if s % spe == 0 and due:
             trainer.sample_grid(out / "samples" / f"epoch_{s // spe:04d}.png")
             save()
+            last_save = time.monotonic()
         elif s == total or (cfg.save_every and s % cfg.save_every == 0):
             save()
         elif len(pending) >= 50:
             _write_losses(losses_csv, pending)
             pending.clear()
     bar.close()
-    if pending:
+    trainer.sample_grid(out / "samples" / "last.png")
+    if pending or saved_at[0] != trainer.step_count:  # also: zero steps left on resume
         save()
-    if not last.is_file():  # e.g. zero steps left on resume
-        ckpt_io.save_atomic(trainer.state_dict(), last)
     return last
+
+
+def export_data(cfg: TrainConfig, dest: str) -> int:
+    """Preprocesses cfg.data and writes it to dest (`--export-data`)."""
+    from anonbench.methods.ciagan.data import parse_data_spec, save_prepared
+
+    if parse_data_spec(cfg.data)[0] == "prepared":
+        raise AnonbenchError("--export-data needs celeba:PATH or folders:PATH data")
+    data = load_data(cfg)
+    save_prepared(data, dest)
+    mb = Path(dest).stat().st_size / 2**20
+    print(f"ciagan: wrote {len(data)} prepared faces to {dest} ({mb:.1f} MiB)")
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -648,6 +717,10 @@ def main(argv: list[str]) -> int:
     given = {"crop_min" if g == "crop_range" else g for g in given} | (
         {"crop_max"} if "crop_range" in given else set()
     )
+    if args.export_data:
+        return export_data(config_from_args(args), args.export_data)
+    if not args.out:
+        parser.error("--out is required (unless --export-data)")
     path = train(config_from_args(args), resume=args.resume, given=given)
     print(f"ciagan: checkpoint {path}")
     return 0

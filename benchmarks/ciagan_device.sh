@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# CIAGAN on a lent GPU in one command: timed training on prepared faces, the fp16 generator
+# export (in pieces under 16 MiB, as files come back from the device machine), the speed
+# benchmark and profiler tables. Everything lands in $OUT as soon as it exists, so a run cut
+# short keeps what it finished. The GPU machine has no dlib: prepare the faces here first,
+#   anonbench train ciagan --data celeba:../shared/data/celeba --split identity-train \
+#       --export-data .devrun/celeba_train.npz
+# then, on the device machine (repo root, no install needed):
+#   OUT=dir DATA=.devrun/celeba_train.npz MINUTES=4.5 BUDGET=520 bash benchmarks/ciagan_device.sh
+# A CPU rehearsal: DEVICE=cpu TRAIN_EXTRA="--batch-size 2 --pnca-epochs 0.01" \
+#   BENCH_EXTRA="--batch 2 --infer-batch 4 --steps 1 --warmup 0" MINUTES=0.2 ...
+set -u
+T0=$SECONDS
+OUT=${OUT:?set OUT}
+DATA=${DATA:?set DATA to a prepared .npz}
+MINUTES=${MINUTES:-4.5}   # training time after the identity net's pretraining
+BUDGET=${BUDGET:-520}     # seconds for the whole script
+DEVICE=${DEVICE:-cuda}
+TRAIN_EXTRA=${TRAIN_EXTRA:-}
+BENCH_EXTRA=${BENCH_EXTRA:-}
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+OUT=$(realpath "$OUT")
+DATA=$(realpath "$DATA")
+REPO=$PWD
+exec > >(tee -a "$OUT/log.txt") 2>&1
+left() { echo $((BUDGET - (SECONDS - T0))); }
+stamp() { echo "== [$((SECONDS - T0)) s] $*"; }
+
+# the package without installing it: anonbench/ with methods/, protocols/, reports/ inside
+SITE=$(mktemp -d)
+mkdir -p "$SITE/anonbench"
+cp -r anonbench/. "$SITE/anonbench/"
+for d in methods protocols reports; do cp -r "$d" "$SITE/anonbench/$d"; done
+export PYTHONPATH=$SITE
+WORK=$(mktemp -d)
+# run from outside the checkout: with the repo root first on sys.path, its anonbench/ (which
+# lacks methods/ etc.) would shadow the assembled package
+cd "$WORK" || exit 1
+
+stamp "setup"
+nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv || true
+python3 -c "import torch, anonbench.methods.ciagan.train as t
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'anonbench', t.__file__)"
+git -C "$REPO" log -1 --format='commit %H %s' 2>/dev/null || true
+
+train() {
+  timeout $(($(left) - 150)) python3 -m anonbench train ciagan --data "prepared:$DATA" \
+    --out "$WORK/ciagan" --device "$DEVICE" --epochs 100000 --max-minutes "$MINUTES" \
+    --save-minutes 1 --no-progress $TRAIN_EXTRA "$@"
+}
+stamp "training ($MINUTES min after the identity net)"
+train
+rc=$?
+if [ $rc -ne 0 ] && [ ! -f "$WORK/ciagan/last.pt" ]; then
+  stamp "training failed (rc $rc) before a checkpoint: again with --amp off"
+  rm -rf "$WORK/ciagan"
+  train --amp off
+  rc=$?
+fi
+stamp "training ended, rc $rc"
+if [ -f "$WORK/ciagan/last.pt" ]; then
+  python3 -c "
+import sys
+from anonbench.methods.ciagan.checkpoint import export_generator, load
+c = load(sys.argv[1])
+print('step', c['step'], 'identities', c['num_identities'], 'config', c['config'])
+export_generator(sys.argv[1], sys.argv[2])
+" "$WORK/ciagan/last.pt" "$WORK/ciagan_generator.pt"
+  sha256sum "$WORK/ciagan_generator.pt"
+  split -b 15M -d -a 2 "$WORK/ciagan_generator.pt" "$OUT/ciagan_generator.pt.part"
+  cp "$WORK/ciagan/losses.csv" "$OUT/losses.csv"
+  cp "$WORK/ciagan/samples/last.png" "$OUT/grid_last.png" 2>/dev/null || true
+  echo "pnca pretraining loss, first and last rows:"
+  head -3 "$WORK/ciagan/pnca_losses.csv" 2>/dev/null; tail -2 "$WORK/ciagan/pnca_losses.csv" 2>/dev/null
+  echo "GAN losses, last rows:"; tail -3 "$WORK/ciagan/losses.csv"
+fi
+
+stamp "speed benchmark ($(left) s left)"
+timeout $(($(left) - 5)) python3 "$REPO/benchmarks/ciagan_speed.py" --device "$DEVICE" --steps 20 \
+  --half --profile "$OUT/profile.txt" --compile --out "$OUT/ciagan_speed.json" $BENCH_EXTRA
+stamp "done, rc $?"
+ls -la "$OUT"
