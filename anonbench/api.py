@@ -47,6 +47,9 @@ class MethodMeta:
     checkpoint_sha256: str = ""
     identity_conditioned: bool = False
     deterministic: bool = True
+    # a caveat printed when the method runs and kept in the note of each of its result rows
+    # (e.g. "demo checkpoint, not the paper's model")
+    note: str = ""
 
 
 class Anonymizer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,8 @@ def run(cfg: RunConfig) -> Path:
         kwargs = {"checkpoint": cfg.checkpoints[name]} if name in cfg.checkpoints else {}
         method = METHODS.create(name, **kwargs)
         method.name = name
+        if method.meta.note:
+            print(f"note: {name}: {method.meta.note}", file=sys.stderr)
         t0 = time.perf_counter()
         rows = proto.run(method, ctx)
         info["timings_s"][name] = round(time.perf_counter() - t0, 2)
@@ -110,7 +113,7 @@ def run(cfg: RunConfig) -> Path:
                     anonbench_version=anonbench.__version__,
                     git_sha=git_sha(),
                     created_at=stamp,
-                    **r,
+                    **{**r, "note": _join_notes(r.get("note"), method.meta.note)},
                 )
             )
         # written after every method: an interrupted run keeps what it finished
@@ -128,6 +131,11 @@ def run(cfg: RunConfig) -> Path:
     if report is not None:
         print(f"report: {report}")
     return out
+
+
+def _join_notes(*notes: str | None) -> str | None:
+    kept = [n for n in notes if n]
+    return "; ".join(kept) if kept else None
 
 
 def format_table(df, counts: set[str] | frozenset[str] = frozenset()) -> str:

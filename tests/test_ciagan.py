@@ -376,10 +376,14 @@ def test_outside_mask_pixels_untouched_and_pickling(tmp_path):
     assert clone.generator_net is None and torch.equal(clone.anonymize(b), out)
 
 
-def test_clear_errors_without_or_with_a_bad_checkpoint(tmp_path):
+def test_clear_errors_without_or_with_a_bad_checkpoint(tmp_path, monkeypatch):
     from anonbench.methods.ciagan.anonymizer import CIAGAN
     from anonbench.registry import METHODS
 
+    # no shipped checkpoint (a package built without it): one line saying how to get one
+    monkeypatch.setattr(
+        "anonbench.methods.ciagan.anonymizer.PACKAGE_WEIGHTS", tmp_path / "none" / "g.pt"
+    )
     with pytest.raises(AnonbenchError) as e:
         METHODS.create("ciagan")
     msg = str(e.value)
@@ -420,6 +424,104 @@ def test_exported_fp16_generator_in_pieces_loads(tmp_path):
     full = CIAGAN(str(src)).anonymize(b, targets=[3])
     half = whole.anonymize(b, targets=[3])
     assert (full - half).abs().max() < 0.05  # fp16 weights, fp32 compute
+
+
+def test_shipped_checkpoint_loads_and_says_what_it_is():
+    """The default `ciagan` is the shipped demo checkpoint: it loads from its pieces, matches
+    the sha256 in its model card, and every result it produces carries the caveat."""
+    from anonbench.methods.ciagan.anonymizer import CIAGAN, PACKAGE_WEIGHTS
+
+    card = (PACKAGE_WEIGHTS.parent / "MODEL_CARD.md").read_text()
+    m = CIAGAN()
+    assert m.meta.checkpoint_sha256 in card
+    assert "demo checkpoint" in m.meta.note and "MODEL_CARD.md" in m.meta.note
+    assert m.num_identities == 148 and m.img_size == 128
+    assert CIAGAN(checkpoint=str(PACKAGE_WEIGHTS)).meta.note  # named explicitly: same file
+    b = _batch(1)
+    out = m.anonymize(b, targets=[5])
+    outside = b.masks.expand_as(out) == 0
+    assert torch.equal(out[outside], b.images[outside])
+    assert (out[~outside] - b.images[~outside]).abs().mean() > 0.02
+
+
+def test_method_note_reaches_every_result_row():
+    from anonbench.runner import _join_notes
+
+    assert _join_notes(None, "") is None
+    assert _join_notes("10 folds", "demo") == "10 folds; demo"
+    assert _join_notes(None, "demo") == "demo"
+
+
+# -- prepared data, identity splits, time limits -------------------------------------------------
+
+
+def test_prepared_data_round_trip(tmp_path):
+    from anonbench.methods.ciagan.data import load_prepared, save_prepared
+
+    data = _tiny_data(3, 2)
+    # smooth images: JPEG keeps them close (random noise would not survive any lossy codec)
+    yy, xx = torch.meshgrid(torch.arange(144), torch.arange(144), indexing="ij")
+    for i in range(len(data)):
+        for c in range(3):
+            data.canvas[i, c] = ((xx * (c + 1) + yy * (i + 1)) % 256).to(torch.uint8) // 2 + 60
+    data.skipped = ["lost.jpg"]
+    save_prepared(data, tmp_path / "d.npz")
+    back = load_prepared(tmp_path / "d.npz")
+    assert torch.equal(back.canvas[:, 3:], data.canvas[:, 3:])  # lines and mask: lossless
+    err = (back.canvas[:, :3].float() - data.canvas[:, :3].float()).abs().mean()
+    assert err < 3.0, err
+    assert torch.equal(back.labels, data.labels) and back.labels.dtype == torch.long
+    assert back.identity_names == data.identity_names and back.keys == data.keys
+    assert back.skipped == ["lost.jpg"]
+    with pytest.raises(AnonbenchError, match="prepared data not found"):
+        load_prepared(tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", format=np.array("something-else"))
+    with pytest.raises(AnonbenchError, match="not 'anonbench-ciagan-data/1'"):
+        load_prepared(tmp_path / "other.npz")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(AnonbenchError, match="cannot read prepared data"):
+        load_prepared(tmp_path / "junk.npz")
+
+
+def test_identity_split_matches_the_celeba_protocol(fixtures):
+    from anonbench.data.celeba import load_celeba
+    from anonbench.data.splits import identity_split
+    from anonbench.methods.ciagan.data import load_records
+
+    spec = f"celeba:{fixtures / 'celeba_tiny'}"
+    tr = load_records(spec, "identity-train", split_seed=0)
+    te = load_records(spec, "identity-test", split_seed=0)
+    everything = load_celeba(fixtures / "celeba_tiny").records
+    want_tr, want_te = identity_split([r.identity for r in everything], 0, 0.5)
+    assert sorted({r.identity for r in tr}) == want_tr
+    assert sorted({r.identity for r in te}) == want_te
+    assert len(tr) + len(te) == len(everything)
+
+
+def test_cli_export_data_then_train_from_it(tmp_path, fixtures, capsys):
+    from anonbench.cli import main
+
+    npz = tmp_path / "prep.npz"
+    tiny = ["--batch-size", "2", "--img-size", "32", "--gen-width", "8", "--critic-width", "8"]
+    tiny += ["--id-width", "8", "--pnca-epochs", "1", "--min-images", "1", "--no-progress"]
+    data = f"celeba:{fixtures / 'celeba_tiny'}"
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["train", "ciagan", "--data", data, "--export-data", str(npz), *cache]) == 0
+    assert npz.is_file() and "prepared faces" in capsys.readouterr().out
+    base = ["train", "ciagan", "--data", f"prepared:{npz}", *tiny]
+    assert main([*base, "--out", str(tmp_path / "a"), "--max-steps", "1"]) == 0
+    ck = ckpt_io.load(tmp_path / "a" / "last.pt")
+    assert ck["step"] == 1 and ck["num_identities"] == 2
+    assert (tmp_path / "a" / "samples" / "last.png").is_file()
+    # a time limit stops training and still leaves a checkpoint of what was done
+    assert main([*base, "--out", str(tmp_path / "b"), "--max-minutes", "1e-9"]) == 0
+    assert "--max-minutes" in capsys.readouterr().out
+    assert ckpt_io.load(tmp_path / "b" / "last.pt")["step"] == 0
+    # a split only applies when preparing; a missing file is one clear line
+    assert main([*base, "--out", str(tmp_path / "c"), "--split", "identity-train"]) == 2
+    missing = ["train", "ciagan", "--data", f"prepared:{tmp_path / 'no.npz'}", "--out", "x"]
+    assert main(missing) == 2
+    assert "prepared data not found" in capsys.readouterr().err
 
 
 # -- against the official data (../shared) -------------------------------------------------------

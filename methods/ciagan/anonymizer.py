@@ -27,6 +27,15 @@ TRAIN_HINT = (
 )
 
 
+def shipped_note(ckpt: dict[str, Any]) -> str:
+    """The caveat carried by every result of the shipped checkpoint."""
+    return (
+        f"shipped demo checkpoint ({int(ckpt.get('step', 0))} training steps; see "
+        "methods/ciagan/weights/MODEL_CARD.md): its faces are not realistic, it is not the "
+        "paper's model; train your own (`anonbench train ciagan`) for paper comparisons"
+    )
+
+
 @register_method("ciagan")
 class CIAGAN(Anonymizer):
     """CIAGAN (Maximov et al., CVPR 2020): landmarks + chosen identity -> new face.
@@ -80,6 +89,7 @@ class CIAGAN(Anonymizer):
             checkpoint_sha256=self.sha256,
             identity_conditioned=True,
             deterministic=True,
+            note=shipped_note(ckpt) if path == PACKAGE_WEIGHTS else "",
         )
 
     def _load(self, raw: bytes) -> torch.nn.Module:
