@@ -196,15 +196,17 @@ def build_tables(bundle: Bundle) -> list[WideTable]:
         methods = _order_methods(list(dict.fromkeys(sel["method"])))
         cells: dict[tuple[str, int], Cell] = {}
         col_of = {(c.metric, c.evaluator): i for i, c in enumerate(columns)}
-        notes: list[str] = []
+        by_note: dict[str, list[str]] = {}  # one line per note, naming every method it concerns
         for r in sel.to_dict("records"):
             i = col_of[(r["metric"], r["evaluator"])]
             c = _make_cell(r, r["metric"], columns[i].higher_is_better)
             cells[(r["method"], i)] = c
             # "10 folds" is the normal case; other notes (in-sample thresholds...) are warnings
-            line = f"{r['method']}: {c.note}"
-            if c.note and not c.note.endswith(" folds") and line not in notes:
-                notes.append(line)
+            if c.note and not c.note.endswith(" folds"):
+                ms = by_note.setdefault(c.note, [])
+                if r["method"] not in ms:
+                    ms.append(r["method"])
+        notes = [f"{', '.join(ms)}: {n}" for n, ms in by_note.items()]
         t = WideTable(proto, ver, ds, split, columns, methods, cells, notes)
         _mark_best(t)
         tables.append(t)
@@ -220,7 +222,8 @@ def _mark_best(t: WideTable) -> None:
             for m in t.methods
             if not t.is_reference(m) and (c := t.cell(m, i)) is not None and not math.isnan(c.value)
         ]
-        if len(cand) < 2:  # "best of one" says nothing
+        # "best of one" says nothing, and neither does a tie of all (e.g. the chance column)
+        if len(cand) < 2 or len({v for v, _ in cand}) == 1:
             continue
         target = max(v for v, _ in cand) if col.higher_is_better else min(v for v, _ in cand)
         for v, c in cand:

@@ -141,11 +141,17 @@ def test_short_video_any_method(tmp_path, tiny_ckpt):
     )
 
 
-def test_errors_are_one_line(tmp_path, capsys):
+def test_errors_are_one_line(tmp_path, capsys, monkeypatch):
     src = str(_photos()[0])
+    gone = tmp_path / "no_weights" / "g.pt"  # as if the package shipped no checkpoint
+    monkeypatch.setattr("anonbench.methods.ciagan.anonymizer.PACKAGE_WEIGHTS", gone)
     assert _run("--method", "ciagan", "--input", src, "--output", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err.strip()
     assert "anonbench train ciagan" in err and len(err.splitlines()) == 1
+    missing = ["--method", "ciagan", "--checkpoint", str(tmp_path / "nope.pt")]
+    assert _run(*missing, "--input", src, "--output", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not found" in err and len(err.splitlines()) == 1
     assert (
         _run(
             "--method",

@@ -204,3 +204,29 @@ def test_commands_stay_light():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ties_are_not_best_and_shared_notes_are_one_line(tmp_path):
+    import pandas as pd
+
+    from anonbench.reports.runs import load_runs
+    from anonbench.reports.tables import build_tables
+
+    run = tmp_path / "celeba"
+    shutil.copytree(CELEBA, run)
+    df = pd.read_csv(run / "results.csv")
+    methods = ["original", "blur17", "pixelate8"]
+    extra = df[(df["metric"] == "fid") & df["method"].isin(methods)].copy()
+    extra["metric"], extra["evaluator"], extra["value"] = "chance", "pnca", 0.67
+    df = pd.concat([df, extra], ignore_index=True)
+    df["note"] = df["note"].astype(object)
+    df.loc[df["metric"] == "fid", "note"] = "N=1000 < 2048"
+    df.to_csv(run / "results.csv", index=False)
+    (t,) = build_tables(load_runs([run]))
+    i = next(k for k, c in enumerate(t.columns) if c.metric == "chance")
+    tied = [c for m in t.methods if (c := t.cell(m, i)) is not None]
+    assert len(tied) >= 2 and not any(c.best for c in tied)  # all equal: nothing is best
+    j = next(k for k, c in enumerate(t.columns) if c.metric == "fid")
+    assert any(t.cell(m, j).best for m in t.methods if t.cell(m, j) is not None)
+    fid_notes = [n for n in t.notes if "N=1000 < 2048" in n]
+    assert len(fid_notes) == 1 and "blur17" in fid_notes[0] and "pixelate8" in fid_notes[0]

@@ -5,6 +5,7 @@ and their landmarks smoothed over time (see anonbench.methods.ciagan.video)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 NAME = "anonymize"
@@ -94,6 +95,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"anonymized {t['faces']} face(s) in {t['images']} image(s) and {t['videos']} video(s)"
         f" ({t['tracks']} track(s)); missed: {t['missed']} (--on-miss {args.on_miss}); "
-        f"report: {args.output}/anonymize_report.json"
+        f"report: {Path(args.output) / 'anonymize_report.json'}"
     )
     return 0
