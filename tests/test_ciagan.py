@@ -564,3 +564,21 @@ def test_bf16_autocast_step_smoke():
     tr.pretrain_identity()
     row = tr.step()
     assert all(np.isfinite(v) for v in row.values())
+
+
+def test_cuda_graphs_need_cuda():
+    with pytest.raises(AnonbenchError, match="--cuda-graphs needs --device cuda"):
+        Trainer(TrainConfig(cuda_graphs=True, **TINY), _tiny_data(), torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_step_matches_eager():
+    """One captured graph per step computes what the eager step computes (GPU machines)."""
+    kw = dict(TINY, batch_size=2, identity_pretrain="none", device="cuda", amp="off")
+    dev = torch.device("cuda")
+    a = Trainer(TrainConfig(**kw), _tiny_data(), dev)
+    b = Trainer(TrainConfig(cuda_graphs=True, **kw), _tiny_data(), dev)
+    for _ in range(3):
+        ra, rb = a.step(), b.step()
+        for k in ("identity", "critic", "gen_gan", "gen_identity"):
+            assert abs(ra[k] - rb[k]) <= 1e-3 * max(abs(ra[k]), 1e-3), k

@@ -65,6 +65,7 @@ RUNTIME_FIELDS = (
     "save_every",
     "max_minutes",
     "save_minutes",
+    "cuda_graphs",
     "progress",
 )
 LOSS_COLUMNS = [
@@ -115,6 +116,7 @@ class TrainConfig:
     min_images: int = 2
     detector: str = "dlib-hog"
     save_every: int = 0  # steps between extra checkpoints; 0: at epoch ends only
+    cuda_graphs: bool = False  # capture each step's compute in one CUDA graph
     max_minutes: float = 0.0  # stop (and save) after this much training time; 0: no limit
     save_minutes: float = 0.0  # epoch-end grid + checkpoint at most this often; 0: every epoch
     grid_sources: int = 4
@@ -169,9 +171,18 @@ class Trainer:
         self.S = nets["identity"].to(device, memory_format=cl)
         self.memory_format = cl
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_S = torch.optim.Adam(self.S.parameters(), lr=cfg.lr, betas=betas)
+        self.graphs = bool(cfg.cuda_graphs)
+        if self.graphs and device.type != "cuda":
+            raise AnonbenchError("--cuda-graphs needs --device cuda")
+        # capturable: Adam keeps its step count on the device, as graph replay requires
+        adam = {"lr": cfg.lr, "betas": betas, "capturable": self.graphs}
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
+        self.opt_S = torch.optim.Adam(self.S.parameters(), **adam)
+        self.labels_dev = data.labels.to(device)
+        self._graph: Any = None
+        self._static: dict[str, torch.Tensor] = {}
+        self._static_out = torch.zeros(5)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # every data draw comes from here
         self.sampler = PairSampler(data.labels, self.n_ids)
         self.step_count = 0
@@ -190,7 +201,8 @@ class Trainer:
     def autocast(self) -> AbstractContextManager[Any]:
         if not self.amp:
             return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        # graph capture needs autocast's cast cache off (cached casts would outlive it)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.graphs)
 
     def views(self, idx: torch.Tensor, augment: bool = True) -> Views:
         boxes = crop_boxes(
@@ -216,37 +228,80 @@ class Trainer:
         raw = self.G(torch.cat([v.landmarks, v.image * (1 - v.mask)], 1), onehot).float()
         return raw * v.mask + v.image * (1 - v.mask)
 
-    # -- the three updates ------------------------------------------------------------------
-    # the updates return detached loss tensors: reading them once per step (not after every
-    # update) keeps the GPU queue full
-    def identity_step(self) -> torch.Tensor:
-        B = self.cfg.batch_size
-        src, tgt = self.sampler.sample(B, self.gen)
-        same = (self.data.labels[src] == self.data.labels[tgt]).to(self.device)
-        a, b = self.views(src), self.views(tgt)
-        self._set_grad(self.S, True)
-        with self.autocast():
-            e = self.S(torch.cat([a.image, b.image]))
-        loss = contrastive_loss(e[:B], e[B:], same, self.cfg.margin)
-        self.opt_S.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_S.step()
-        return loss.detach()
+    # -- one training step: draws (CPU) and compute (device) ---------------------------------
+    # Every random draw of a step is made first, on the CPU, in a fixed order; `compute` then
+    # runs the three updates on device tensors only. That split lets a CUDA graph capture the
+    # whole compute (`cuda_graphs`): one replay instead of thousands of kernel launches, which
+    # is what bounds this model's step time at batch 16 on a large GPU.
+    def draw(self) -> dict[str, torch.Tensor]:
+        B, K, n_id = self.cfg.batch_size, self.cfg.critic_iters, self.cfg.identity_iters
+        cmin, cmax = self.cfg.crop_min, self.cfg.crop_max
 
-    def critic_steps(self) -> tuple[torch.Tensor, torch.Tensor]:
-        B, K = self.cfg.batch_size, self.cfg.critic_iters
-        fake_src, fake_tgt = zip(*(self.sampler.sample(B, self.gen) for _ in range(K)), strict=True)
-        real_src = [self.sampler.sample(B, self.gen)[0] for _ in range(K)]
-        fv = self.views(torch.cat(fake_src))
+        def boxes(n: int) -> torch.Tensor:
+            return crop_boxes(n, self.gen, cmin, cmax)
+
+        d: dict[str, torch.Tensor] = {}
+        ids = [(*self.sampler.sample(B, self.gen), boxes(B), boxes(B)) for _ in range(n_id)]
+        for j, k in enumerate(("id_src", "id_tgt", "id_box_a", "id_box_b")):
+            shape = (0, B, 4) if "box" in k else (0, B)
+            empty = torch.zeros(shape, dtype=torch.float32 if "box" in k else torch.long)
+            d[k] = torch.stack([t[j] for t in ids]) if ids else empty
+        fakes = [self.sampler.sample(B, self.gen) for _ in range(K)]
+        reals = [self.sampler.sample(B, self.gen)[0] for _ in range(K)]
+        d["fake_src"] = torch.cat([f[0] for f in fakes])
+        d["fake_tgt"] = torch.cat([f[1] for f in fakes])
+        d["fake_box"] = boxes(K * B)
+        d["real_src"] = torch.cat(reals)
+        d["real_box"] = torch.cat([boxes(B) for _ in range(K)])
+        d["gen_src"], d["gen_tgt"] = self.sampler.sample(B, self.gen)
+        d["gen_box_s"], d["gen_box_t"] = boxes(B), boxes(B)
+        return d
+
+    def _views_at(self, idx: torch.Tensor, box: torch.Tensor) -> Views:
+        v = make_views(self.data.canvas[idx], box, self.cfg.img_size)
+        if self.memory_format is torch.channels_last:
+            cl = torch.channels_last
+            v = Views(*(t.contiguous(memory_format=cl) for t in (v.image, v.landmarks, v.mask)))
+        return v
+
+    def _onehot_at(self, idx: torch.Tensor) -> torch.Tensor:
+        # scatter, not F.one_hot: one_hot checks its input on the host, which a graph cannot
+        lab = self.labels_dev[idx]
+        return torch.zeros(lab.shape[0], self.n_ids, device=self.device).scatter_(
+            1, lab[:, None], 1.0
+        )
+
+    def compute(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The step's updates on device draws; returns the detached losses (identity, critic,
+        critic_real, gen_gan, gen_identity). Reading them once per step (not after every
+        update) keeps the GPU queue full."""
+        B, K, cfg = self.cfg.batch_size, self.cfg.critic_iters, self.cfg
+        # identity network: pairs of the same / different identities (contrastive)
+        s_total = torch.zeros((), device=self.device)
+        for i in range(d["id_src"].shape[0]):
+            src, tgt = d["id_src"][i], d["id_tgt"][i]
+            same = self.labels_dev[src] == self.labels_dev[tgt]
+            a, b = self._views_at(src, d["id_box_a"][i]), self._views_at(tgt, d["id_box_b"][i])
+            self._set_grad(self.S, True)
+            with self.autocast():
+                e = self.S(torch.cat([a.image, b.image]))
+            loss = contrastive_loss(e[:B], e[B:], same, cfg.margin)
+            self.opt_S.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_S.step()
+            s_total = s_total + loss.detach()
+        # critic: K iterations, each one fake and one real batch (LSGAN)
+        fv = self._views_at(d["fake_src"], d["fake_box"])
         with torch.no_grad(), self.autocast():
-            comp = self.generate(fv, self.onehot(torch.cat(fake_tgt)))
+            comp = self.generate(fv, self._onehot_at(d["fake_tgt"]))
         fake_in = torch.cat([comp, fv.landmarks], 1)
         self._set_grad(self.D, True)
-        total = torch.zeros((), device=self.device)
-        real_sum = torch.zeros((), device=self.device)
+        d_total = torch.zeros((), device=self.device)
+        real_total = torch.zeros((), device=self.device)
         for k in range(K):
-            rv = self.views(real_src[k])
-            x = torch.cat([fake_in[k * B : (k + 1) * B], torch.cat([rv.image, rv.landmarks], 1)])
+            sl = slice(k * B, (k + 1) * B)
+            rv = self._views_at(d["real_src"][sl], d["real_box"][sl])
+            x = torch.cat([fake_in[sl], torch.cat([rv.image, rv.landmarks], 1)])
             with self.autocast():
                 out = self.D(x).float()
             loss_fake = F.mse_loss(out[:B], torch.zeros_like(out[:B]))
@@ -255,46 +310,80 @@ class Trainer:
             self.opt_D.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_D.step()
-            total += loss.detach()
-            real_sum += loss_real.detach()
-        return total / K, real_sum / K
-
-    def generator_step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        B = self.cfg.batch_size
-        src, tgt = self.sampler.sample(B, self.gen)
-        sv, tv = self.views(src), self.views(tgt)
+            d_total = d_total + loss.detach()
+            real_total = real_total + loss_real.detach()
+        # generator: LSGAN + identity loss towards a real image of the target identity
+        sv = self._views_at(d["gen_src"], d["gen_box_s"])
+        tv = self._views_at(d["gen_tgt"], d["gen_box_t"])
         self._set_grad(self.D, False)
         self._set_grad(self.S, False)
         with self.autocast():
-            comp = self.generate(sv, self.onehot(tgt))
+            comp = self.generate(sv, self._onehot_at(d["gen_tgt"]))
             out = self.D(torch.cat([comp, sv.landmarks], 1)).float()
             e_fake = self.S(comp)
             with torch.no_grad():
                 e_real = self.S(tv.image)
         loss_gan = F.mse_loss(out, torch.ones_like(out))
         ones = torch.ones(B, device=self.device)
-        loss_id = contrastive_loss(e_fake, e_real, ones, self.cfg.margin)
-        loss = loss_gan + self.cfg.identity_weight * loss_id
+        loss_id = contrastive_loss(e_fake, e_real, ones, cfg.margin)
+        loss = loss_gan + cfg.identity_weight * loss_id
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_G.step()
-        return loss_gan.detach(), loss_id.detach()
+        n_id = max(d["id_src"].shape[0], 1)
+        return torch.stack(
+            [s_total / n_id, d_total / K, real_total / K, loss_gan.detach(), loss_id.detach()]
+        ).float()
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        ts = [t for net in (self.G, self.D, self.S) for t in (*net.parameters(), *net.buffers())]
+        for opt in (self.opt_G, self.opt_D, self.opt_S):
+            for st in opt.state.values():
+                ts += [v for v in st.values() if torch.is_tensor(v)]
+        return ts
+
+    def _graph_compute(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
+        """compute() through one captured CUDA graph: inputs are copied into static buffers
+        and the graph replayed. The first call warms up (cuDNN autotuning, optimizer state)
+        on a side stream, puts every weight, buffer and optimizer state back as it was, so
+        warm-up leaves no trace in training, and captures."""
+        if self._graph is None:
+            self._static = {k: v.to(self.device) for k, v in d.items()}
+            before = {id(t): t.detach().clone() for t in self._state_tensors()}
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.compute(self._static)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            with torch.no_grad():
+                for t in self._state_tensors():  # optimizer state born in warm-up: zeros
+                    t.copy_(before[id(t)]) if id(t) in before else t.zero_()
+            for opt in (self.opt_G, self.opt_D, self.opt_S):
+                opt.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._static_out = self.compute(self._static)
+            self._graph = graph
+        for k, v in d.items():
+            self._static[k].copy_(v, non_blocking=True)
+        self._graph.replay()
+        return self._static_out
 
     def step(self) -> dict[str, float]:
         t0 = time.perf_counter()
         self.G.train(), self.D.train(), self.S.train()
-        s = sum(
-            (self.identity_step() for _ in range(self.cfg.identity_iters)),
-            torch.zeros((), device=self.device),
-        )
-        d, d_real = self.critic_steps()
-        g_gan, g_id = self.generator_step()
-        s_, d_, dr_, gg_, gi_ = torch.stack([s, d, d_real, g_gan, g_id]).float().tolist()
+        d = self.draw()
+        if self.graphs:
+            losses = self._graph_compute(d)
+        else:
+            losses = self.compute({k: v.to(self.device) for k, v in d.items()})
+        s_, d_, dr_, gg_, gi_ = losses.tolist()
         self.step_count += 1
         return {
             "step": self.step_count,
             "epoch": (self.step_count - 1) // self.steps_per_epoch + 1,
-            "identity": s_ / max(self.cfg.identity_iters, 1),
+            "identity": s_,
             "critic": d_,
             "critic_real": dr_,
             "critic_fake": d_ - dr_,
@@ -468,6 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-width", type=int, default=d.id_width)
     p.add_argument("--embed-dim", type=int, default=d.embed_dim, help="0: number of identities")
     p.add_argument("--amp", choices=["auto", "bf16", "off"], default=d.amp)
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each training step as one captured CUDA graph (CUDA only; faster when "
+        "kernel launches, not the GPU, bound the step)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="preprocessing processes")
     p.add_argument("--cache-dir", default=d.cache_dir, help="default $ANONBENCH_CACHE")
@@ -523,6 +618,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         split_seed=args.split_seed,
         test_fraction=args.test_fraction,
         max_minutes=args.max_minutes,
+        cuda_graphs=args.cuda_graphs,
         save_minutes=args.save_minutes,
         min_images=args.min_images,
         save_every=args.save_every,
