@@ -571,14 +571,43 @@ def test_cuda_graphs_need_cuda():
         Trainer(TrainConfig(cuda_graphs=True, **TINY), _tiny_data(), torch.device("cpu"))
 
 
+def test_warm_up_leaves_no_trace():
+    """The CUDA-graph path warms up on real inputs before capture; afterwards weights,
+    buffers (spectral-norm vectors, batch-norm statistics) and optimizer state must be as if
+    it never ran: the next step equals a fresh trainer's, bit for bit (CPU)."""
+    kw = dict(TINY, batch_size=2, identity_pretrain="none")
+    a = Trainer(TrainConfig(**kw), _tiny_data(), torch.device("cpu"))
+    b = Trainer(TrainConfig(**kw), _tiny_data(), torch.device("cpu"))
+    a.step()  # both continue from a state with optimizer moments, and from fresh
+    b.step()
+    da, db = a.draw(), b.draw()
+    b.warm_up(db, 2)
+    assert torch.equal(a.compute(da), b.compute(db))
+    for na, nb in ((a.G, b.G), (a.D, b.D), (a.S, b.S)):
+        for (k, x), y in zip(na.state_dict().items(), nb.state_dict().values(), strict=True):
+            assert torch.equal(x, y), k
+    for oa, ob in ((a.opt_G, b.opt_G), (a.opt_D, b.opt_D), (a.opt_S, b.opt_S)):
+        for sa, sb in zip(oa.state.values(), ob.state.values(), strict=True):
+            assert all(torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])) for k in sa)
+    fresh_a = Trainer(TrainConfig(**kw), _tiny_data(), torch.device("cpu"))
+    fresh_b = Trainer(TrainConfig(**kw), _tiny_data(), torch.device("cpu"))
+    d1, d2 = fresh_a.draw(), fresh_b.draw()
+    fresh_b.warm_up(d2, 2)  # optimizer state born in warm-up is reset to a fresh one's
+    assert torch.equal(fresh_a.compute(d1), fresh_b.compute(d2))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_step_matches_eager():
-    """One captured graph per step computes what the eager step computes (GPU machines)."""
+def test_cuda_graph_step_within_the_eager_noise():
+    """A captured graph per step against the eager step, from the same start (GPU machines).
+    Two eager runs already differ (cuDNN/TF32 algorithms; Adam's early steps are sign-like and
+    amplify that), so the graph may differ from eager by a small multiple of eager-vs-eager."""
     kw = dict(TINY, batch_size=2, identity_pretrain="none", device="cuda", amp="off")
     dev = torch.device("cuda")
-    a = Trainer(TrainConfig(**kw), _tiny_data(), dev)
-    b = Trainer(TrainConfig(cuda_graphs=True, **kw), _tiny_data(), dev)
+    runs = [Trainer(TrainConfig(cuda_graphs=g, **kw), _tiny_data(), dev) for g in (0, 0, 1)]
+    keys = ("identity", "critic", "gen_gan", "gen_identity")
+    eager_gap = graph_gap = 0.0
     for _ in range(3):
-        ra, rb = a.step(), b.step()
-        for k in ("identity", "critic", "gen_gan", "gen_identity"):
-            assert abs(ra[k] - rb[k]) <= 1e-3 * max(abs(ra[k]), 1e-3), k
+        r0, r1, rg = (t.step() for t in runs)
+        eager_gap = max(eager_gap, *(abs(r0[k] - r1[k]) for k in keys))
+        graph_gap = max(graph_gap, *(abs(r0[k] - rg[k]) for k in keys))
+    assert graph_gap <= 5 * eager_gap + 1e-4, (graph_gap, eager_gap)

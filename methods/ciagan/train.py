@@ -342,6 +342,22 @@ class Trainer:
                 ts += [v for v in st.values() if torch.is_tensor(v)]
         return ts
 
+    def warm_up(self, d: dict[str, torch.Tensor], n: int) -> None:
+        """Runs compute(d) n times (autotuning, lazy optimizer state), then puts every weight,
+        buffer and optimizer state back as it was: warm-up leaves no trace in training.
+        Optimizer state that warm-up created is zeroed, which is a fresh optimizer's state."""
+        before = {id(t): t.detach().clone() for t in self._state_tensors()}
+        for _ in range(n):
+            self.compute(d)
+        with torch.no_grad():
+            for t in self._state_tensors():
+                if id(t) in before:
+                    t.copy_(before[id(t)])
+                else:
+                    t.zero_()
+        for opt in (self.opt_G, self.opt_D, self.opt_S):
+            opt.zero_grad(set_to_none=True)
+
     def _graph_compute(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
         """compute() through one captured CUDA graph: inputs are copied into static buffers
         and the graph replayed. The first call warms up (cuDNN autotuning, optimizer state)
@@ -349,18 +365,11 @@ class Trainer:
         warm-up leaves no trace in training, and captures."""
         if self._graph is None:
             self._static = {k: v.to(self.device) for k, v in d.items()}
-            before = {id(t): t.detach().clone() for t in self._state_tensors()}
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
-                for _ in range(2):
-                    self.compute(self._static)
+                self.warm_up(self._static, 2)
             torch.cuda.current_stream(self.device).wait_stream(side)
-            with torch.no_grad():
-                for t in self._state_tensors():  # optimizer state born in warm-up: zeros
-                    t.copy_(before[id(t)]) if id(t) in before else t.zero_()
-            for opt in (self.opt_G, self.opt_D, self.opt_S):
-                opt.zero_grad(set_to_none=True)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 self._static_out = self.compute(self._static)
