@@ -176,7 +176,8 @@ def _declare_builtins() -> None:
         (
             "ciagan",
             "anonbench.methods.ciagan.anonymizer:CIAGAN",
-            "CIAGAN (Maximov et al., CVPR 2020): landmarks + chosen identity -> new face",
+            "CIAGAN (Maximov et al., CVPR 2020): landmarks + identity -> new face "
+            "(default weights: a demo, see its MODEL_CARD.md)",
         ),
     ]:
         METHODS.add_lazy(name, target, desc)
