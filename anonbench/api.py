@@ -48,7 +48,7 @@ class MethodMeta:
     identity_conditioned: bool = False
     deterministic: bool = True
     # a caveat printed when the method runs and kept in the note of each of its result rows
-    # (e.g. "demo checkpoint, not the paper's model")
+    # (e.g. "demo checkpoint, not the paper's model"); without "; ", which joins notes
     note: str = ""
 
 

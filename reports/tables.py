@@ -202,10 +202,12 @@ def build_tables(bundle: Bundle) -> list[WideTable]:
             c = _make_cell(r, r["metric"], columns[i].higher_is_better)
             cells[(r["method"], i)] = c
             # "10 folds" is the normal case; other notes (in-sample thresholds...) are warnings
-            if c.note and not c.note.endswith(" folds"):
-                ms = by_note.setdefault(c.note, [])
-                if r["method"] not in ms:
-                    ms.append(r["method"])
+            # a row's note may join several ("10 folds; <the method's caveat>"): one line each
+            for part in (c.note or "").split("; "):
+                if part and not part.endswith(" folds"):
+                    ms = by_note.setdefault(part, [])
+                    if r["method"] not in ms:
+                        ms.append(r["method"])
         notes = [f"{', '.join(ms)}: {n}" for n, ms in by_note.items()]
         t = WideTable(proto, ver, ds, split, columns, methods, cells, notes)
         _mark_best(t)

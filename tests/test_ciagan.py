@@ -435,6 +435,7 @@ def test_shipped_checkpoint_loads_and_says_what_it_is():
     m = CIAGAN()
     assert m.meta.checkpoint_sha256 in card
     assert "demo checkpoint" in m.meta.note and "MODEL_CARD.md" in m.meta.note
+    assert "; " not in m.meta.note  # the separator of joined result notes
     assert m.num_identities == 148 and m.img_size == 128
     assert CIAGAN(checkpoint=str(PACKAGE_WEIGHTS)).meta.note  # named explicitly: same file
     b = _batch(1)

@@ -221,6 +221,7 @@ def test_ties_are_not_best_and_shared_notes_are_one_line(tmp_path):
     df = pd.concat([df, extra], ignore_index=True)
     df["note"] = df["note"].astype(object)
     df.loc[df["metric"] == "fid", "note"] = "N=1000 < 2048"
+    df.loc[df["method"] == "blur17", "note"] = "N=1000 < 2048; a caveat"  # joined notes
     df.to_csv(run / "results.csv", index=False)
     (t,) = build_tables(load_runs([run]))
     i = next(k for k, c in enumerate(t.columns) if c.metric == "chance")
@@ -230,3 +231,4 @@ def test_ties_are_not_best_and_shared_notes_are_one_line(tmp_path):
     assert any(t.cell(m, j).best for m in t.methods if t.cell(m, j) is not None)
     fid_notes = [n for n in t.notes if "N=1000 < 2048" in n]
     assert len(fid_notes) == 1 and "blur17" in fid_notes[0] and "pixelate8" in fid_notes[0]
+    assert [n for n in t.notes if "a caveat" in n] == ["blur17: a caveat"]

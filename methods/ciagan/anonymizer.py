@@ -29,10 +29,11 @@ TRAIN_HINT = (
 
 def shipped_note(ckpt: dict[str, Any]) -> str:
     """The caveat carried by every result of the shipped checkpoint."""
+    # no "; " inside: result notes use it to join separate notes
     return (
-        f"shipped demo checkpoint ({int(ckpt.get('step', 0))} training steps; see "
-        "methods/ciagan/weights/MODEL_CARD.md): its faces are not realistic, it is not the "
-        "paper's model; train your own (`anonbench train ciagan`) for paper comparisons"
+        f"shipped demo checkpoint ({int(ckpt.get('step', 0))} training steps, see "
+        "methods/ciagan/weights/MODEL_CARD.md): its faces are not realistic and it is not "
+        "the paper's model, so train your own (`anonbench train ciagan`) for paper comparisons"
     )
 
 
