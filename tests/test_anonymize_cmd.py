@@ -49,7 +49,8 @@ def test_photo_with_blur17_and_ciagan(tmp_path, tiny_ckpt):
     a, b = read_rgb(src), read_rgb(out / src.name)
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
     rep = _report(out)
-    assert rep["totals"] == {"images": 1, "videos": 0, "faces": 1, "tracks": 0, "missed": 0}
+    want = {"images": 1, "videos": 0, "faces": 1, "tracks": 0, "missed": 0}
+    assert rep["totals"] == {**want, "frames_without_face": 0}
     out2 = tmp_path / "ciagan"
     args = ["--method", "ciagan", "--checkpoint", str(tiny_ckpt), "--input", str(src)]
     assert _run(*args, "--output", str(out2), "--identity", "17") == 0
@@ -94,8 +95,9 @@ def test_folder_mappings_and_misses(tmp_path, tiny_ckpt):
     assert _run(*base, "--output", str(folder / "inside")) == 2  # never write into the input
 
 
-def _synthetic_video(path: Path, frames: int = 8) -> None:
-    """A face photo drifting a few pixels per frame (some frames blanked: missed faces)."""
+def _synthetic_video(path: Path, frames: int = 8, lead_blank: int = 0) -> None:
+    """A face photo drifting a few pixels per frame (some frames blanked: missed faces);
+    lead_blank: that many faceless frames first, before any track starts."""
     import cv2
 
     img = cv2.cvtColor(read_rgb(_photos()[0]), cv2.COLOR_RGB2BGR)
@@ -103,10 +105,23 @@ def _synthetic_video(path: Path, frames: int = 8) -> None:
     assert w.isOpened()
     for i in range(frames):
         f = np.roll(img, 2 * i, axis=1)
-        if i == 4:
+        if i == 4 or i < lead_blank:
             f = np.full_like(f, 128)  # the face vanishes for one frame inside the track
         w.write(f)
     w.release()
+
+
+def test_frames_without_any_face_are_reported(tmp_path, capsys):
+    video = tmp_path / "clip.avi"
+    _synthetic_video(video, frames=9, lead_blank=2)
+    out = tmp_path / "o"
+    assert _run("--method", "blur17", "--input", str(video), "--output", str(out)) == 0
+    assert "video frames where no face was found" in capsys.readouterr().out
+    rep = _report(out)
+    r = rep["inputs"][0]
+    # frames 0-1 come before the track starts: uncovered; frame 4 is inside it: missed
+    assert r["frames_without_face"] == 2 and r["frames_without_face_list"] == [[0, 1]]
+    assert r["missed"] == 1 and rep["totals"]["frames_without_face"] == 2
 
 
 def test_short_video_any_method(tmp_path, tiny_ckpt):
@@ -125,6 +140,7 @@ def test_short_video_any_method(tmp_path, tiny_ckpt):
         r = _report(out)["inputs"][0]
         assert r["kind"] == "video" and r["frames"] == 8 and r["tracks"] == 1
         assert r["missed"] == 1 and r["frames_with_miss"] == 1
+        assert r["frames_without_face"] == 0 and r["frames_without_face_list"] == []
         assert len(set(r["identities"].values())) == 1  # one fake identity per track
     assert (
         _run(

@@ -92,9 +92,15 @@ def run(args: argparse.Namespace) -> int:
     )
     rep = anonymize_path(method, args.input, args.output, analyzer, mapper, opts)
     t = rep["totals"]
+    uncovered = (
+        f"video frames where no face was found (not anonymized; listed in the report): "
+        f"{t['frames_without_face']}; "
+        if t.get("frames_without_face")
+        else ""
+    )
     print(
         f"anonymized {t['faces']} face(s) in {t['images']} image(s) and {t['videos']} video(s)"
         f" ({t['tracks']} track(s)); missed: {t['missed']} (--on-miss {args.on_miss}); "
-        f"report: {Path(args.output) / 'anonymize_report.json'}"
+        f"{uncovered}report: {Path(args.output) / 'anonymize_report.json'}"
     )
     return 0

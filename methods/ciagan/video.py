@@ -388,9 +388,23 @@ class TrackedVideo:
     fps: float
     size: tuple[int, int]  # (width, height)
     detections: int
+    # frames in which the detector found no face and no track covers them: a face there (if
+    # any) is neither anonymized nor counted as missed, so the report lists them for review
+    uncovered: list[int]
     # per frame: [(track id, landmarks, box, detected)]
     faces: dict[int, list[tuple[int, np.ndarray, np.ndarray, bool]]]
     smoothed: dict[int, dict[int, np.ndarray]]
+
+
+def _ranges(frames: list[int]) -> list[list[int]]:
+    """[1, 2, 3, 7] -> [[1, 3], [7, 7]]: compact frame lists for the JSON report."""
+    out: list[list[int]] = []
+    for f in frames:
+        if out and f == out[-1][1] + 1:
+            out[-1][1] = f
+        else:
+            out.append([f, f])
+    return out
 
 
 def track_video(
@@ -430,7 +444,8 @@ def track_video(
         for f, lm, b in zip(span, lms, boxes, strict=True):
             smoothed[t.tid][int(f)] = lm
             faces.setdefault(int(f), []).append((t.tid, lm, b, int(f) in seen))
-    return TrackedVideo(tracker.tracks, n, fps, size, det, faces, smoothed)
+    uncovered = [f for f in range(n) if f not in faces]
+    return TrackedVideo(tracker.tracks, n, fps, size, det, uncovered, faces, smoothed)
 
 
 def process_video(
@@ -496,6 +511,8 @@ def process_video(
         "tracks": len(tv.tracks),
         "missed": len(misses),
         "frames_with_miss": len({f for f, _ in misses}),
+        "frames_without_face": len(tv.uncovered),
+        "frames_without_face_list": _ranges(tv.uncovered),
         "identities": {str(k): v for k, v in targets.items()},
         "jitter": landmark_jitter(tv.tracks, tv.smoothed),
     }
@@ -560,6 +577,7 @@ def anonymize_path(
             "faces": sum(r.get("faces", r.get("detections", 0)) for r in reports),
             "tracks": sum(r.get("tracks", 0) for r in reports),
             "missed": sum(r["missed"] for r in reports),
+            "frames_without_face": sum(r.get("frames_without_face", 0) for r in reports),
         },
     }
     atomic_write_text(out_dir / "anonymize_report.json", json.dumps(report, indent=2))
