@@ -78,6 +78,8 @@ def test_folder_mappings_and_misses(tmp_path, tiny_ckpt):
 
     cv2.imwrite(str(folder / "noface.png"), blank)
     base = ["--method", "ciagan", "--checkpoint", str(tiny_ckpt), "--input", str(folder)]
+    # dlib HOG here: one face per photo (RetinaFace also finds a face in the background of b)
+    base += ["--detector", "dlib-hog"]
 
     out = tmp_path / "src"
     assert _run(*base, "--output", str(out), "--mapping", "per-source", "--on-miss", "keep") == 0
@@ -193,3 +195,18 @@ def test_errors_are_one_line(tmp_path, capsys, monkeypatch):
         )
         == 2
     )
+
+
+@pytest.mark.shared
+def test_default_detector_leaves_fewer_frames_without_a_face(shared_data, tmp_path):
+    """Why `anonymize` defaults to RetinaFace: on the Hamilton clip dlib HOG finds no face in
+    long stretches that show faces (frames 20-81 in the first 90)."""
+    clip = shared_data / "video" / "short_hamilton_clip.mp4"
+    uncovered = {}
+    for det in ("retinaface", "dlib-hog"):
+        out = tmp_path / det
+        args = ["--method", "blur17", "--input", str(clip), "--output", str(out)]
+        args += ["--max-frames", "90"] + (["--detector", det] if det == "dlib-hog" else [])
+        assert _run(*args) == 0
+        uncovered[det] = _report(out)["inputs"][0]["frames_without_face"]
+    assert uncovered["retinaface"] <= 15 and uncovered["dlib-hog"] >= 40, uncovered

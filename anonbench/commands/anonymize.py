@@ -38,7 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="missed faces (video: frames inside a track without a detection; photo: no "
         "face at all): blur them (default), keep them, or fail",
     )
-    parser.add_argument("--detector", default="dlib-hog", help="face detector (68 landmarks)")
+    # RetinaFace by default: anonymizing is about recall. On short_hamilton_clip.mp4 dlib HOG
+    # found no face in 92 of 275 frames, some with plainly visible faces; RetinaFace in 9.
+    # (The benchmark protocols keep dlib HOG, as the paper does.)
+    parser.add_argument(
+        "--detector",
+        default="retinaface",
+        help="face detector; dlib's 68 landmarks are placed in its boxes (default retinaface: "
+        "far fewer missed faces than dlib-hog, the benchmark protocols' detector)",
+    )
     parser.add_argument("--no-smooth", action="store_true", help="no temporal smoothing")
     parser.add_argument(
         "--smooth-lam", type=float, help="spline smoothing strength (default: chosen by GCV)"
