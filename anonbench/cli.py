@@ -172,7 +172,10 @@ def console_main() -> None:
     try:
         code = main()
         sys.stdout.flush()
-    except BrokenPipeError:  # `anonbench ls | head`: the reader left; not an error of ours
+    except BrokenPipeError:
+        # `anonbench ls | head`: the reader left. No traceback, but no success either (the
+        # output was cut short: exit 1, as the Python docs advise); devnull keeps the
+        # interpreter's final flush quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 0
+        code = 1
     sys.exit(code)

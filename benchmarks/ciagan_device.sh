@@ -25,6 +25,9 @@ DATA=$(realpath "$DATA")
 REPO=$PWD
 exec > >(tee -a "$OUT/log.txt") 2>&1
 left() { echo $((BUDGET - (SECONDS - T0))); }
+# seconds for a step that must leave `keep` seconds for what follows; at least 1 (a 0 would
+# switch GNU timeout off, a negative number makes it fail)
+limit() { local t=$(($(left) - $1)); echo $((t > 0 ? t : 1)); }
 stamp() { echo "== [$((SECONDS - T0)) s] $*"; }
 
 # the package without installing it: anonbench/ with methods/, protocols/, reports/ inside
@@ -45,31 +48,37 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'anonbench'
 git -C "$REPO" log -1 --format='commit %H %s' 2>/dev/null || true
 
 train() {
-  timeout $(($(left) - 150)) python3 -m anonbench train ciagan --data "prepared:$DATA" \
+  timeout "$(limit 150)" python3 -m anonbench train ciagan --data "prepared:$DATA" \
     --out "$WORK/ciagan" --device "$DEVICE" --epochs 100000 --max-minutes "$MINUTES" \
     --save-minutes 1 --no-progress $TRAIN_EXTRA "$@"
 }
 stamp "training ($MINUTES min after the identity net)"
 train
 rc=$?
-if [ $rc -ne 0 ] && [ ! -f "$WORK/ciagan/last.pt" ]; then
-  stamp "training failed (rc $rc) before a checkpoint: again with --amp off"
+# GAN steps logged so far (last.pt exists right after the identity pretraining already)
+steps_done() { tail -n +2 "$WORK/ciagan/losses.csv" 2>/dev/null | wc -l; }
+if [ $rc -ne 0 ] && [ "$(steps_done)" -eq 0 ]; then
+  stamp "training failed (rc $rc) before its first GAN step: again with --amp off"
   rm -rf "$WORK/ciagan"
   train --amp off
   rc=$?
 fi
 stamp "training ended, rc $rc"
 if [ -f "$WORK/ciagan/last.pt" ]; then
+  # losses.csv is cut to the checkpoint's step: a run killed by `timeout` logged past it
   python3 -c "
-import sys
+import csv, sys
 from anonbench.methods.ciagan.checkpoint import export_generator, load
 c = load(sys.argv[1])
 print('step', c['step'], 'identities', c['num_identities'], 'config', c['config'])
 export_generator(sys.argv[1], sys.argv[2])
-" "$WORK/ciagan/last.pt" "$WORK/ciagan_generator.pt"
+with open(sys.argv[3], newline='') as f:
+    rows = list(csv.reader(f))
+with open(sys.argv[4], 'w', newline='') as f:
+    csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) <= c['step']])
+" "$WORK/ciagan/last.pt" "$WORK/ciagan_generator.pt" "$WORK/ciagan/losses.csv" "$OUT/losses.csv"
   sha256sum "$WORK/ciagan_generator.pt"
   split -b 15M -d -a 2 "$WORK/ciagan_generator.pt" "$OUT/ciagan_generator.pt.part"
-  cp "$WORK/ciagan/losses.csv" "$OUT/losses.csv"
   cp "$WORK/ciagan/samples/last.png" "$OUT/grid_last.png" 2>/dev/null || true
   echo "pnca pretraining loss, first and last rows:"
   head -3 "$WORK/ciagan/pnca_losses.csv" 2>/dev/null; tail -2 "$WORK/ciagan/pnca_losses.csv" 2>/dev/null
@@ -77,7 +86,7 @@ export_generator(sys.argv[1], sys.argv[2])
 fi
 
 stamp "speed benchmark ($(left) s left)"
-timeout $(($(left) - 5)) python3 "$REPO/benchmarks/ciagan_speed.py" --device "$DEVICE" --steps 20 \
+timeout "$(limit 5)" python3 "$REPO/benchmarks/ciagan_speed.py" --device "$DEVICE" --steps 20 \
   --half --profile "$OUT/profile.txt" --compile --out "$OUT/ciagan_speed.json" $BENCH_EXTRA
 stamp "done, rc $?"
 ls -la "$OUT"

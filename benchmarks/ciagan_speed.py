@@ -204,6 +204,10 @@ def profile_tables(args: argparse.Namespace, dev: torch.device, path: Path) -> N
     data = TrainData(canvas, labels, [str(i) for i in range(args.num_identities)], [""] * n)
     cfg = TrainConfig(
         batch_size=args.batch,
+        img_size=args.img_size,
+        gen_width=args.gen_width,
+        critic_width=args.critic_width,
+        id_width=args.id_width,
         identity_pretrain="none",
         device=str(dev),
         amp="auto",

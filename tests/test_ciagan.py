@@ -5,6 +5,7 @@ to a few seconds on one CPU thread."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -445,6 +446,15 @@ def test_shipped_checkpoint_loads_and_says_what_it_is():
     assert (out[~outside] - b.images[~outside]).abs().mean() > 0.02
 
 
+def test_shipped_checkpoint_is_recognised_by_content(tmp_path):
+    from anonbench.methods.ciagan.anonymizer import CIAGAN, PACKAGE_WEIGHTS
+
+    copy = tmp_path / "elsewhere.pt"  # the same weights, joined and renamed
+    copy.write_bytes(ckpt_io.read_bytes(PACKAGE_WEIGHTS))
+    assert "demo checkpoint" in CIAGAN(checkpoint=str(copy)).meta.note
+    assert CIAGAN(checkpoint=str(_tiny_ckpt(tmp_path))).meta.note == ""
+
+
 def test_method_note_reaches_every_result_row():
     from anonbench.runner import _join_notes
 
@@ -482,6 +492,15 @@ def test_prepared_data_round_trip(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(AnonbenchError, match="cannot read prepared data"):
         load_prepared(tmp_path / "junk.npz")
+    z = dict(np.load(tmp_path / "d.npz"))
+    z["jpeg"] = np.zeros_like(z["jpeg"])  # every face's bytes destroyed
+    np.savez(tmp_path / "corrupt.npz", **z)
+    with pytest.raises(AnonbenchError, match="face 0 is corrupt"):
+        load_prepared(tmp_path / "corrupt.npz")
+    del z["labels"]
+    np.savez(tmp_path / "partial.npz", **z)
+    with pytest.raises(AnonbenchError, match=r"cannot read prepared data .*labels"):
+        load_prepared(tmp_path / "partial.npz")
 
 
 def test_identity_split_matches_the_celeba_protocol(fixtures):
@@ -513,6 +532,8 @@ def test_cli_export_data_then_train_from_it(tmp_path, fixtures, capsys):
     assert main([*base, "--out", str(tmp_path / "a"), "--max-steps", "1"]) == 0
     ck = ckpt_io.load(tmp_path / "a" / "last.pt")
     assert ck["step"] == 1 and ck["num_identities"] == 2
+    src = ck["config"]["prepared_source"]  # the checkpoint says how its data was made
+    assert src["data"] == data and src["split"] == "all" and src["detector"] == "dlib-hog"
     assert (tmp_path / "a" / "samples" / "last.png").is_file()
     # a time limit stops training and still leaves a checkpoint of what was done
     assert main([*base, "--out", str(tmp_path / "b"), "--max-minutes", "1e-9"]) == 0
@@ -520,6 +541,19 @@ def test_cli_export_data_then_train_from_it(tmp_path, fixtures, capsys):
     assert ckpt_io.load(tmp_path / "b" / "last.pt")["step"] == 0
     # a split only applies when preparing; a missing file is one clear line
     assert main([*base, "--out", str(tmp_path / "c"), "--split", "identity-train"]) == 2
+    # a run started from images with --split identity-train resumes from a file prepared
+    # with that split (the GPU-machine workflow), and not from one prepared with another
+    small = f"celeba:{fixtures / 'celeba_small'}"  # 6 identities: 3 train, 3 test
+    split = ["--split", "identity-train"]
+    npz_tr = tmp_path / "prep_train.npz"
+    export = ["train", "ciagan", "--data", small, *split, "--export-data", str(npz_tr)]
+    assert main([*export, *cache]) == 0
+    run_d = ["--out", str(tmp_path / "d"), *tiny, *cache]
+    assert main(["train", "ciagan", "--data", small, *split, *run_d, "--max-steps", "1"]) == 0
+    resume = ["train", "ciagan", "--resume", *run_d, "--max-steps", "2"]
+    assert main([*resume, "--data", f"prepared:{npz}"]) == 2  # prepared with split "all"
+    assert main([*resume, "--data", f"prepared:{npz_tr}"]) == 0
+    assert ckpt_io.load(tmp_path / "d" / "last.pt")["step"] == 2
     missing = ["train", "ciagan", "--data", f"prepared:{tmp_path / 'no.npz'}", "--out", "x"]
     assert main(missing) == 2
     assert "prepared data not found" in capsys.readouterr().err
@@ -612,3 +646,22 @@ def test_cuda_graph_step_within_the_eager_noise():
         eager_gap = max(eager_gap, *(abs(r0[k] - r1[k]) for k in keys))
         graph_gap = max(graph_gap, *(abs(r0[k] - rg[k]) for k in keys))
     assert graph_gap <= 5 * eager_gap + 1e-4, (graph_gap, eager_gap)
+
+
+def test_resume_follows_this_runs_optimizer_mode():
+    """A checkpoint saved with --cuda-graphs (capturable Adam, step counts on the GPU) resumes
+    in an eager run, and the reverse: the loaded optimizers take this run's mode."""
+    kw = dict(TINY, batch_size=2, identity_pretrain="none")
+    a = Trainer(TrainConfig(**kw), _tiny_data(), torch.device("cpu"))
+    a.step()
+    state = a.state_dict()
+    for opt in state["optimizers"].values():  # as a graph run would have saved it
+        for g in opt["param_groups"]:
+            g["capturable"] = True
+    b = Trainer(TrainConfig(**kw), _tiny_data(), torch.device("cpu"))
+    b.load_state_dict(state)
+    for opt in (b.opt_G, b.opt_D, b.opt_S):
+        assert all(g["capturable"] is False for g in opt.param_groups)
+        assert all(st["step"].device.type == "cpu" for st in opt.state.values())
+    row = b.step()  # would fail on CPU with capturable=True
+    assert math.isfinite(row["critic"]) and b.step_count == 2

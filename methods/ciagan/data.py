@@ -136,6 +136,8 @@ class TrainData:
     identity_names: list[str]
     keys: list[str]
     skipped: list[str] = field(default_factory=list)  # images without a detected face
+    # how a prepared file was made (data spec, split, seed, detector...); {} otherwise
+    source: dict[str, object] = field(default_factory=dict)
 
     @property
     def num_identities(self) -> int:
@@ -146,7 +148,12 @@ class TrainData:
 
     def to(self, device: torch.device | str) -> TrainData:
         return TrainData(
-            self.canvas.to(device), self.labels, self.identity_names, self.keys, self.skipped
+            self.canvas.to(device),
+            self.labels,
+            self.identity_names,
+            self.keys,
+            self.skipped,
+            self.source,
         )
 
 
@@ -212,8 +219,11 @@ def prepare(
 PACK_FORMAT = "anonbench-ciagan-data/1"
 
 
-def save_prepared(data: TrainData, path: str | Path, quality: int = 95) -> None:
-    """Writes data to path (.npz), atomically."""
+def save_prepared(
+    data: TrainData, path: str | Path, source: dict[str, object] | None = None, quality: int = 95
+) -> None:
+    """Writes data to path (.npz), atomically; source (JSON) records how it was made."""
+    import json
     import os
     import tempfile
 
@@ -243,6 +253,7 @@ def save_prepared(data: TrainData, path: str | Path, quality: int = 95) -> None:
                 identity_names=np.array(data.identity_names, dtype=str),
                 keys=np.array(data.keys, dtype=str),
                 skipped=np.array(data.skipped, dtype=str),
+                source=np.array(json.dumps(source or {})),
             )
         os.replace(tmp, p)
     except BaseException:
@@ -251,7 +262,9 @@ def save_prepared(data: TrainData, path: str | Path, quality: int = 95) -> None:
 
 
 def load_prepared(path: str | Path) -> TrainData:
-    """Reads a file written by save_prepared."""
+    """Reads a file written by save_prepared; every defect is one AnonbenchError line."""
+    import json
+
     import cv2
 
     p = Path(path)
@@ -261,24 +274,32 @@ def load_prepared(path: str | Path) -> TrainData:
             "--data celeba:PATH --export-data FILE`)"
         )
     try:
-        z = np.load(p, allow_pickle=False)
-        fmt = str(z["format"])
-    except Exception as e:  # not an npz, truncated, or no header
-        raise AnonbenchError(f"cannot read prepared data {p}: {e}") from None
-    if fmt != PACK_FORMAT:
-        raise AnonbenchError(f"{p} is {fmt!r}, not {PACK_FORMAT!r} prepared data")
-    jpeg, offsets, aux = z["jpeg"], z["offsets"], z["aux"]
+        with np.load(p, allow_pickle=False) as z:
+            fmt = str(z["format"])
+            if fmt != PACK_FORMAT:
+                raise AnonbenchError(f"{p} is {fmt!r}, not {PACK_FORMAT!r} prepared data")
+            arrays = {k: z[k] for k in ("jpeg", "offsets", "aux", "labels", "identity_names")}
+            arrays.update({k: z[k] for k in ("keys", "skipped")})
+            source = json.loads(str(z["source"])) if "source" in z.files else {}
+    except AnonbenchError:
+        raise
+    except Exception as e:  # not an npz, truncated, a missing array
+        raise AnonbenchError(f"cannot read prepared data {p}: {type(e).__name__}: {e}") from None
+    jpeg, offsets, aux = arrays["jpeg"], arrays["offsets"], arrays["aux"]
     canvas = np.empty((aux.shape[0], 5, *aux.shape[2:]), np.uint8)
     for i in range(aux.shape[0]):
         img = cv2.imdecode(jpeg[offsets[i] : offsets[i + 1]], cv2.IMREAD_COLOR)
+        if img is None or img.shape[:2] != aux.shape[2:]:
+            raise AnonbenchError(f"cannot read prepared data {p}: face {i} is corrupt")
         canvas[i, :3] = img[:, :, ::-1].transpose(2, 0, 1)
     canvas[:, 3:5] = aux
     return TrainData(
         canvas=torch.from_numpy(canvas),
-        labels=torch.from_numpy(z["labels"].astype(np.int64)),
-        identity_names=[str(x) for x in z["identity_names"]],
-        keys=[str(x) for x in z["keys"]],
-        skipped=[str(x) for x in z["skipped"]],
+        labels=torch.from_numpy(arrays["labels"].astype(np.int64)),
+        identity_names=[str(x) for x in arrays["identity_names"]],
+        keys=[str(x) for x in arrays["keys"]],
+        skipped=[str(x) for x in arrays["skipped"]],
+        source=source,
     )
 
 

@@ -67,6 +67,7 @@ RUNTIME_FIELDS = (
     "save_minutes",
     "cuda_graphs",
     "progress",
+    "prepared_source",
 )
 LOSS_COLUMNS = [
     "step",
@@ -121,6 +122,9 @@ class TrainConfig:
     save_minutes: float = 0.0  # epoch-end grid + checkpoint at most this often; 0: every epoch
     grid_sources: int = 4
     progress: bool = True
+    # with --data prepared:FILE, how that file was made (data spec, split, seed, detector):
+    # recorded so a checkpoint says which identities it was trained on
+    prepared_source: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -483,6 +487,14 @@ class Trainer:
             ("identity", self.opt_S),
         ):
             opt.load_state_dict(state["optimizers"][name])
+            # load_state_dict restores the saving run's `capturable` and the device of its step
+            # counts; a resume may switch --cuda-graphs or device, so both follow this run
+            for group in opt.param_groups:
+                group["capturable"] = self.graphs
+            for st in opt.state.values():
+                if torch.is_tensor(st.get("step")):
+                    where = self.device if self.graphs else torch.device("cpu")
+                    st["step"] = st["step"].to(where, torch.float32)
         self.gen.set_state(state["rng"]["data"])
         torch.set_rng_state(state["rng"]["torch"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
@@ -647,7 +659,7 @@ def _validate(cfg: TrainConfig) -> None:
 def _merge_resume(saved: dict[str, Any], cli: TrainConfig, given: set[str]) -> TrainConfig:
     """The checkpoint's config with the runtime fields from the command line; other flags
     that differ from the checkpoint are reported and ignored (they would break resuming)."""
-    base = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    base = TrainConfig().to_dict()  # the defaults (default_factory fields included)
     merged = {**base, **{k: v for k, v in saved.items() if k in base}}
     ignored = []
     for k, v in cli.to_dict().items():
@@ -689,9 +701,14 @@ def load_data(cfg: TrainConfig) -> TrainData:
 
     kind, path = parse_data_spec(cfg.data)
     if kind == "prepared":
-        if cfg.split != "all":
-            raise AnonbenchError("--split applies when preparing data, not to prepared:FILE")
         data = load_prepared(path)
+        made = data.source.get("split", "all")
+        # a resumed run keeps its split; the file must have been made with it
+        if cfg.split not in ("all", made):
+            raise AnonbenchError(
+                f"--split {cfg.split}: {path} was prepared with split {made!r} (--split "
+                "applies when preparing data)"
+            )
         print(f"ciagan: {len(data)} prepared faces of {data.num_identities} identities from {path}")
         return data
     records = load_records(cfg.data, cfg.split, cfg.split_seed, cfg.test_fraction)
@@ -733,6 +750,7 @@ def train(cfg: TrainConfig, resume: bool = False, given: set[str] | None = None)
             f"{data.num_identities} in {cfg.data}: cannot resume on other data"
         )
     out.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(cfg, prepared_source=dict(data.source))
     trainer = Trainer(cfg, data, device)
     losses_csv = out / "losses.csv"
     if saved is not None:
@@ -791,9 +809,9 @@ def train(cfg: TrainConfig, resume: bool = False, given: set[str] | None = None)
             _write_losses(losses_csv, pending)
             pending.clear()
     bar.close()
-    trainer.sample_grid(out / "samples" / "last.png")
     if pending or saved_at[0] != trainer.step_count:  # also: zero steps left on resume
         save()
+    trainer.sample_grid(out / "samples" / "last.png")  # after the save: it cannot cost steps
     return last
 
 
@@ -804,7 +822,13 @@ def export_data(cfg: TrainConfig, dest: str) -> int:
     if parse_data_spec(cfg.data)[0] == "prepared":
         raise AnonbenchError("--export-data needs celeba:PATH or folders:PATH data")
     data = load_data(cfg)
-    save_prepared(data, dest)
+    source = {
+        k: getattr(cfg, k)
+        for k in ("data", "split", "split_seed", "test_fraction", "detector", "min_images")
+    }
+    from anonbench.methods.ciagan.data import PREP_VERSION
+
+    save_prepared(data, dest, {**source, "prep_version": PREP_VERSION})
     mb = Path(dest).stat().st_size / 2**20
     print(f"ciagan: wrote {len(data)} prepared faces to {dest} ({mb:.1f} MiB)")
     return 0
