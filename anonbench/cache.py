@@ -7,11 +7,14 @@ worker processes can fill the same cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -75,29 +78,29 @@ class Cache:
     def put(self, component: str, version: str, digest: str, arrays: dict[str, np.ndarray]) -> None:
         if not self.enabled:
             return
-        p = self._path(component, version, digest)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(self._path(component, version, digest)) as f:
+            np.savez(f, **arrays)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Writes a text file so readers see the old or the new content, never half of it."""
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kw: Any) -> Iterator[IO[Any]]:
+    """Opens a uniquely named temporary file beside path (folders created) for writing. On
+    success it replaces path with mode FILE_MODE, so readers (other processes too) see the
+    old or the new file, never half of one; on any error it is removed and path untouched."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **kw) as f:
+            yield f
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Writes a text file so readers see the old or the new content, never half of it."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -25,3 +25,22 @@ def test_digest_depends_on_shape_and_content():
     b[0, 0] = 1
     assert array_digest(a) != array_digest(b)
     assert array_digest(a) == array_digest(a.copy())
+
+
+def test_atomic_open_replaces_whole_or_not_at_all(tmp_path):
+    import stat
+
+    import pytest
+
+    from anonbench.cache import FILE_MODE, atomic_open
+
+    target = tmp_path / "sub" / "f.bin"
+    with atomic_open(target) as f:
+        f.write(b"old")
+    assert target.read_bytes() == b"old"
+    assert stat.S_IMODE(target.stat().st_mode) == FILE_MODE  # not mkstemp's owner-only 0600
+    with pytest.raises(RuntimeError), atomic_open(target) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old"  # the reader never sees half a file
+    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]  # no temporary left

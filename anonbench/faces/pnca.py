@@ -222,7 +222,7 @@ def train_main(argv: list[str]) -> int:
     """`anonbench train identifier --data celeba:PATH --out DIR [--epochs N] [--seed S]`."""
     import argparse
 
-    from anonbench.cache import atomic_write_text
+    from anonbench.cache import atomic_open, atomic_write_text
     from anonbench.data.images import read_rgb
     from anonbench.data.splits import identity_split, load_identity_dataset
 
@@ -240,10 +240,8 @@ def train_main(argv: list[str]) -> int:
     ckpt = train_pnca(images, [r.identity for r in train], PNCAConfig(epochs=a.epochs, seed=a.seed))
     ckpt["test_identities"] = test_ids
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "pnca.pt.tmp"
-    torch.save(ckpt, tmp)
-    tmp.replace(out / "pnca.pt")
+    with atomic_open(out / "pnca.pt") as f:
+        torch.save(ckpt, f)
     atomic_write_text(
         out / "config.json",
         json.dumps(
@@ -271,7 +269,7 @@ def cached_train(
 ) -> PNCAEmbedder:
     """Trains (or loads the cached result of training) on exactly these images and labels:
     the key is the sha256 of every image's pixels, the labels and the config."""
-    from anonbench.cache import array_digest
+    from anonbench.cache import array_digest, atomic_open
 
     h = hashlib.sha256(json.dumps([asdict(cfg), list(labels)], sort_keys=True).encode())
     for im in images:
@@ -280,8 +278,7 @@ def cached_train(
     if path.is_file():
         return PNCAEmbedder(path)
     ckpt = train_pnca(images, labels, cfg, desc=desc, quiet=quiet)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
+    # a unique temporary name: worker processes may train the same cached model at once
+    with atomic_open(path) as f:
+        torch.save(ckpt, f)
     return PNCAEmbedder(ckpt)

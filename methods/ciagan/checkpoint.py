@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from anonbench.cache import FILE_MODE
+from anonbench.cache import atomic_open
 from anonbench.errors import AnonbenchError
 
 FORMAT = "anonbench-ciagan"
@@ -34,17 +33,8 @@ class CheckpointError(AnonbenchError):
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """torch.save to a temporary file in the same folder, then os.replace: a reader sees the
     old or the new checkpoint, never half of one."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-    try:
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes it owner-only
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes | None:

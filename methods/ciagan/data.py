@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anonbench.cache import FILE_MODE, Cache, file_sha256
+from anonbench.cache import Cache, atomic_open, file_sha256
 from anonbench.data.records import ImageRecord
 from anonbench.errors import AnonbenchError
 from anonbench.methods.ciagan.preprocess import (
@@ -224,8 +224,6 @@ def save_prepared(
 ) -> None:
     """Writes data to path (.npz), atomically; source (JSON) records how it was made."""
     import json
-    import os
-    import tempfile
 
     import cv2
 
@@ -237,28 +235,19 @@ def save_prepared(
             raise AnonbenchError("JPEG encoding failed while writing prepared data")
         chunks.append(buf.ravel())
         offsets.append(offsets[-1] + buf.size)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-    try:
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes it owner-only
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(
-                f,
-                format=np.array(PACK_FORMAT),
-                jpeg=np.concatenate(chunks) if chunks else np.zeros(0, np.uint8),
-                offsets=np.array(offsets, np.int64),
-                aux=data.canvas[:, 3:5].numpy(),
-                labels=data.labels.numpy(),
-                identity_names=np.array(data.identity_names, dtype=str),
-                keys=np.array(data.keys, dtype=str),
-                skipped=np.array(data.skipped, dtype=str),
-                source=np.array(json.dumps(source or {})),
-            )
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        np.savez_compressed(
+            f,
+            format=np.array(PACK_FORMAT),
+            jpeg=np.concatenate(chunks) if chunks else np.zeros(0, np.uint8),
+            offsets=np.array(offsets, np.int64),
+            aux=data.canvas[:, 3:5].numpy(),
+            labels=data.labels.numpy(),
+            identity_names=np.array(data.identity_names, dtype=str),
+            keys=np.array(data.keys, dtype=str),
+            skipped=np.array(data.skipped, dtype=str),
+            source=np.array(json.dumps(source or {})),
+        )
 
 
 def load_prepared(path: str | Path) -> TrainData:
