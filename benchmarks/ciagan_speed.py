@@ -44,6 +44,48 @@ def _bf16_ok(dev: torch.device) -> bool:
         return False
 
 
+def _timed(run: Any, dev: torch.device, warmup: int, steps: int) -> tuple[float, list[float]]:
+    """Seconds of the first call (compilation, capture, autotuning), then of each of `steps`
+    calls after `warmup` more, each synchronised with the device."""
+    t_first = time.perf_counter()
+    run()
+    _sync(dev)
+    first_s = time.perf_counter() - t_first
+    for _ in range(warmup):
+        run()
+    _sync(dev)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        run()
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    return first_s, times
+
+
+def _median(times: list[float]) -> float:
+    return sorted(times)[len(times) // 2]
+
+
+def _generator_inputs(
+    args: argparse.Namespace, dev: torch.device, batch: int
+) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """A seeded paper-size generator in eval mode, random inputs and one-hot targets (channels
+    last on CUDA, as the trainer and anonymizer use it)."""
+    from anonbench.methods.ciagan.model import Generator
+
+    torch.manual_seed(0)
+    net = Generator(args.num_identities, args.img_size, args.gen_width).to(dev).eval()
+    x = torch.rand(batch, 6, args.img_size, args.img_size, device=dev)
+    if dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    onehot = torch.nn.functional.one_hot(
+        torch.arange(batch, device=dev) % args.num_identities, args.num_identities
+    ).float()
+    return net, x, onehot
+
+
 def _trainer(args: argparse.Namespace, dev: torch.device, amp: str, graphs: bool = False) -> Any:
     from anonbench.methods.ciagan.data import TrainData
     from anonbench.methods.ciagan.train import TrainConfig, Trainer
@@ -73,20 +115,8 @@ def time_training(
     args: argparse.Namespace, dev: torch.device, amp: str, graphs: bool = False
 ) -> dict[str, Any]:
     tr = _trainer(args, dev, amp, graphs)
-    t_first = time.perf_counter()
-    tr.step()  # with graphs: warm-up and capture
-    _sync(dev)
-    first_s = time.perf_counter() - t_first
-    for _ in range(args.warmup):
-        tr.step()
-    _sync(dev)
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        tr.step()
-        _sync(dev)
-        times.append(time.perf_counter() - t0)
-    ms = 1000 * sorted(times)[len(times) // 2]
+    first_s, times = _timed(tr.step, dev, args.warmup, args.steps)  # first: graph capture
+    ms = 1000 * _median(times)
     return {
         "amp": "bf16" if tr.amp else "off",
         "cuda_graphs": graphs,
@@ -132,17 +162,8 @@ def time_inference(
     relative L2 error against the fp32 forward is reported for every mode."""
     from anonbench.methods.ciagan.model import Generator
 
-    torch.manual_seed(0)
-    net = Generator(args.num_identities, args.img_size, args.gen_width).to(dev).eval()
-    if dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
     b = args.infer_batch
-    x = torch.rand(b, 6, args.img_size, args.img_size, device=dev)
-    if dev.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    onehot = torch.nn.functional.one_hot(
-        torch.arange(b, device=dev) % args.num_identities, args.num_identities
-    ).float()
+    net, x, onehot = _generator_inputs(args, dev, b)
     ref = net(x[:64], onehot[:64]).float()
     fwd, xin, oin = net, x, onehot
     if mode == "half":
@@ -159,20 +180,8 @@ def time_inference(
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16 and mode != "half"):
             return fwd(xx, oo)
 
-    t_first = time.perf_counter()
-    run()
-    _sync(dev)
-    first_s = time.perf_counter() - t_first  # includes compilation for mode=compile
-    for _ in range(args.warmup):
-        run()
-    _sync(dev)
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        run()
-        _sync(dev)
-        times.append(time.perf_counter() - t0)
-    t = sorted(times)[len(times) // 2]
+    first_s, times = _timed(run, dev, args.warmup, args.steps)  # first: compilation too
+    t = _median(times)
     out = run()[:64].float()
     err = float((out - ref).norm() / ref.norm())
     return {
@@ -191,29 +200,9 @@ def profile_tables(args: argparse.Namespace, dev: torch.device, path: Path) -> N
     one bf16 inference batch: where the time goes, for the next optimisation."""
     from torch.profiler import ProfilerActivity, profile
 
-    from anonbench.methods.ciagan.data import TrainData
-    from anonbench.methods.ciagan.model import Generator
-    from anonbench.methods.ciagan.train import TrainConfig, Trainer
-
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
-    n = args.batch * 12 * 2
-    g = torch.Generator().manual_seed(0)
-    canvas = torch.randint(0, 256, (n, 5, 144, 144), generator=g, dtype=torch.uint8)
-    labels = torch.arange(n) % args.num_identities
-    data = TrainData(canvas, labels, [str(i) for i in range(args.num_identities)], [""] * n)
-    cfg = TrainConfig(
-        batch_size=args.batch,
-        img_size=args.img_size,
-        gen_width=args.gen_width,
-        critic_width=args.critic_width,
-        id_width=args.id_width,
-        identity_pretrain="none",
-        device=str(dev),
-        amp="auto",
-        progress=False,
-    )
-    tr = Trainer(cfg, data, dev)
+    tr = _trainer(args, dev, "auto")
     for _ in range(3):
         tr.step()
     _sync(dev)
@@ -222,15 +211,8 @@ def profile_tables(args: argparse.Namespace, dev: torch.device, path: Path) -> N
         _sync(dev)
     text = [f"== one training iteration, batch {args.batch}, amp {tr.amp} =="]
     text.append(prof.key_averages().table(sort_by=key, row_limit=30))
-    net = Generator(args.num_identities, args.img_size, args.gen_width).to(dev).eval()
     b = min(args.infer_batch, 256)
-    x = torch.rand(b, 6, args.img_size, args.img_size, device=dev)
-    oh = torch.nn.functional.one_hot(
-        torch.arange(b, device=dev) % args.num_identities, args.num_identities
-    ).float()
-    if dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    net, x, oh = _generator_inputs(args, dev, b)
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
         for _ in range(3):
             net(x, oh)
