@@ -23,3 +23,15 @@ def shared_data() -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> str:
     return str(tmp_path / "cache")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The test machine is shared and results do not depend on the thread count: torch runs
+    on one thread while a test runs, and gets its setting back afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -7,20 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from anonbench.cli import main
 from anonbench.data.images import read_rgb
 from anonbench.data.lfw import sample_root
 from anonbench.methods.ciagan import checkpoint as ckpt_io
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -47,12 +47,7 @@ from anonbench.methods.ciagan.train import TrainConfig, Trainer, contrastive_los
 TINY = dict(img_size=32, gen_width=8, critic_width=8, id_width=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _face_landmarks(cx: float = 125, cy: float = 120, s: float = 1.0) -> np.ndarray:

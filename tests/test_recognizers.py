@@ -27,15 +27,7 @@ from anonbench.registry import EMBEDDERS
 MFN_WEIGHTS = Path(__file__).resolve().parents[2] / "shared/models/mobilefacenet/068.ckpt"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Shared CPUs: keep torch to one thread in these tests."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _similarity(scale: float, angle: float, tx: float, ty: float) -> np.ndarray:
