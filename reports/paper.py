@@ -74,34 +74,11 @@ def _build() -> list[PaperValue]:
         ]:
             out.append(PaperValue(_T2, row, method, "celeba", "celeba", metric, pev, ev, v))
     for row, method, vgg, vgg_s, casia, casia_s in _TABLE3:
-        out.append(
-            PaperValue(
-                _T3,
-                row,
-                method,
-                "lfw",
-                "lfw",
-                "tar_far_1e-3",
-                "FaceNet (VGGFace2)",
-                "facenet-vggface2",
-                vgg,
-                vgg_s,
-            )
-        )
-        out.append(
-            PaperValue(
-                _T3,
-                row,
-                method,
-                "lfw",
-                "lfw",
-                "tar_far_1e-3",
-                "FaceNet (CASIA-WebFace)",
-                "facenet-casia",
-                casia,
-                casia_s,
-            )
-        )
+        for pev, ev, v, sd in [
+            ("FaceNet (VGGFace2)", "facenet-vggface2", vgg, vgg_s),
+            ("FaceNet (CASIA-WebFace)", "facenet-casia", casia, casia_s),
+        ]:
+            out.append(PaperValue(_T3, row, method, "lfw", "lfw", "tar_far_1e-3", pev, ev, v, sd))
     for row, method, fid in _TABLE4:
         out.append(
             PaperValue(
