@@ -209,18 +209,11 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.graphs)
 
     def views(self, idx: torch.Tensor, augment: bool = True) -> Views:
+        """Views of images idx: random training crops (drawn now), or the centre crop."""
         boxes = crop_boxes(
             len(idx), self.gen if augment else None, self.cfg.crop_min, self.cfg.crop_max
         )
-        v = make_views(self.data.canvas[idx.to(self.device)], boxes, self.cfg.img_size)
-        if self.memory_format is torch.channels_last:
-            cl = torch.channels_last
-            v = Views(*(t.contiguous(memory_format=cl) for t in (v.image, v.landmarks, v.mask)))
-        return v
-
-    def onehot(self, idx: torch.Tensor) -> torch.Tensor:
-        labels = self.data.labels[idx].to(self.device)
-        return F.one_hot(labels, self.n_ids).float()
+        return self._views_at(idx.to(self.device), boxes)
 
     @staticmethod
     def _set_grad(net: torch.nn.Module, on: bool) -> None:
