@@ -37,14 +37,17 @@ def save_atomic(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
         torch.save(obj, f)
 
 
-def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
-    """The file's bytes, or its NAME.part* pieces joined in name order (checkpoints come back
-    from training machines in pieces of at most 16 MiB); None if neither exists."""
+def checkpoint_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The file itself, or its NAME.part* pieces in name order (checkpoints come back from
+    training machines in pieces of at most 16 MiB); [] if neither exists."""
     p = Path(path)
-    if p.is_file():
-        return p.read_bytes()
-    parts = sorted(p.parent.glob(p.name + ".part*"))
-    return b"".join(q.read_bytes() for q in parts) if parts else None
+    return [p] if p.is_file() else sorted(p.parent.glob(p.name + ".part*"))
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
+    """The checkpoint's bytes (its pieces joined); None if it does not exist."""
+    files = checkpoint_files(path)
+    return b"".join(q.read_bytes() for q in files) if files else None
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
