@@ -450,12 +450,22 @@ def test_shipped_checkpoint_is_recognised_by_content(tmp_path):
     assert CIAGAN(checkpoint=str(_tiny_ckpt(tmp_path))).meta.note == ""
 
 
-def test_method_note_reaches_every_result_row():
+def test_method_note_reaches_every_result_row(tmp_path, fixtures, capsys):
+    import pandas as pd
+
+    from anonbench.cli import main
     from anonbench.runner import _join_notes
 
     assert _join_notes(None, "") is None
     assert _join_notes("10 folds", "demo") == "10 folds; demo"
     assert _join_notes(None, "demo") == "demo"
+    # through `anonbench run`: the shipped checkpoint's caveat is printed and in every row
+    args = ["run", "--methods", "ciagan", "--protocol", "lfw", "--quiet", "--workers", "1"]
+    args += ["--data-root", str(fixtures / "lfw_tiny"), "--out", str(tmp_path / "run")]
+    assert main([*args, "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "note: ciagan: shipped demo checkpoint" in capsys.readouterr().err
+    notes = pd.read_csv(tmp_path / "run" / "results.csv")["note"]
+    assert len(notes) > 0 and notes.str.contains("shipped demo checkpoint").all()
 
 
 # -- prepared data, identity splits, time limits -------------------------------------------------
