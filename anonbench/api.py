@@ -50,6 +50,9 @@ class MethodMeta:
     # a caveat printed when the method runs and kept in the note of each of its result rows
     # (e.g. "demo checkpoint, not the paper's model"); without "; ", which joins notes
     note: str = ""
+    # the pixels the method may change: "mask" (the CIAGAN face mask of each face), "box" (each
+    # face box) or "image" (anything; pre-computed outputs). The outside-region test follows it.
+    region: str = "mask"
 
 
 class Anonymizer:
@@ -104,9 +107,32 @@ class Trainable(Anonymizer):
 
 @dataclass(frozen=True)
 class MetricSpec:
+    """The single source of a metric's direction, display and default `check` tolerance."""
+
     name: str
     higher_is_better: bool | None  # None: a count or diagnostic with no better direction
     description: str
+    label: str = ""  # short display name (reports, console); defaults to name
+    decimals: int = 2  # display decimals of the value
+    # allowed change in the worse direction when `anonbench check` is given no --tolerance;
+    # None: not checked by default (counts, diagnostics)
+    tolerance: float | None = None
+    # "percent" (0-100), "fraction" (0-1), "count" (shown as value/n) or "" (a plain number)
+    unit: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Option:
+    """A typed protocol option (`--option name=value`): shown by `anonbench ls`, checked."""
+
+    name: str
+    type: type  # str | int | float | bool
+    default: Any
+    help: str
 
 
 @dataclass
@@ -119,13 +145,28 @@ class FaceDetection:
     landmarks: np.ndarray | None = None  # 68 x 2 or 5 x 2 float32
 
 
+Box = tuple[float, float, float, float]
+
+
 @runtime_checkable
-class Detector(TypingProtocol):
+class Evaluator(TypingProtocol):
+    """What detectors, recognizers and trained attackers share: a name, a version that keys
+    cached results (weights hash and every output-changing parameter in it), and a device.
+    Torch evaluators take `device` and `batch_size` constructor arguments; dlib ones run on
+    the CPU. A missing weight file is one clear MissingWeightsError naming the file."""
+
     name: str
     version: str
 
+
+@runtime_checkable
+class Detector(Evaluator, TypingProtocol):
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         """image: H x W x 3 uint8 RGB. Returns faces, most confident first."""
+        ...
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
+        """Batched `detect` (same results as calling it per image, to float tolerance)."""
         ...
 
 
@@ -140,16 +181,41 @@ class Landmarker(TypingProtocol):
 
 
 @runtime_checkable
-class Embedder(TypingProtocol):
-    name: str
-    version: str
+class Embedder(Evaluator, TypingProtocol):
+    """A recognizer. `boxes` gives, per image, the reference face: the face detected on the
+    image's own original (or a fallback box derived from the dataset). The embedder embeds
+    the face its own detector finds best overlapping that box, or the box itself when it
+    finds none (an attacker that does not give up) and says so."""
+
     dim: int
 
     def embed(
-        self, images: Sequence[np.ndarray], fallback_box: tuple[float, float, float, float]
+        self, images: Sequence[np.ndarray], boxes: Sequence[Box] | Box
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeds the face in each H x W x 3 uint8 RGB image (the one best overlapping
-        fallback_box). Returns (N x dim L2-normalised float32, N bool "used the fallback box")."""
+        """Embeds the face in each H x W x 3 uint8 RGB image. `boxes`: one reference box per
+        image (a single box applies to all). Returns (N x dim L2-normalised float32, N bool
+        "its detector found no face there: embedded the reference box")."""
+        ...
+
+
+@runtime_checkable
+class TrainedAttacker(Embedder, TypingProtocol):
+    """An embedder trained by the protocol on the train identities before use (Proxy-NCA,
+    the adaptive attacker, the landmark attacker). `training` says on what: "real" (real
+    train images), "real+anonymized" (plus the method's outputs of them)."""
+
+    training: str
+
+    def fit(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[Box],
+        labels: Sequence[str],
+        *,
+        cache_dir: str,
+        quiet: bool = False,
+    ) -> None:
+        """Trains (or loads the cached result of training on exactly these inputs)."""
         ...
 
 
