@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from anonbench.data.records import ImageRecord
+from anonbench.data.text import read_text_utf8
 from anonbench.errors import AnonbenchError
 
 PARTITIONS = {"0": "train", "1": "val", "2": "test"}
@@ -44,7 +45,7 @@ def _natural(s: str) -> tuple[int, str]:
 
 def _read_table(path: Path, ncols: int, skip: int = 0) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for lineno, line in enumerate(path.read_text().splitlines()[skip:], start=skip + 1):
+    for lineno, line in enumerate(read_text_utf8(path).splitlines()[skip:], start=skip + 1):
         parts = line.split()
         if not parts:
             continue

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from anonbench.data.text import read_text_utf8
 from anonbench.errors import AnonbenchError
 
 IMAGE_DIR_CANDIDATES = ("images_deepfunneled", "lfw-deepfunneled", "lfw_funneled", "lfw", "images")
@@ -58,7 +59,7 @@ def read_pairs(path: str | Path) -> list[Pair]:
     path = Path(path)
     if not path.is_file():
         raise AnonbenchError(f"pairs file not found: {path}")
-    lines = [(i + 1, ln.split()) for i, ln in enumerate(path.read_text().splitlines())]
+    lines = [(i + 1, ln.split()) for i, ln in enumerate(read_text_utf8(path).splitlines())]
     lines = [(i, p) for i, p in lines if p]
     if not lines:
         raise PairsFormatError(f"{path}: empty pairs file")
