@@ -223,27 +223,48 @@ class TrainedAttacker(Embedder, TypingProtocol):
 class RunContext:
     """What a protocol needs from the runner."""
 
-    data_root: str | None
+    data: Any  # anonbench.data.datasets.Dataset: the records, their kind and label
     out_dir: str
     cache_dir: str
-    embedder: str
+    embedder: str = "dlib-resnet"
     seed: int = 0
     workers: int = 1
-    limit_folds: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    batch_size: int = 32
+    options: dict[str, Any] = field(default_factory=dict)  # parsed, typed protocol options
+    quiet: bool = False
+    originals: Any = None  # anonbench.evaluate.Originals: analyses and reference faces
     # protocols put what run.json must record here (e.g. the identity split)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Protocol:
-    """An evaluation protocol: fixed version, datasets, metrics, and `run`."""
+    """An evaluation protocol: it never anonymizes. It names the records (and target
+    identities) whose anonymized versions it needs; the runner produces them once into an
+    output store (anonbench.produce), and `evaluate` scores that store against the originals."""
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
+    # dataset kinds it accepts (anonbench.data.datasets.KINDS); the first is the default kind
+    # of a plain --data path
     datasets: ClassVar[tuple[str, ...]] = ()
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    # typed `--option name=value` settings, checked by anonbench.options.parse_options
+    options: ClassVar[tuple[Option, ...]] = ()
 
-    def run(self, method: Anonymizer, ctx: RunContext) -> list[dict[str, Any]]:
-        """Evaluates one method; returns tidy rows (see anonbench.results.COLUMNS). Work on
-        the originals is shared between methods through the cache."""
+    def prepare(self, ctx: RunContext) -> None:
+        """Work on the originals shared by every method (analyses, trained attackers)."""
+
+    def records(self, method: Anonymizer, ctx: RunContext) -> list[Any]:
+        """The dataset records (anonbench.data.records.ImageRecord) to anonymize."""
+        raise NotImplementedError
+
+    def targets(self, method: Anonymizer, ctx: RunContext) -> dict[str, int] | None:
+        """Explicit target identity per record key (identity-conditioned methods), or None
+        for the method's own choice."""
+        return None
+
+    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
+        """Scores one method's output store (anonbench.produce.OutputStore); returns tidy
+        rows (see anonbench.results.COLUMNS)."""
         raise NotImplementedError

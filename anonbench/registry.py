@@ -1,10 +1,21 @@
-"""Typed registries of plug-ins, registered by name with a decorator.
+"""Typed registries of plug-ins: methods, protocols, detectors, embedders, landmarkers, trainers.
 
-Built-in entries are declared lazily as "module:attr" strings with a one-line description, so
-listing them (`anonbench ls`) imports nothing heavy. Resolving a lazy name imports its module,
-whose decorators register the real factories. Third-party methods come in through the
-entry-point group ``anonbench.methods`` (each entry point names a module to import, or a
-factory object to register under the entry point's name).
+Each plug-in is declared once.
+
+- Built-ins are declared in :data:`BUILTINS` below: name, ``"module:attr"``, the fixed
+  parameters of the variant (``blur17`` = ``GaussianBlur`` with ``kernel=17``) and a one-line
+  description. Listing them (``anonbench ls``) imports nothing; resolving a name imports its
+  module and takes the named attribute with the declared parameters. A module that does not
+  provide what its declaration names is an error (:class:`DeclarationError`), never a fallback
+  to something else. A built-in module may still decorate its classes with ``@register_...``;
+  the decorator must then agree with the declaration (same ``module:attr``, same parameters).
+- Third-party plug-ins come in through the entry-point groups ``anonbench.methods``,
+  ``anonbench.protocols``, ``anonbench.detectors``, ``anonbench.embedders``,
+  ``anonbench.landmarkers`` and ``anonbench.trainers``: ``name = "pkg.module:attr"`` declares
+  ``attr`` under ``name``; an entry point naming a bare module imports it, and its
+  ``@register_...`` decorators register its entries (with their fixed parameters). A plug-in
+  name that clashes with a built-in or with another plug-in is an error
+  (:class:`PluginClashError`) naming the plug-in, its entry point and the other entry.
 """
 
 from __future__ import annotations
@@ -15,9 +26,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from anonbench.errors import UnknownNameError
+from anonbench.errors import AnonbenchError, UnknownNameError
 
 T = TypeVar("T")
+
+BUILTIN = "built-in"
+
+
+class DeclarationError(AnonbenchError, ValueError):
+    """A declared plug-in does not match what its module provides (or two declarations of one
+    name disagree)."""
+
+
+class PluginClashError(DeclarationError):
+    """A plug-in takes a name a built-in (or another plug-in) already has."""
 
 
 @dataclass
@@ -27,6 +49,21 @@ class Entry:
     factory: Callable[..., Any] | None = None  # None while only the lazy target is known
     lazy_target: str | None = None  # "package.module:attr"
     params: dict[str, Any] = field(default_factory=dict)
+    # who declared it: "built-in", "plug-in 'dist' (entry point group: name = value)", or
+    # "registered by module" (a decorator outside any declaration)
+    origin: str = BUILTIN
+
+    def what(self, kind: str) -> str:
+        """E.g. "the built-in method 'blur17' (anonbench.methods.classic:GaussianBlur)"."""
+        target = self.lazy_target or _qualified(self.factory)
+        if self.origin == BUILTIN:
+            return f"the built-in {kind} {self.name!r} ({target})"
+        return f"{kind} {self.name!r} of {self.origin}"
+
+
+# The plug-ins being imported through a module entry point (innermost last): a decorator that
+# runs meanwhile is that plug-in's, whatever registry it targets.
+_LOADING: list[str] = []
 
 
 class Registry(Generic[T]):
@@ -38,21 +75,33 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry] = {}
         self._entry_point_group: str | None = None
         self._entry_points_loaded = False
+        self._entry_point_error: AnonbenchError | None = None
 
     # -- declaration -------------------------------------------------------------------------
-    def add_lazy(self, name: str, target: str, description: str) -> None:
-        """Declares `name` to be registered when `target`'s module is imported."""
+    def add_lazy(
+        self,
+        name: str,
+        target: str,
+        description: str,
+        params: dict[str, Any] | None = None,
+        *,
+        origin: str = BUILTIN,
+    ) -> None:
+        """Declares `name` as `target` ("module:attr") called with the fixed `params`; the
+        module is imported only when the name is resolved."""
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         if ":" not in target:
             raise ValueError(f"lazy target must look like 'module:attr', got {target!r}")
-        self._entries[name] = Entry(name, description, lazy_target=target)
+        self._entries[name] = Entry(name, description, None, target, dict(params or {}), origin)
 
     def register(
         self, name: str, description: str = "", **params: Any
     ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator: registers a class (or factory) under `name`, with fixed `params`
-        (variants such as blur17 are registered names that fix parameters)."""
+        (variants such as blur17 are registered names that fix parameters). For third-party
+        code: built-ins are declared in BUILTINS. On a name that is already declared, the
+        decorated object must be the declaration's own target, with the declared params."""
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
             if (
@@ -63,16 +112,36 @@ class Registry(Generic[T]):
                 raise TypeError(
                     f"{self.kind} {name!r}: {factory.__name__} is not a {self.base.__name__}"
                 )
+            where = _qualified(factory)
+            shown = where + _fmt_params(params)
             existing = self._entries.get(name)
-            if existing is not None and existing.factory is not None:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
-            desc = (
-                description
-                or (existing.description if existing else "")
-                or _first_line(factory.__doc__)
-            )
-            target = existing.lazy_target if existing else None
-            self._entries[name] = Entry(name, desc, factory, target, dict(params))
+            if existing is not None:
+                if _LOADING and (existing.factory is not None or existing.lazy_target != where):
+                    raise PluginClashError(
+                        f"{_LOADING[-1]} registers {self.kind} {name!r} ({shown}), which "
+                        f"clashes with {existing.what(self.kind)}; rename it"
+                    )
+                if existing.factory is not None:
+                    raise ValueError(f"{self.kind} {name!r} is already registered")
+                same_params = params == existing.params or (
+                    existing.origin != BUILTIN and not existing.params
+                )
+                if existing.lazy_target != where or not same_params:
+                    declared = f"{existing.lazy_target}{_fmt_params(existing.params)}"
+                    raise DeclarationError(
+                        f"{self.kind} {name!r} is declared as {declared} ({existing.origin}), "
+                        f"but a @register decorator in {factory.__module__} registers {shown}: "
+                        "declare it once"
+                    )
+                existing.factory = factory
+                existing.params = dict(params) or existing.params
+                existing.description = (
+                    existing.description or description or _first_line(factory.__doc__)
+                )
+                return factory
+            origin = _LOADING[-1] if _LOADING else f"registered by {factory.__module__}"
+            desc = description or _first_line(factory.__doc__)
+            self._entries[name] = Entry(name, desc, factory, None, dict(params), origin)
             return factory
 
         return deco
@@ -82,20 +151,40 @@ class Registry(Generic[T]):
 
     # -- lookup ------------------------------------------------------------------------------
     def _load_entry_points(self) -> None:
+        if self._entry_point_error is not None:
+            raise self._entry_point_error
         if self._entry_points_loaded or self._entry_point_group is None:
             return
-        self._entry_points_loaded = True
-        from importlib.metadata import entry_points
+        from importlib import metadata
 
-        for ep in entry_points(group=self._entry_point_group):
-            if ep.name in self._entries:
-                continue  # a plug-in cannot shadow a built-in name
+        group = self._entry_point_group
+        pending: dict[str, Entry] = {}
+        modules: list[tuple[str, str]] = []  # (module, origin)
+        for ep in metadata.entry_points(group=group):
+            origin = _plugin_origin(ep, group)
+            other = self._entries.get(ep.name) or pending.get(ep.name)
+            if other is not None:
+                self._entry_point_error = PluginClashError(
+                    f"{origin} clashes with {other.what(self.kind)}; rename the entry point"
+                )
+                raise self._entry_point_error
             if ":" in ep.value:
-                self._entries[ep.name] = Entry(
-                    ep.name, f"plug-in ({ep.value})", lazy_target=ep.value
+                pending[ep.name] = Entry(
+                    ep.name, f"plug-in ({ep.value})", None, ep.value.strip(), {}, origin
                 )
             else:  # a module whose import registers its entries with the decorator
-                importlib.import_module(ep.value)
+                modules.append((ep.value.strip(), origin))
+        self._entries.update(pending)
+        self._entry_points_loaded = True
+        for module, origin in modules:
+            _LOADING.append(origin)
+            try:
+                importlib.import_module(module)
+            except AnonbenchError as e:
+                self._entry_point_error = e
+                raise
+            finally:
+                _LOADING.pop()
 
     def names(self) -> list[str]:
         self._load_entry_points()
@@ -111,6 +200,7 @@ class Registry(Generic[T]):
         return name in self._entries
 
     def entry(self, name: str) -> Entry:
+        """The entry of `name`, its module imported and its factory resolved."""
         self._load_entry_points()
         if name not in self._entries:
             close = difflib.get_close_matches(name, list(self._entries), n=1, cutoff=0.5)
@@ -119,13 +209,32 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} (known: {known})")
         e = self._entries[name]
         if e.factory is None:
-            assert e.lazy_target is not None
-            module_name, attr = e.lazy_target.split(":", 1)
-            module = importlib.import_module(module_name)
-            e = self._entries[name]
-            if e.factory is None:  # not registered by decorator: the target is the factory
-                e.factory = getattr(module, attr)
+            self._resolve(e)
         return e
+
+    def _resolve(self, e: Entry) -> None:
+        assert e.lazy_target is not None
+        module_name, attr = (s.strip() for s in e.lazy_target.split(":", 1))
+        declared = f"{self.kind} {e.name!r} ({e.origin}) is declared as {e.lazy_target}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            missing = err.name or ""
+            if missing and (module_name == missing or module_name.startswith(missing + ".")):
+                raise DeclarationError(f"{declared}, but there is no module {missing!r}") from None
+            raise  # the module exists; one of its own imports is missing: show that
+        if e.factory is not None:  # its module's decorator registered it (and agreed)
+            return
+        obj: Any = module
+        for part in attr.split("."):
+            obj = getattr(obj, part, _MISSING)
+            if obj is _MISSING:
+                raise DeclarationError(f"{declared}, but {module_name} has no {attr!r}")
+        if isinstance(obj, type) and self.base is not None and not issubclass(obj, self.base):
+            raise DeclarationError(f"{declared}, which is not a {self.base.__name__}")
+        if not callable(obj):
+            raise DeclarationError(f"{declared}, which is not callable")
+        e.factory = obj
 
     def create(self, name: str, **kwargs: Any) -> T:
         e = self.entry(name)
@@ -140,8 +249,28 @@ class Registry(Generic[T]):
         return obj
 
 
+_MISSING = object()
+
+
 def _first_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
+
+
+def _qualified(obj: Any) -> str:
+    if obj is None:
+        return "?"
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return "(" + ", ".join(f"{k}={v!r}" for k, v in params.items()) + ")" if params else ""
+
+
+def _plugin_origin(ep: Any, group: str) -> str:
+    """ "plug-in 'dist' (entry point group: name = value)" for messages and `anonbench ls`."""
+    dist = getattr(getattr(ep, "dist", None), "name", None)
+    who = f"plug-in {dist!r}" if dist else "a plug-in"
+    return f"{who} (entry point {group}: {ep.name} = {ep.value})"
 
 
 # The registries. Base classes are checked where cheap to import (api.py has no torch import).
@@ -154,112 +283,173 @@ EMBEDDERS: Registry[Any] = Registry("embedder")
 LANDMARKERS: Registry[Any] = Registry("landmarker")
 # trainers: name -> main(argv: list[str]) -> int, run by `anonbench train <name> ...`
 TRAINERS: Registry[Any] = Registry("trainer")
-METHODS.use_entry_points("anonbench.methods")
+
+# kind (as `anonbench ls` names it) -> (registry, entry-point group)
+KINDS: dict[str, tuple[Registry[Any], str]] = {
+    "methods": (METHODS, "anonbench.methods"),
+    "protocols": (PROTOCOLS, "anonbench.protocols"),
+    "detectors": (DETECTORS, "anonbench.detectors"),
+    "landmarkers": (LANDMARKERS, "anonbench.landmarkers"),
+    "embedders": (EMBEDDERS, "anonbench.embedders"),
+    "trainers": (TRAINERS, "anonbench.trainers"),
+}
+for _reg, _group in KINDS.values():
+    _reg.use_entry_points(_group)
 
 register_method = METHODS.register
 register_protocol = PROTOCOLS.register
 register_detector = DETECTORS.register
 register_embedder = EMBEDDERS.register
 register_landmarker = LANDMARKERS.register
+register_trainer = TRAINERS.register
 
 
-def _declare_builtins() -> None:
-    """Lazy declarations of the built-in plug-ins (name -> module:attr, description)."""
-    m = "anonbench.methods.classic"
-    for name, target, desc in [
-        ("original", f"{m}:Original", "identity: returns the input (the reference row)"),
-        ("blur9", f"{m}:GaussianBlur", "Gaussian blur of the face region, kernel 9x9"),
-        ("blur17", f"{m}:GaussianBlur", "Gaussian blur of the face region, kernel 17x17"),
-        ("pixelate8", f"{m}:Pixelate", "face region resampled to an 8x8 grid"),
-        ("pixelate16", f"{m}:Pixelate", "face region resampled to a 16x16 grid"),
-        ("mask", f"{m}:BlackMask", "face region filled with black"),
-        (
-            "ciagan",
-            "anonbench.methods.ciagan.anonymizer:CIAGAN",
-            "CIAGAN (Maximov et al., CVPR 2020): landmarks + identity -> new face "
-            "(default weights: a demo, see its MODEL_CARD.md)",
-        ),
-    ]:
-        METHODS.add_lazy(name, target, desc)
-    PROTOCOLS.add_lazy(
+@dataclass(frozen=True)
+class Builtin:
+    kind: str  # a key of KINDS
+    name: str
+    target: str  # "module:attr"
+    description: str
+    params: dict[str, Any] = field(default_factory=dict)  # fixed parameters of the variant
+
+
+_M = "anonbench.methods.classic"
+_F = "anonbench.faces.dlib_faces"
+_P = "anonbench.protocols"
+
+# Every built-in plug-in, declared once.
+BUILTINS: tuple[Builtin, ...] = (
+    Builtin(
+        "methods", "original", f"{_M}:Original", "identity: returns the input (the reference row)"
+    ),
+    Builtin(
+        "methods",
+        "blur9",
+        f"{_M}:GaussianBlur",
+        "Gaussian blur of the face region, kernel 9x9",
+        {"kernel": 9},
+    ),
+    Builtin(
+        "methods",
+        "blur17",
+        f"{_M}:GaussianBlur",
+        "Gaussian blur of the face region, kernel 17x17",
+        {"kernel": 17},
+    ),
+    Builtin(
+        "methods",
+        "pixelate8",
+        f"{_M}:Pixelate",
+        "face region resampled to an 8x8 grid",
+        {"grid": 8},
+    ),
+    Builtin(
+        "methods",
+        "pixelate16",
+        f"{_M}:Pixelate",
+        "face region resampled to a 16x16 grid",
+        {"grid": 16},
+    ),
+    Builtin("methods", "mask", f"{_M}:BlackMask", "face region filled with black"),
+    Builtin(
+        "methods",
+        "ciagan",
+        "anonbench.methods.ciagan.anonymizer:CIAGAN",
+        "CIAGAN (Maximov et al., CVPR 2020): landmarks + identity -> new face "
+        "(default weights: a demo, see its MODEL_CARD.md)",
+    ),
+    Builtin(
+        "protocols",
         "lfw",
-        "anonbench.protocols.lfw:LFWVerification",
+        f"{_P}.lfw:LFWVerification",
         "LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy, 10 folds",
-    )
-    PROTOCOLS.add_lazy(
+    ),
+    Builtin(
+        "protocols",
         "celeba",
-        "anonbench.protocols.celeba:CelebAProtocol",
+        f"{_P}.celeba:CelebAProtocol",
         "CelebA: detection rate, identity Recall@1 (PNCA, dlib, MobileFaceNet), FID",
-    )
-    PROTOCOLS.add_lazy(
+    ),
+    Builtin(
+        "protocols",
         "landmark-attack",
-        "anonbench.protocols.identity_attacks:LandmarkAttack",
+        f"{_P}.identity_attacks:LandmarkAttack",
         "CelebA: identity Recall@1 of a Proxy-NCA net trained on landmark drawings only",
-    )
-    PROTOCOLS.add_lazy(
+    ),
+    Builtin(
+        "protocols",
         "faceswap",
-        "anonbench.protocols.identity_attacks:FaceSwapCheck",
+        f"{_P}.identity_attacks:FaceSwapCheck",
         "CelebA: are identity-conditioned outputs just their target identity?",
-    )
-    f = "anonbench.faces.dlib_faces"
-    for reg, name, target, desc in [
-        (DETECTORS, "dlib-hog", f"{f}:HOGDetector", "dlib HOG + linear SVM frontal face detector"),
-        (DETECTORS, "dlib-mmod", f"{f}:MMODDetector", "dlib MMOD CNN face detector"),
-        (
-            DETECTORS,
-            "retinaface",
-            "anonbench.faces.retinaface:RetinaFaceDetector",
-            "RetinaFace MobileNet-0.25 (WIDER FACE, Face-Detector-1MB weights; FPN + SSH heads)",
-        ),
-        (
-            DETECTORS,
-            "mtcnn",
-            "anonbench.faces.mtcnn:MTCNNDetector",
-            "MTCNN from facenet-pytorch 2.5.3 (weights ship in the package)",
-        ),
-        (LANDMARKERS, "dlib-68", f"{f}:Dlib68Landmarker", "dlib 68-point shape predictor"),
-        (
-            EMBEDDERS,
-            "dlib-resnet",
-            f"{f}:DlibResNetEmbedder",
-            "dlib ResNet-29 face descriptor, 128-d, 5-point aligned 150x150 chips",
-        ),
-        (
-            EMBEDDERS,
-            "dlib-resnet-mmod",
-            f"{f}:DlibResNetEmbedder",
-            "dlib-resnet whose attacker tries the MMOD CNN detector before the fixed box",
-        ),
-        (
-            EMBEDDERS,
-            "mobilefacenet",
-            "anonbench.faces.mobilefacenet:MobileFaceNetEmbedder",
-            "MobileFaceNet (CASIA-WebFace), 128-d, 112x96 5-point aligned; weights by path",
-        ),
-        (
-            EMBEDDERS,
-            "facenet-vggface2",
-            "anonbench.faces.facenet:FaceNetEmbedder",
-            "FaceNet InceptionResnetV1 (VGGFace2 weights, must be on disk)",
-        ),
-        (
-            EMBEDDERS,
-            "facenet-casia",
-            "anonbench.faces.facenet:FaceNetEmbedder",
-            "FaceNet InceptionResnetV1 (CASIA-WebFace weights, must be on disk)",
-        ),
-    ]:
-        reg.add_lazy(name, target, desc)
-    TRAINERS.add_lazy(
+    ),
+    Builtin(
+        "detectors", "dlib-hog", f"{_F}:HOGDetector", "dlib HOG + linear SVM frontal face detector"
+    ),
+    Builtin("detectors", "dlib-mmod", f"{_F}:MMODDetector", "dlib MMOD CNN face detector"),
+    Builtin(
+        "detectors",
+        "retinaface",
+        "anonbench.faces.retinaface:RetinaFaceDetector",
+        "RetinaFace MobileNet-0.25 (WIDER FACE, Face-Detector-1MB weights; FPN + SSH heads)",
+    ),
+    Builtin(
+        "detectors",
+        "mtcnn",
+        "anonbench.faces.mtcnn:MTCNNDetector",
+        "MTCNN from facenet-pytorch 2.5.3 (weights ship in the package)",
+    ),
+    Builtin("landmarkers", "dlib-68", f"{_F}:Dlib68Landmarker", "dlib 68-point shape predictor"),
+    Builtin(
+        "embedders",
+        "dlib-resnet",
+        f"{_F}:DlibResNetEmbedder",
+        "dlib ResNet-29 face descriptor, 128-d, 5-point aligned 150x150 chips",
+    ),
+    Builtin(
+        "embedders",
+        "dlib-resnet-mmod",
+        f"{_F}:DlibResNetEmbedder",
+        "dlib-resnet whose attacker tries the MMOD CNN detector before the fixed box",
+        {"second_detector": "dlib-mmod"},
+    ),
+    Builtin(
+        "embedders",
+        "mobilefacenet",
+        "anonbench.faces.mobilefacenet:MobileFaceNetEmbedder",
+        "MobileFaceNet (CASIA-WebFace), 128-d, 112x96 5-point aligned; weights by path",
+    ),
+    Builtin(
+        "embedders",
+        "facenet-vggface2",
+        "anonbench.faces.facenet:FaceNetEmbedder",
+        "FaceNet InceptionResnetV1 (VGGFace2 weights, must be on disk)",
+        {"pretrained": "vggface2"},
+    ),
+    Builtin(
+        "embedders",
+        "facenet-casia",
+        "anonbench.faces.facenet:FaceNetEmbedder",
+        "FaceNet InceptionResnetV1 (CASIA-WebFace weights, must be on disk)",
+        {"pretrained": "casia-webface"},
+    ),
+    Builtin(
+        "trainers",
         "ciagan",
         "anonbench.methods.ciagan.train:main",
         "train CIAGAN (generator, critic, identity discriminator)",
-    )
-    TRAINERS.add_lazy(
+    ),
+    Builtin(
+        "trainers",
         "identifier",
         "anonbench.faces.pnca:train_main",
         "train the Proxy-NCA identity network on identity-labelled faces",
-    )
+    ),
+)
+
+
+def _declare_builtins() -> None:
+    for b in BUILTINS:
+        KINDS[b.kind][0].add_lazy(b.name, b.target, b.description, b.params)
 
 
 _declare_builtins()

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from anonbench.api import Anonymizer, FaceBatch, MethodMeta
-from anonbench.registry import register_method
 
 
 def _per_image(batch: FaceBatch, fn) -> torch.Tensor:
@@ -23,7 +22,6 @@ def _per_image(batch: FaceBatch, fn) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(batch.images.dtype)
 
 
-@register_method("original")
 class Original(Anonymizer):
     """Identity: returns the input. The reference row of every table."""
 
@@ -35,8 +33,6 @@ class Original(Anonymizer):
         return batch.images.clone()
 
 
-@register_method("blur9", kernel=9)
-@register_method("blur17", kernel=17)
 class GaussianBlur(Anonymizer):
     """Gaussian blur with a kernel x kernel window (paper: "Blur 9 by 9", "Blur 17 by 17").
 
@@ -76,8 +72,6 @@ def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-@register_method("pixelate8", grid=8)
-@register_method("pixelate16", grid=16)
 class Pixelate(Anonymizer):
     """Pixelation: the face region (bounding box of the mask) is resampled to a grid x grid
     image (area averaging) and blown back up with nearest neighbour.
@@ -118,7 +112,6 @@ class Pixelate(Anonymizer):
         return _per_image(batch, pix)
 
 
-@register_method("mask")
 class BlackMask(Anonymizer):
     """The face region filled with black."""
 
