@@ -15,7 +15,7 @@ import numpy as np
 
 from anonbench.api import FaceDetection
 from anonbench.errors import MissingWeightsError
-from anonbench.faces.mask import Box, choose_box
+from anonbench.faces.mask import Box, choose_box, reference_boxes
 from anonbench.registry import register_detector, register_embedder, register_landmarker
 
 DLIB_URL = "http://dlib.net/files/"
@@ -77,9 +77,14 @@ class HOGDetector:
 
     name = "dlib-hog"
 
-    def __init__(self, upsample: int = 1) -> None:
+    def __init__(self, upsample: int = 1, *, device: str = "cpu", batch_size: int = 32) -> None:
+        # device and batch_size: the common evaluator arguments; dlib runs on the CPU, per image
         self.upsample = upsample
+        self.device, self.batch_size = "cpu", batch_size
         self.version = f"dlib-hog/up{upsample}/1"
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
+        return [self.detect(image) for image in images]
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         rects, scores, _ = _hog().run(image, self.upsample, 0.0)
@@ -98,9 +103,14 @@ class MMODDetector:
 
     name = "dlib-mmod"
 
-    def __init__(self, upsample: int = 1) -> None:
+    def __init__(self, upsample: int = 1, *, device: str = "cpu", batch_size: int = 32) -> None:
+        # device and batch_size: the common evaluator arguments; dlib runs on the CPU, per image
         self.upsample = upsample
+        self.device, self.batch_size = "cpu", batch_size
         self.version = f"dlib-mmod/up{upsample}/1"
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
+        return [self.detect(image) for image in images]
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         net = _dlib_object("mmod", "mmod_human_face_detector.dat")
@@ -127,6 +137,10 @@ class Dlib68Landmarker:
     name = "dlib-68"
     version = "dlib-68/1"
 
+    def __init__(self, *, device: str = "cpu", batch_size: int = 32) -> None:
+        # the common evaluator arguments; dlib runs on the CPU
+        self.device, self.batch_size = "cpu", batch_size
+
     def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
         shape = _dlib_object("shape", "shape_predictor_68_face_landmarks.dat")(image, _rect(box))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
@@ -151,7 +165,14 @@ class DlibResNetEmbedder:
         min_iou: float = 0.3,
         jitter: int = 0,
         second_detector: str | None = None,
+        *,
+        device: str = "cpu",
+        batch_size: int = 32,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        # device: accepted like every evaluator's; dlib runs on the CPU whatever it says
+        self.device, self.batch_size = "cpu", int(batch_size)
         self.detector = HOGDetector(upsample)
         # tried only when HOG finds nothing, before the fixed box (e.g. "dlib-mmod")
         self.second = MMODDetector(upsample) if second_detector == "dlib-mmod" else None
@@ -163,30 +184,43 @@ class DlibResNetEmbedder:
             f"/then-{second_detector}" if second_detector else ""
         )
 
-    def choose_box(self, image: np.ndarray, fallback_box: Box) -> tuple[Box, bool]:
-        """The detected face best overlapping fallback_box, or fallback_box itself."""
-        box, fell_back = choose_box(
-            [f.box for f in self.detector.detect(image)], fallback_box, self.min_iou
-        )
+    def choose_box(self, image: np.ndarray, reference_box: Box) -> tuple[Box, bool]:
+        """The detected face best overlapping reference_box, or reference_box itself."""
+        return self._choose(image, [f.box for f in self.detector.detect(image)], reference_box)
+
+    def _choose(self, image: np.ndarray, found: list[Box], reference_box: Box) -> tuple[Box, bool]:
+        box, fell_back = choose_box(found, reference_box, self.min_iou)
         if fell_back and self.second is not None:
             box, fell_back = choose_box(
-                [f.box for f in self.second.detect(image)], fallback_box, self.min_iou
+                [f.box for f in self.second.detect(image)], reference_box, self.min_iou
             )
         return box, fell_back
 
     def embed(
-        self, images: Sequence[np.ndarray], fallback_box: Box
+        self, images: Sequence[np.ndarray], boxes: Sequence[Box] | Box
     ) -> tuple[np.ndarray, np.ndarray]:
+        """See anonbench.api.Embedder: `boxes` is one reference box per image, or one box for
+        all. The 150x150 chips go through the network batch_size at a time (dlib's batched
+        call gives the same descriptors bit for bit)."""
         import dlib
 
+        refs = reference_boxes(boxes, len(images))
         sp5 = _dlib_object("shape", "shape_predictor_5_face_landmarks.dat")
         rec = _dlib_object("recognizer", "dlib_face_recognition_resnet_model_v1.dat")
-        out = np.zeros((len(images), self.dim), np.float32)
-        fell_back = np.zeros(len(images), bool)
+        images = [np.ascontiguousarray(img) for img in images]
+        found = self.detector.detect_batch(images)
+        chips, fell_back = [], np.zeros(len(images), bool)
         for i, img in enumerate(images):
-            img = np.ascontiguousarray(img)
-            box, fell_back[i] = self.choose_box(img, fallback_box)
-            chip = dlib.get_face_chip(img, sp5(img, _rect(box)), size=150, padding=0.25)
-            v = np.array(rec.compute_face_descriptor(chip, self.jitter), dtype=np.float32)
-            out[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+            box, fell_back[i] = self._choose(img, [f.box for f in found[i]], refs[i])
+            chips.append(dlib.get_face_chip(img, sp5(img, _rect(box)), size=150, padding=0.25))
+        out = np.zeros((len(images), self.dim), np.float32)
+        for start in range(0, len(chips), self.batch_size):
+            part = chips[start : start + self.batch_size]
+            if self.jitter or len(part) == 1:  # jitter draws random numbers per call
+                vecs = [rec.compute_face_descriptor(c, self.jitter) for c in part]
+            else:
+                vecs = list(rec.compute_face_descriptor(part, self.jitter))
+            for j, v in enumerate(vecs):
+                v = np.array(v, dtype=np.float32)
+                out[start + j] = v / max(float(np.linalg.norm(v)), 1e-12)
         return out, fell_back

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 Box = tuple[float, float, float, float]
@@ -42,3 +44,19 @@ def choose_box(boxes: list[Box], fallback_box: Box, min_iou: float = 0.3) -> tup
     if best is not None and iou(best, fallback_box) >= min_iou:
         return best, False
     return fallback_box, True
+
+
+def reference_boxes(boxes: Sequence[Box] | Box | np.ndarray, n: int) -> list[Box]:
+    """One reference box per image from an embedder's `boxes` argument: a sequence (or N x 4
+    array) of n boxes, or a single (l, t, r, b) box meaning the same box for all n images."""
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.shape == (4,):
+        arr = np.broadcast_to(arr, (n, 4))
+    elif arr.size == 0 and n == 0:
+        arr = arr.reshape(0, 4)
+    if arr.shape == (n, 4):
+        return [(float(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in arr]
+    raise ValueError(
+        f"boxes: expected one (l, t, r, b) box or {n} of them (one per image), "
+        f"got an array of shape {arr.shape}"
+    )

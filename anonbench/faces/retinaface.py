@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,6 +314,7 @@ class RetinaFaceDetector:
         nms_threshold: float = 0.4,
         device: str = "cpu",
         *,
+        batch_size: int = 32,
         config: RetinaFaceConfig = MNET_1MB,
         pre_nms_top_k: int = 5000,
         keep_top_k: int = 750,
@@ -323,6 +325,9 @@ class RetinaFaceDetector:
         self.cfg = config
         self.pre_nms_top_k = pre_nms_top_k
         self.keep_top_k = keep_top_k
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
         self.device = torch.device(device)
         self.net = build_net(config)
         self.net.load_state_dict(load_state_dict(self.weights), strict=True)
@@ -345,32 +350,56 @@ class RetinaFaceDetector:
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         """image: H x W x 3 uint8 RGB. Faces with score > conf_threshold, most confident
         first; landmarks 5 x 2 float32 (eyes, nose, mouth corners), pixel coordinates."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"expected an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}"
-            )
-        h, w = image.shape[:2]
-        # RGB -> BGR, mean subtracted, no scaling: the checkpoint's training input
-        bgr = image[:, :, ::-1].astype(np.float32) - np.array(BGR_MEAN, np.float32)
-        x = torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1)))[None].to(self.device)
-        with torch.no_grad():
-            loc, logits, ldm = self.net(x)
-            scores = torch.softmax(logits[0], dim=-1)[:, 1]
-            keep = torch.nonzero(scores > self.conf_threshold).squeeze(1)
-            if keep.numel() == 0:
-                return []
-            keep = keep[torch.argsort(scores[keep], descending=True)[: self.pre_nms_top_k]]
-            priors = self._priors_for(h, w)[keep]
-            boxes = decode_boxes(loc[0, keep], priors, self.cfg.variance)
-            points = decode_landmarks(ldm[0, keep], priors, self.cfg.variance)
-            scores = scores[keep]
-            kept = nms(boxes, scores, self.nms_threshold)[: self.keep_top_k]  # sorted by score
-            boxes_np = boxes[kept].cpu().numpy().astype(np.float64)
-            points_np = points[kept].cpu().numpy().astype(np.float32)
-            scores_np = scores[kept].cpu().numpy()
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
+        """`detect` for each image. Images of the same size go through the network together,
+        batch_size at a time (nothing is padded, so each image's output is its own); the
+        decoding and NMS are per image."""
+        for image in images:
+            _check_image(image)
+        out: list[list[FaceDetection]] = [[] for _ in images]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.shape[:2], []).append(i)
+        mean = np.array(BGR_MEAN, np.float32)
+        for (h, w), idx in by_size.items():
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                # RGB -> BGR, mean subtracted, no scaling: the checkpoint's training input
+                bgr = np.stack([images[i][:, :, ::-1] for i in chunk]).astype(np.float32) - mean
+                x = torch.from_numpy(np.ascontiguousarray(bgr.transpose(0, 3, 1, 2)))
+                with torch.no_grad():
+                    loc, logits, ldm = self.net(x.to(self.device))
+                    scores = torch.softmax(logits, dim=-1)[..., 1]
+                    for j, i in enumerate(chunk):
+                        out[i] = self._decode(loc[j], scores[j], ldm[j], h, w)
+        return out
+
+    def _decode(
+        self, loc: torch.Tensor, scores: torch.Tensor, ldm: torch.Tensor, h: int, w: int
+    ) -> list[FaceDetection]:
+        """One image's anchors -> faces: threshold, top-k, decoding, NMS."""
+        keep = torch.nonzero(scores > self.conf_threshold).squeeze(1)
+        if keep.numel() == 0:
+            return []
+        keep = keep[torch.argsort(scores[keep], descending=True)[: self.pre_nms_top_k]]
+        priors = self._priors_for(h, w)[keep]
+        boxes = decode_boxes(loc[keep], priors, self.cfg.variance)
+        points = decode_landmarks(ldm[keep], priors, self.cfg.variance)
+        scores = scores[keep]
+        kept = nms(boxes, scores, self.nms_threshold)[: self.keep_top_k]  # sorted by score
+        boxes_np = boxes[kept].cpu().numpy().astype(np.float64)
+        points_np = points[kept].cpu().numpy().astype(np.float32)
+        scores_np = scores[kept].cpu().numpy()
         return [
             FaceDetection(
                 (float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s), landmarks=p
             )
             for b, s, p in zip(boxes_np, scores_np, points_np, strict=True)
         ]
+
+
+def _check_image(image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
