@@ -19,7 +19,7 @@ import numpy as np
 
 from anonbench.cache import file_sha256
 from anonbench.errors import MissingWeightsError
-from anonbench.faces.mask import Box, choose_box
+from anonbench.faces.mask import Box, choose_box, reference_boxes
 from anonbench.faces.mobilefacenet import WeightsMismatchError, load_state_checked
 from anonbench.registry import DETECTORS, register_embedder
 
@@ -137,18 +137,23 @@ class FaceNetEmbedder:
         margin: float = 14,
         min_iou: float = 0.3,
         device: str = "cpu",
+        *,
+        batch_size: int = 32,
     ) -> None:
         """detector: a registered detector; "mtcnn" (facenet-pytorch's, with its default
         thresholds) gives the boxes these weights expect: taller than dlib HOG's, which matters
         because the box is stretched to a square crop. margin: 14 as in facenet-pytorch's
-        examples."""
+        examples. device and batch_size apply to the detector too."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.pretrained = pretrained
         self.name = f"facenet-{VARIANTS.get(pretrained, ('', 0, pretrained))[2]}"
         self.weights = resolve_weights(pretrained, weights)
         self.sha256 = file_sha256(self.weights)
         self.net = load_facenet(self.weights, pretrained, device)
         self.device = device
-        self.detector = DETECTORS.create(detector)
+        self.batch_size = int(batch_size)
+        self.detector = DETECTORS.create(detector, device=device, batch_size=batch_size)
         self.margin = margin
         self.min_iou = min_iou
         # the weights' hash is part of the version: cached embeddings follow the checkpoint
@@ -157,26 +162,34 @@ class FaceNetEmbedder:
             f"/m{margin}/iou{min_iou}/1"
         )
 
-    def choose_box(self, image: np.ndarray, fallback_box: Box) -> tuple[Box, bool]:
-        """The detected face best overlapping fallback_box, or fallback_box itself."""
+    def choose_box(self, image: np.ndarray, reference_box: Box) -> tuple[Box, bool]:
+        """The detected face best overlapping reference_box, or reference_box itself."""
         boxes = [f.box for f in self.detector.detect(image)]
-        return choose_box(boxes, fallback_box, self.min_iou)
+        return choose_box(boxes, reference_box, self.min_iou)
 
     def embed(
-        self, images: Sequence[np.ndarray], fallback_box: Box
+        self, images: Sequence[np.ndarray], boxes: Sequence[Box] | Box
     ) -> tuple[np.ndarray, np.ndarray]:
+        """See anonbench.api.Embedder: `boxes` is one reference box per image, or one box for
+        all. Detection is batched (`detect_batch`), the net runs batch_size crops at a time."""
         import torch
 
+        refs = reference_boxes(boxes, len(images))
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, bool)
+        images = [np.ascontiguousarray(img) for img in images]
+        found = self.detector.detect_batch(images)
         crops, fell_back = [], []
-        for img in images:
-            img = np.ascontiguousarray(img)
-            box, fb = self.choose_box(img, fallback_box)
+        for img, ref, faces in zip(images, refs, found, strict=True):
+            box, fb = choose_box([f.box for f in faces], ref, self.min_iou)
             crops.append(crop_with_margin(img, box, IMAGE_SIZE, self.margin))
             fell_back.append(fb)
-        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
-        x = ((x - 127.5) / 128.0).to(self.device)
-        with torch.inference_mode():
-            e = torch.nn.functional.normalize(self.net(x), dim=1)
-        return e.cpu().numpy().astype(np.float32), np.array(fell_back, bool)
+        out = np.zeros((len(crops), self.dim), np.float32)
+        for start in range(0, len(crops), self.batch_size):
+            part = np.stack(crops[start : start + self.batch_size])
+            x = torch.from_numpy(part).to(self.device).permute(0, 3, 1, 2).float()
+            x = (x - 127.5) / 128.0
+            with torch.inference_mode():
+                e = torch.nn.functional.normalize(self.net(x), dim=1)
+            out[start : start + len(part)] = e.cpu().numpy()
+        return out, np.array(fell_back, bool)

@@ -22,7 +22,7 @@ import numpy as np
 from anonbench.cache import file_sha256
 from anonbench.errors import AnonbenchError, MissingWeightsError
 from anonbench.faces.align import SPHEREFACE_112x96, five_points_from_68, warp_face
-from anonbench.faces.mask import Box, choose_box
+from anonbench.faces.mask import Box, choose_box, reference_boxes
 from anonbench.registry import register_embedder
 
 if TYPE_CHECKING:
@@ -207,47 +207,71 @@ class MobileFaceNetEmbedder:
         upsample: int = 1,
         min_iou: float = 0.3,
         device: str = "cpu",
+        *,
+        batch_size: int = 32,
     ) -> None:
         from anonbench.registry import DETECTORS, LANDMARKERS
 
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.weights = resolve_weights(weights)
         self.sha256 = file_sha256(self.weights)
         self.device = device
+        self.batch_size = int(batch_size)
         self.net = load_mobilefacenet(self.weights, device)
+        # dlib: on the CPU whatever the device
         self.detector = DETECTORS.create("dlib-hog", upsample=upsample)
         self.landmarker = LANDMARKERS.create("dlib-68")
         self.min_iou = min_iou
         # the weights' hash is part of the version: cached embeddings follow the checkpoint
         self.version = f"mobilefacenet/{self.sha256[:12]}/up{upsample}/iou{min_iou}/flipsum/1"
 
-    def choose_box(self, image: np.ndarray, fallback_box: Box) -> tuple[Box, bool]:
-        """The detected face best overlapping fallback_box, or fallback_box itself."""
-        return choose_box([f.box for f in self.detector.detect(image)], fallback_box, self.min_iou)
+    def choose_box(self, image: np.ndarray, reference_box: Box) -> tuple[Box, bool]:
+        """The detected face best overlapping reference_box, or reference_box itself."""
+        return choose_box([f.box for f in self.detector.detect(image)], reference_box, self.min_iou)
 
-    def align(self, image: np.ndarray, fallback_box: Box) -> tuple[np.ndarray, bool]:
-        """112 x 96 x 3 uint8 RGB crop of the chosen face, and whether the fallback was used."""
+    def align(
+        self, image: np.ndarray, reference_box: Box, found: list[Box] | None = None
+    ) -> tuple[np.ndarray, bool]:
+        """112 x 96 x 3 uint8 RGB crop of the chosen face, and whether the reference box was
+        used. found: the detector's boxes in this image, when already known."""
         image = np.ascontiguousarray(image)
-        box, fell_back = self.choose_box(image, fallback_box)
+        if found is None:
+            box, fell_back = self.choose_box(image, reference_box)
+        else:
+            box, fell_back = choose_box(found, reference_box, self.min_iou)
         points = five_points_from_68(self.landmarker.landmarks(image, box))
         return warp_face(image, points, SPHEREFACE_112x96, INPUT_SIZE), fell_back
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """N x 112 x 96 x 3 uint8 RGB aligned crops -> N x 128 L2-normalised float32."""
+        """N x 112 x 96 x 3 uint8 RGB aligned crops -> N x 128 L2-normalised float32; the net
+        runs on the device, batch_size crops at a time."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-        x = ((x - 127.5) / 128.0).to(self.device)
-        with torch.inference_mode():
-            # mirror image too, as the reference evaluation does; summed to stay 128-d
-            e = self.net(x) + self.net(torch.flip(x, dims=[3]))
-            e = torch.nn.functional.normalize(e, dim=1)
-        return e.cpu().numpy().astype(np.float32)
+        out = np.zeros((len(crops), self.dim), np.float32)
+        for start in range(0, len(crops), self.batch_size):
+            part = np.ascontiguousarray(crops[start : start + self.batch_size])
+            x = torch.from_numpy(part).to(self.device).permute(0, 3, 1, 2).float()
+            x = (x - 127.5) / 128.0
+            with torch.inference_mode():
+                # mirror image too, as the reference evaluation does; summed to stay 128-d
+                e = self.net(x) + self.net(torch.flip(x, dims=[3]))
+                e = torch.nn.functional.normalize(e, dim=1)
+            out[start : start + len(part)] = e.cpu().numpy()
+        return out
 
     def embed(
-        self, images: Sequence[np.ndarray], fallback_box: Box
+        self, images: Sequence[np.ndarray], boxes: Sequence[Box] | Box
     ) -> tuple[np.ndarray, np.ndarray]:
+        """See anonbench.api.Embedder: `boxes` is one reference box per image, or one box for
+        all."""
+        refs = reference_boxes(boxes, len(images))
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, bool)
-        aligned = [self.align(img, fallback_box) for img in images]
+        found = self.detector.detect_batch(images)
+        aligned = [
+            self.align(img, ref, [f.box for f in faces])
+            for img, ref, faces in zip(images, refs, found, strict=True)
+        ]
         crops = np.stack([a[0] for a in aligned])
         return self.embed_crops(crops), np.array([a[1] for a in aligned], bool)
