@@ -96,6 +96,8 @@ def per_image_boxes(boxes: Sequence[Box] | Box | None, images: Sequence[np.ndarr
     if boxes is None:
         return [whole_image_box(*im.shape[:2]) for im in images]
     arr = np.asarray(boxes, np.float64)
+    if arr.size == 0 and not len(images):
+        return []
     if arr.shape == (4,):
         return [tuple(float(v) for v in arr)] * len(images)  # type: ignore[list-item]
     if arr.ndim != 2 or arr.shape[1] != 4 or len(arr) != len(images):
