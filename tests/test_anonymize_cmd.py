@@ -43,7 +43,9 @@ def test_photo_with_blur17_and_ciagan(tmp_path, tiny_ckpt):
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
     rep = _report(out)
     want = {"images": 1, "videos": 0, "faces": 1, "tracks": 0, "missed": 0}
-    assert rep["totals"] == {**want, "frames_without_face": 0}
+    new = {"failed": 0, "truncated_videos": 0, "converted_to_8bit": 0}
+    assert rep["totals"] == {**want, "frames_without_face": 0, **new}
+    assert rep["failed"] == []
     out2 = tmp_path / "ciagan"
     args = ["--method", "ciagan", "--checkpoint", str(tiny_ckpt), "--input", str(src)]
     assert _run(*args, "--output", str(out2), "--identity", "17") == 0

@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="process only the first N frames")
     parser.add_argument("--cache-dir", help="face analysis cache (default $ANONBENCH_CACHE)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache face analysis")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        help="refuse images whose header declares more pixels than this, before decoding "
+        "(default 64000000; 0 = no limit)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -80,11 +86,203 @@ def _create_method(args: argparse.Namespace) -> Any:
     return METHODS.create(args.method, **kwargs)
 
 
-def run(args: argparse.Namespace) -> int:
-    from anonbench.cache import Cache
-    from anonbench.faces.analysis import FaceAnalyzer
-    from anonbench.methods.ciagan.video import IdentityMapper, Options, anonymize_path
+class MissedFaceAbort(Exception):
+    """--on-miss fail and a face was missed: the whole run stops (exit 2), as documented."""
 
+
+def _atomic_write_image(path: Path, rgb: Any, alpha: Any) -> None:
+    """Encodes first, then replaces `path` in one step: never a half-written image."""
+    import cv2
+    import numpy as np
+
+    from anonbench.cache import atomic_open
+    from anonbench.errors import AnonbenchError
+
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    if alpha is None:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    else:
+        bgr = np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), alpha])
+    ok, buf = cv2.imencode(path.suffix, bgr, params)
+    if not ok:
+        raise AnonbenchError(f"cannot encode {path.suffix} image for {path}")
+    with atomic_open(path, "wb") as f:
+        f.write(buf.tobytes())
+
+
+def process_photo(
+    method: Any, src: Path, dst: Path, analyzer: Any, mapper: Any, opts: Any, name: str
+) -> dict[str, Any]:
+    """One photo: like methods.ciagan.video.process_image, but read with read_image (alpha
+    kept: written as PNG, `.png` appended to names whose format has no alpha; 16-bit,
+    grayscale and CMYK anonymized as 8-bit RGB and reported) and written atomically."""
+    from anonbench.data.images import read_image
+    from anonbench.methods.ciagan.video import anonymize_faces, blur_whole
+
+    img, alpha, info = read_image(src)
+    faces = analyzer(img)
+    mapper.new_camera(name)
+    if alpha is not None and dst.suffix.lower() not in (".png", ".webp"):
+        dst = dst.with_name(dst.name + ".png")
+    rep: dict[str, Any] = {"input": str(src), "output": str(dst), "kind": "image"}
+    if len(faces) == 0:
+        if opts.on_miss == "fail":
+            raise MissedFaceAbort(f"{src}: no face detected (--on-miss fail)")
+        out = blur_whole(img) if opts.on_miss == "blur" else img
+        rep.update(faces=0, missed=1, identities=[])
+    else:
+        lms, boxes = list(faces.landmarks), list(faces.boxes)
+        # per-camera: every photo is its own camera, its faces different people
+        reid = mapper.mode == "per-source"
+        targets = [mapper.assign(img, b, reid) for b in boxes]
+        out = anonymize_faces(method, img, lms, boxes, targets, name)
+        rep.update(faces=len(faces), missed=0, identities=targets)
+    if info.conversions:
+        rep["converted"] = info.conversions
+    if alpha is not None:
+        rep["alpha"] = "kept"
+    _atomic_write_image(dst, out, alpha)
+    return rep
+
+
+def _declared_frames(src: Path) -> int | None:
+    """The frame count the container declares (None if it does not say). A video that does
+    not open, or whose first frame does not decode, is one AnonbenchError."""
+    import cv2
+
+    from anonbench.errors import AnonbenchError
+
+    cap = cv2.VideoCapture(str(src))
+    try:
+        if not cap.isOpened():
+            raise AnonbenchError(f"cannot open video {src} (damaged, truncated or unsupported)")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if not cap.read()[0]:
+            said = f" ({n} declared)" if n > 0 else ""
+            raise AnonbenchError(f"cannot decode video {src}: no frame could be read{said}")
+    finally:
+        cap.release()
+    return n if n > 0 else None
+
+
+def process_movie(
+    method: Any, src: Path, dst: Path, analyzer: Any, mapper: Any, opts: Any, name: str
+) -> dict[str, Any]:
+    """One video (methods.ciagan.video.process_video), with the frames the container declares
+    next to the frames decoded: a truncated or damaged file is anonymized up to its last
+    readable frame and flagged `truncated`. Container counts can be estimates (MKV, WebM),
+    so a shortfall is a warning, not a failure."""
+    from anonbench.errors import AnonbenchError
+    from anonbench.methods.ciagan.video import process_video
+
+    declared = _declared_frames(src)
+    if declared is not None and opts.max_frames is not None:
+        declared = min(declared, opts.max_frames)
+    try:
+        rep = process_video(method, src, dst, analyzer, mapper, opts, name)
+    except AnonbenchError as e:
+        if opts.on_miss == "fail" and "(--on-miss fail)" in str(e):
+            raise MissedFaceAbort(str(e)) from None
+        raise
+    rep["frames_declared"] = declared
+    rep["frames_decoded"] = rep["frames"]
+    rep["truncated"] = declared is not None and rep["frames"] < declared
+    return rep
+
+
+def _outputs_of(dst: Path) -> list[Path]:
+    return [dst, dst.with_name(dst.name + ".mp4"), dst.with_name(dst.name + ".png")]
+
+
+def anonymize_inputs(
+    method: Any, src: str | Path, out_dir: str | Path, analyzer: Any, mapper: Any, opts: Any
+) -> dict[str, Any]:
+    """Anonymizes a photo, a video or a folder of them into out_dir (same relative names).
+    A bad input (unreadable, empty, over --max-pixels, undecodable video) is skipped, its
+    partial output removed, and listed under `failed`; the rest goes on. --on-miss fail still
+    stops the run (MissedFaceAbort). Writes out_dir/anonymize_report.json atomically and
+    returns the report."""
+    import json
+
+    from anonbench.cache import atomic_write_text
+    from anonbench.errors import AnonbenchError
+    from anonbench.methods.ciagan.video import VIDEO_EXTENSIONS, collect_inputs
+
+    if opts.on_miss not in ("blur", "keep", "fail"):
+        raise AnonbenchError(f"--on-miss must be blur, keep or fail, got {opts.on_miss!r}")
+    src, out_dir = Path(src), Path(out_dir)
+    items = collect_inputs(src)
+    if src.resolve() == out_dir.resolve() or (
+        src.is_dir() and out_dir.resolve().is_relative_to(src.resolve())
+    ):
+        raise AnonbenchError("--output must not be the input folder or inside it")
+    reports: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    for path, name in items:
+        dst = out_dir / name
+        before = {p: p.stat().st_mtime_ns for p in _outputs_of(dst) if p.exists()}
+        try:
+            if path.suffix.lower() in VIDEO_EXTENSIONS:
+                reports.append(process_movie(method, path, dst, analyzer, mapper, opts, name))
+            else:
+                reports.append(process_photo(method, path, dst, analyzer, mapper, opts, name))
+        except MissedFaceAbort:
+            raise
+        except Exception as e:  # one bad input must not stop the folder
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if not isinstance(e, AnonbenchError):
+                msg = f"{type(e).__name__}: {msg}"
+            if str(path) not in msg:
+                msg = f"{path}: {msg}"
+            failed.append({"input": str(path), "error": msg})
+            for p in _outputs_of(dst):  # nothing half-written from this input
+                if p.exists() and before.get(p) != p.stat().st_mtime_ns:
+                    p.unlink()
+    videos = [r for r in reports if r["kind"] == "video"]
+    report = {
+        "method": method.name,
+        "meta": dict(method.meta.__dict__),
+        "on_miss": opts.on_miss,
+        "mapping": mapper.mode if mapper.identity is None else f"fixed:{mapper.identity}",
+        "seed": mapper.seed,
+        "max_pixels": _max_pixels(),
+        "inputs": reports,
+        "failed": failed,
+        "totals": {
+            "images": sum(r["kind"] == "image" for r in reports),
+            "videos": len(videos),
+            "faces": sum(r.get("faces", r.get("detections", 0)) for r in reports),
+            "tracks": sum(r.get("tracks", 0) for r in reports),
+            "missed": sum(r["missed"] for r in reports),
+            "frames_without_face": sum(r.get("frames_without_face", 0) for r in reports),
+            "failed": len(failed),
+            "truncated_videos": sum(bool(r.get("truncated")) for r in videos),
+            "converted_to_8bit": sum(
+                any("-bit -> 8-bit" in c for c in r.get("converted", [])) for r in reports
+            ),
+        },
+    }
+    atomic_write_text(out_dir / "anonymize_report.json", json.dumps(report, indent=2))
+    return report
+
+
+def _max_pixels() -> int | None:
+    from anonbench.data.images import get_max_pixels
+
+    return get_max_pixels()
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from anonbench.cache import Cache
+    from anonbench.data.images import set_max_pixels
+    from anonbench.errors import AnonbenchError
+    from anonbench.faces.analysis import FaceAnalyzer
+    from anonbench.methods.ciagan.video import IdentityMapper, Options
+
+    if args.max_pixels is not None:
+        set_max_pixels(args.max_pixels)
     method = _create_method(args)
     method.name = args.method
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
@@ -98,17 +296,40 @@ def run(args: argparse.Namespace) -> int:
         max_gap=args.max_gap,
         progress=not args.quiet,
     )
-    rep = anonymize_path(method, args.input, args.output, analyzer, mapper, opts)
+    try:
+        rep = anonymize_inputs(method, args.input, args.output, analyzer, mapper, opts)
+    except MissedFaceAbort as e:
+        raise AnonbenchError(str(e)) from None
     t = rep["totals"]
+    report_path = Path(args.output) / "anonymize_report.json"
+    for r in rep["inputs"]:
+        if r.get("truncated"):
+            print(
+                f"anonbench: warning: {r['input']}: {r['frames_declared']} frames declared, "
+                f"{r['frames_decoded']} decoded (truncated or damaged; anonymized up to the "
+                "last readable frame)",
+                file=sys.stderr,
+            )
+    if t["converted_to_8bit"]:
+        print(
+            f"anonbench: note: {t['converted_to_8bit']} input(s) with 16-bit channels were "
+            "anonymized and written in 8 bits (listed in the report)",
+            file=sys.stderr,
+        )
+    for f in rep["failed"]:
+        print(f"anonbench: skipped: {f['error']}", file=sys.stderr)
     uncovered = (
         f"video frames where no face was found (not anonymized; listed in the report): "
         f"{t['frames_without_face']}; "
         if t.get("frames_without_face")
         else ""
     )
+    failed = (
+        f"failed inputs (skipped, listed in the report): {t['failed']}; " if t["failed"] else ""
+    )
     print(
         f"anonymized {t['faces']} face(s) in {t['images']} image(s) and {t['videos']} video(s)"
         f" ({t['tracks']} track(s)); missed: {t['missed']} (--on-miss {args.on_miss}); "
-        f"{uncovered}report: {Path(args.output) / 'anonymize_report.json'}"
+        f"{uncovered}{failed}report: {report_path}"
     )
-    return 0
+    return 1 if t["failed"] else 0
