@@ -1,22 +1,32 @@
 """Regression check of a run's tidy results against a baseline results file (CI gate).
 
-Tolerances are given per metric as the change allowed in the metric's *worse* direction:
+Each metric's direction and default tolerance come from its :class:`~anonbench.api.MetricSpec`:
+the ``protocol.metrics`` of the run's ``run.json`` (and of the baseline's, when the baseline is
+a run folder), or, for a run.json that is absent or older than a field, the MetricSpecs of the
+registered protocol class. Nothing else declares them.
+
+Without ``--tolerance``, every headline metric (one whose MetricSpec declares a default
+``tolerance``) is checked with that tolerance in its worse direction. ``--tolerance`` gives
+tolerances per metric; a metric named there uses yours, the other headline metrics keep their
+default. Tolerances are the change allowed in the metric's *worse* direction:
 
 - ``recall_at_1=+0.5``: Recall@1 (lower is better) may rise by up to 0.5; any fall passes.
 - ``detection_rate=-0.5``: the detection rate (higher is better) may fall by up to 0.5.
-- ``fid=2`` (no sign): the sign is taken from the metric's known direction.
-- A signed tolerance on a metric with no known direction (a count) sets the worse direction;
-  an unsigned one allows that much change either way.
-- A sign that contradicts a known direction (``detection_rate=+0.5``) is bad input: it would
-  silently allow the opposite change, so it is refused.
-- ``metric[evaluator]=tol`` limits a tolerance to one evaluator (e.g. ``recall_at_1[pnca]``).
+- ``fid=2`` (no sign): the sign is taken from the metric's direction.
+- A signed tolerance on a metric with no direction (a count) sets the worse direction; an
+  unsigned one allows that much change either way.
+- A sign that contradicts the metric's direction (``detection_rate=+0.5``) is bad input: it
+  would silently allow the opposite change, so it is refused.
+- ``metric[evaluator]=tol`` limits a tolerance to one evaluator (e.g. ``recall_at_1[pnca]``);
+  the metric's other evaluators keep their default.
 
-Directions come from ``run.json`` (``protocol.metrics``) of the run (and of the baseline when it
-is a run folder), falling back to :data:`KNOWN_DIRECTIONS`.
+The summary names the metrics that held, those that regressed, and those not checked with the
+reason (``count, no direction``, ``no default tolerance``, ``no MetricSpec``).
 
 Exit codes (through the CLI): 0 every checked value holds, 1 at least one regresses, 2 the files
 do not match (a metric or method missing from the run, a different protocol_version, a file that
-is not a results table): that case raises :class:`~anonbench.errors.AnonbenchError`.
+is not a results table) or there is nothing to check: that case raises
+:class:`~anonbench.errors.AnonbenchError`.
 """
 
 from __future__ import annotations
@@ -25,24 +35,13 @@ import difflib
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anonbench.api import MetricSpec
 from anonbench.errors import AnonbenchError
-
-# Directions of the metrics anonbench's protocols write; run.json, when present, wins.
-# True: higher is better; False: lower is better; None: a count/diagnostic with no direction.
-KNOWN_DIRECTIONS: dict[str, bool | None] = {
-    "tar_far_1e-3": False,
-    "accuracy": False,
-    "recall_at_1": False,
-    "detection_rate": True,
-    "fid": False,
-    "faces_missed": None,
-    "embedder_no_face": None,
-    "unreadable_images": None,
-}
 
 # The row key a run and its baseline are matched on (results.KEY).
 MATCH_KEY = ("method", "protocol", "dataset", "split", "metric", "evaluator")
@@ -56,6 +55,7 @@ class Tolerance:
     evaluator: str | None  # None: every evaluator of the metric
     amount: float  # >= 0
     worse: int  # +1: a rise is worse; -1: a fall is worse; 0: both directions count
+    source: str = "given"  # "given" (--tolerance) or "default" (the MetricSpec's tolerance)
 
 
 @dataclass
@@ -73,17 +73,27 @@ class CheckRow:
     allowed: str  # e.g. "+0.5", "-0.5", "±2"
     ok: bool
     change: float
+    source: str = "given"  # where the tolerance came from: "given" or "default"
 
     @property
     def status(self) -> str:
         return "pass" if self.ok else "REGRESSED"
 
+    @property
+    def allowed_text(self) -> str:
+        return self.allowed + (" (default)" if self.source == "default" else "")
+
 
 @dataclass
 class CheckResult:
     rows: list[CheckRow]
-    unchecked_metrics: list[str]  # baseline metrics with no tolerance given
-    extra_methods: list[str]  # methods in the run but not in the baseline
+    # baseline metrics (or metric[evaluator]s) left unchecked -> why
+    unchecked: dict[str, str] = field(default_factory=dict)
+    extra_methods: list[str] = field(default_factory=list)  # in the run, not in the baseline
+
+    @property
+    def unchecked_metrics(self) -> list[str]:
+        return list(self.unchecked)
 
     @property
     def ok(self) -> bool:
@@ -93,22 +103,55 @@ class CheckResult:
     def exit_code(self) -> int:
         return 0 if self.ok else 1
 
+    def by_metric(self) -> dict[str, list[CheckRow]]:
+        out: dict[str, list[CheckRow]] = {}
+        for r in self.rows:
+            out.setdefault(r.metric, []).append(r)
+        return dict(sorted(out.items()))
 
-def metric_directions(*run_dirs: Path) -> dict[str, bool | None]:
-    """Metric name -> higher_is_better, from each folder's run.json over KNOWN_DIRECTIONS."""
-    out: dict[str, bool | None] = dict(KNOWN_DIRECTIONS)
-    for d in run_dirs:
-        p = Path(d) / "run.json"
-        if not p.is_file():
-            continue
-        try:
-            info = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue  # a broken run.json only loses the directions it would have given
-        for spec in (info.get("protocol") or {}).get("metrics") or []:
-            if isinstance(spec, dict) and "name" in spec:
-                out[str(spec["name"])] = spec.get("higher_is_better")
+
+# protocol -> metric name -> MetricSpec
+Specs = Mapping[str, Mapping[str, MetricSpec]]
+
+
+def _run_info(p: Path) -> dict[str, Any]:
+    """The run.json of a run folder (or of the folder holding a results.csv); {} if none."""
+    rj = p / "run.json" if p.is_dir() else p.parent / "run.json"
+    if not p.is_dir() and p.name != "results.csv":
+        return {}  # a loose baseline file: a run.json beside it may belong to something else
+    if not rj.is_file():
+        return {}
+    try:
+        info = json.loads(rj.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # a broken run.json only loses what it would have said
+    return info if isinstance(info, dict) else {}
+
+
+def metric_specs(metrics: Mapping[str, Any], *paths: Path) -> dict[str, dict[str, MetricSpec]]:
+    """protocol -> metric -> MetricSpec for `metrics` (protocol -> metric names): the run.json
+    of each path in turn (a later path wins), over the registered protocol's specs where a
+    run.json lacks them (see anonbench.display.run_metric_specs)."""
+    from anonbench.display import run_metric_specs
+
+    infos = [_run_info(Path(p)) for p in paths]
+    return {proto: run_metric_specs(proto, infos, names) for proto, names in metrics.items()}
+
+
+def directions_of(specs: Specs) -> dict[str, bool | None]:
+    """metric -> higher_is_better over every protocol (None where protocols disagree)."""
+    out: dict[str, bool | None] = {}
+    for per in specs.values():
+        for name, spec in per.items():
+            if name in out and out[name] != spec.higher_is_better:
+                out[name] = None
+            else:
+                out[name] = spec.higher_is_better
     return out
+
+
+def _worse(hib: bool | None) -> int:
+    return 0 if hib is None else (-1 if hib else +1)
 
 
 _TOL_RE = re.compile(
@@ -137,7 +180,7 @@ def parse_tolerances(text: str, directions: dict[str, bool | None]) -> list[Tole
         if not math.isfinite(amount) or amount < 0:
             raise AnonbenchError(f"--tolerance: {item!r}: the amount must be a finite number")
         hib = directions.get(metric)
-        known_worse = 0 if hib is None else (-1 if hib else +1)
+        known_worse = _worse(hib)
         given = {"+": +1, "-": -1, "": 0}[sign]
         if known_worse and given and given != known_worse:
             better = "higher" if hib else "lower"
@@ -182,8 +225,13 @@ def compare(
     current: Any,
     baseline: Any,
     tolerances: list[Tolerance],
+    specs: Specs | None = None,
 ) -> CheckResult:
-    """Compares two tidy result tables (pandas DataFrames with results.COLUMNS)."""
+    """Compares two tidy result tables (pandas DataFrames with results.COLUMNS).
+
+    `tolerances` are the given ones; `specs` (protocol -> metric -> MetricSpec) supply the
+    default tolerance of every metric the given ones do not cover."""
+    specs = specs or {}
     key_cols = list(MATCH_KEY)
     cur = current.copy()
     base = baseline.copy()
@@ -222,9 +270,12 @@ def compare(
 
     cur_idx = {tuple(r[c] for c in key_cols): r for r in cur.to_dict("records")}
     rows: list[CheckRow] = []
+    skipped: dict[tuple[str, str], str] = {}  # (metric, evaluator) -> why not checked
     for r in base.to_dict("records"):
-        tol = _pick(tolerances, r["metric"], r["evaluator"])
+        spec = specs.get(r["protocol"], {}).get(r["metric"])
+        tol = _pick(tolerances, r["metric"], r["evaluator"]) or _default(spec)
         if tol is None:
+            skipped.setdefault((r["metric"], r["evaluator"]), _why_unchecked(spec))
             continue
         k = tuple(r[c] for c in key_cols)
         c = cur_idx.get(k)
@@ -244,14 +295,54 @@ def compare(
                 allowed=_fmt_allowed(tol),
                 ok=_holds(bv, cv, tol),
                 change=cv - bv,
+                source=tol.source,
             )
         )
-    checked = {t.metric for t in tolerances}
+    if not rows:
+        why = "; ".join(f"{m} ({w})" for m, w in _collapse(skipped, set()).items())
+        raise AnonbenchError(
+            "nothing to check: no metric of the baseline has a default tolerance"
+            + (f" ({why})" if why else "")
+            + "; give --tolerance METRIC=+X or METRIC=-X"
+        )
+    checked = {r.metric for r in rows}
     return CheckResult(
         rows=rows,
-        unchecked_metrics=[m for m in base_metrics if m not in checked],
+        unchecked=_collapse(skipped, checked),
         extra_methods=sorted(set(cur["method"]) - set(base["method"])),
     )
+
+
+def _default(spec: MetricSpec | None) -> Tolerance | None:
+    """The MetricSpec's default tolerance, in its worse direction (both ways for a count)."""
+    if spec is None or spec.tolerance is None:
+        return None
+    amount = float(spec.tolerance)
+    if not math.isfinite(amount) or amount < 0:
+        raise AnonbenchError(
+            f"metric {spec.name}: its MetricSpec tolerance {spec.tolerance!r} is not a "
+            "finite number >= 0"
+        )
+    return Tolerance(spec.name, None, amount, _worse(spec.higher_is_better), "default")
+
+
+def _why_unchecked(spec: MetricSpec | None) -> str:
+    if spec is None:
+        return "no MetricSpec: its protocol is not installed and run.json does not declare it"
+    if spec.higher_is_better is None:
+        return "count, no direction" if spec.unit == "count" else "no direction"
+    return "no default tolerance"
+
+
+def _collapse(skipped: dict[tuple[str, str], str], checked: set[str]) -> dict[str, str]:
+    """metric -> why, or metric[evaluator] -> why where other evaluators of it were checked."""
+    out: dict[str, str] = {}
+    for (metric, ev), why in sorted(skipped.items()):
+        if metric in checked:
+            out[f"{metric}[{ev}]" if ev else metric] = why
+        else:
+            out.setdefault(metric, why)
+    return out
 
 
 def _pick(tolerances: list[Tolerance], metric: str, evaluator: str) -> Tolerance | None:
@@ -298,7 +389,7 @@ def table_rows(res: CheckResult) -> list[list[str]]:
             _fmt(r.baseline),
             _fmt(r.current),
             _fmt_change(r.change),
-            r.allowed,
+            r.allowed_text,
         ]
         for r in res.rows
     ]
@@ -306,29 +397,41 @@ def table_rows(res: CheckResult) -> list[list[str]]:
 
 
 def format_text(res: CheckResult) -> str:
-    """A plain aligned table for the terminal, then one summary line."""
+    """A plain aligned table for the terminal, then the summary lines."""
     rows = table_rows(res)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("")
-    lines.append(_summary(res))
+    lines.extend(summary_lines(res))
     return "\n".join(lines)
 
 
-def _summary(res: CheckResult) -> str:
+def summary_lines(res: CheckResult) -> list[str]:
+    """The verdict, then which metrics held, regressed, were not checked (and why)."""
     bad = sum(not r.ok for r in res.rows)
-    head = (
+    out = [
         f"PASS: all {len(res.rows)} checked values within tolerance"
         if res.ok
         else f"FAIL: {bad} of {len(res.rows)} checked values regressed beyond tolerance"
-    )
-    notes = []
-    if res.unchecked_metrics:
-        notes.append(f"not checked (no tolerance): {', '.join(res.unchecked_metrics)}")
+    ]
+    held, regressed = [], []
+    for metric, rows in res.by_metric().items():
+        allowed = ", ".join(dict.fromkeys(f"{r.source} {r.allowed}" for r in rows))
+        n_bad = sum(not r.ok for r in rows)
+        if n_bad:
+            regressed.append(f"{metric} ({n_bad} of {len(rows)} values beyond {allowed})")
+        else:
+            held.append(f"{metric} ({allowed})")
+    if regressed:
+        out.append(f"regressed: {', '.join(regressed)}")
+    if held:
+        out.append(f"held: {', '.join(held)}")
+    if res.unchecked:
+        out.append("not checked: " + ", ".join(f"{m} ({why})" for m, why in res.unchecked.items()))
     if res.extra_methods:
-        notes.append(f"methods not in the baseline: {', '.join(res.extra_methods)}")
-    return head + ("" if not notes else "; " + "; ".join(notes))
+        out.append(f"methods not in the baseline: {', '.join(res.extra_methods)}")
+    return out
 
 
 def _md_cell(s: str) -> str:
@@ -340,13 +443,16 @@ def format_markdown(res: CheckResult, run_dir: str, baseline: str) -> str:
     """A summary for a CI job page (GitHub's $GITHUB_STEP_SUMMARY renders it)."""
     icon = "✅" if res.ok else "❌"
     rows = table_rows(res)
+    summary = summary_lines(res)
     out = [
         f"## {icon} anonbench check: {'pass' if res.ok else 'regression'}",
         "",
         f"Run `{run_dir}` against baseline `{baseline}`.",
         "",
-        f"{_summary(res)}",
+        summary[0],
         "",
+        *[f"- {_md_cell(line)}" for line in summary[1:]],
+        *([""] if summary[1:] else []),
         "| " + " | ".join(rows[0]) + " |",
         "|" + "|".join(["---"] * 6 + ["---:"] * 3 + ["---"]) + "|",
     ]
@@ -357,15 +463,22 @@ def format_markdown(res: CheckResult, run_dir: str, baseline: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_check(run_dir: str | Path, baseline: str | Path, tolerance: str) -> CheckResult:
-    """Reads both files, parses the tolerances with the known directions, compares."""
+def run_check(
+    run_dir: str | Path, baseline: str | Path, tolerance: str | None = None
+) -> CheckResult:
+    """Reads both files and their metric specs, parses the given tolerances (if any) with the
+    metrics' directions, and compares; headline metrics not named keep their default."""
     run_p, base_p = Path(run_dir), Path(baseline)
     cur = _read(run_p, "run")
     base = _read(base_p, "baseline")
-    dirs = [p for p in (run_p, base_p) if p.is_dir()]
-    directions = metric_directions(*dirs)
-    tolerances = parse_tolerances(tolerance, directions)
-    return compare(cur, base, tolerances)
+    names: dict[str, set[str]] = {}
+    for df in (base, cur):
+        for proto, metric in zip(df["protocol"], df["metric"], strict=True):
+            names.setdefault(_str(proto), set()).add(_str(metric))
+    # the run's run.json wins over the baseline's: a newer anonbench may declare more
+    specs = metric_specs(names, base_p, run_p)
+    given = [] if tolerance is None else parse_tolerances(tolerance, directions_of(specs))
+    return compare(cur, base, given, specs)
 
 
 def _read(p: Path, what: str) -> Any:

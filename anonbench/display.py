@@ -72,18 +72,29 @@ def protocol_info_specs(info: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def run_metric_specs(
-    protocol: str, infos: Iterable[Mapping[str, Any]] = ()
+    protocol: str,
+    infos: Iterable[Mapping[str, Any]] = (),
+    metrics: Iterable[str] | None = None,
 ) -> dict[str, MetricSpec]:
-    """name -> MetricSpec for one protocol: the registered class's specs, overridden field by
-    field by each run.json in `infos` of that protocol (a later one wins)."""
-    out = dict(registered_metrics(protocol))
+    """name -> MetricSpec for one protocol, from the run.json dicts in `infos` of that
+    protocol (merged field by field, a later one wins) over the registered class's specs.
+
+    The registered protocol is looked up lazily: only when one of `metrics` (the metric names
+    to describe; all of the registered ones when None) has no complete dict in the infos."""
+    dicts: dict[str, dict[str, Any]] = {}
     for info in infos:
         proto = info.get("protocol") if isinstance(info, Mapping) else None
         pname = proto.get("name") if isinstance(proto, Mapping) else None
         if pname is not None and str(pname) != protocol:
             continue
         for d in protocol_info_specs(info):
-            out[str(d["name"])] = spec_from_dict(d, out.get(str(d["name"])))
+            dicts.setdefault(str(d["name"]), {}).update(d)
+    wanted = None if metrics is None else list(dict.fromkeys(metrics))
+    complete = wanted is not None and all(n in dicts and _FIELDS <= set(dicts[n]) for n in wanted)
+    base = {} if complete else registered_metrics(protocol)
+    out: dict[str, MetricSpec] = {}
+    for name in dict.fromkeys([*dicts, *base]):
+        out[name] = spec_from_dict(dicts[name], base.get(name)) if name in dicts else base[name]
     return out
 
 

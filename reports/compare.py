@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from anonbench.reports.paper import PaperValue, for_protocol
-from anonbench.reports.tables import WideTable, arrow, metric_label
+from anonbench.reports.tables import WideTable, arrow
 
 
 @dataclass
@@ -141,7 +141,7 @@ def build_comparisons(table: WideTable) -> list[Comparison]:
         out.append(
             Comparison(
                 metric,
-                metric_label(metric),
+                table.columns[ours_cols[0]].label,
                 arrow(table.columns[ours_cols[0]].higher_is_better),
                 mvals[0].dataset,
                 columns,

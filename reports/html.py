@@ -18,7 +18,7 @@ from typing import Any
 
 from anonbench.reports.compare import Comparison, build_comparisons
 from anonbench.reports.runs import Bundle, ExampleSet, is_sample, load_runs
-from anonbench.reports.tables import WideTable, build_tables, metric_label
+from anonbench.reports.tables import WideTable, build_tables
 
 THUMB_PX = 112  # example faces are shown at this height: enough to judge, small file
 THUMB_SCALE = 2  # stored at twice that, so they stay sharp on high-density screens
@@ -106,7 +106,7 @@ def _figures(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> list[Figur
                 ev = t.columns[yi].evaluator
                 points.append(plots.Point(m, ev, x, yc.value, xlo, xhi, yc.lo, yc.hi))
         if points:
-            ylab = metric_label(t.columns[ycols[0]].metric)
+            ylab = t.columns[ycols[0]].label
             if derived:
                 xlab = "face found by the recognizer's detector (%)"
                 how = (
@@ -195,20 +195,22 @@ def _figures(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> list[Figur
 def _missed(bundle: Bundle, t: WideTable) -> tuple[list[MissedRow], str]:
     import csv
 
-    count_metrics = [
-        m for m in ("faces_missed", "embedder_no_face", "unreadable_images") if t.column_index(m)
-    ]
+    # the protocol's declared counts (faces missed, no face for the recognizer, unreadable...)
+    count_cols = [i for i, c in enumerate(t.columns) if c.spec is not None and c.is_count]
     files = bundle.missed_files(t.protocol)
-    if not count_metrics and not files:
+    if not count_cols and not files:
         return [], ""
     rows = []
     for m in t.methods:
         if m == "chance":  # a reference level, not an anonymizer
             continue
         counts = []
-        for metric in count_metrics:
-            c = t.cell(m, t.column_index(metric)[0])
-            counts.append((metric_label(metric), "" if c is None else c.text))
+        for i in count_cols:
+            col = t.columns[i]
+            several = len(t.column_index(col.metric)) > 1
+            label = f"{col.label} ({col.evaluator})" if several else col.label
+            c = t.cell(m, i)
+            counts.append((label, "" if c is None else c.text))
         keys: list[str] = []
         if m in files:
             with open(files[m], newline="", encoding="utf-8") as f:

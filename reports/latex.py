@@ -9,10 +9,11 @@ missed, ...) have no better direction and are left to the HTML report.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from pathlib import Path
 
 from anonbench.reports.runs import load_runs
-from anonbench.reports.tables import LATEX_LABELS, WideTable, build_tables
+from anonbench.reports.tables import WideTable, build_tables
 
 _SPECIAL = {
     "\\": r"\textbackslash{}",
@@ -33,6 +34,21 @@ _SPECIAL = {
 def tex_escape(s: str) -> str:
     """Escapes text for LaTeX (names from result files may hold any character)."""
     return "".join(_SPECIAL.get(ch, ch) for ch in str(s))
+
+
+# a number in scientific notation inside a label ("TAR@FAR=1e-3"), typeset as a power of ten
+_SCI = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)e([+-]?)0*(\d+)(?![\w.])")
+
+
+def tex_label(label: str) -> str:
+    """A MetricSpec label for LaTeX: escaped, with 1e-3 written as $10^{-3}$."""
+
+    def sci(m: re.Match[str]) -> str:
+        mant, sign, exp = m[1], "-" if m[2] == "-" else "", m[3]
+        power = f"10^{{{sign}{exp}}}"
+        return f"${power}$" if mant == "1" else f"${mant}\\times {power}$"
+
+    return _SCI.sub(sci, tex_escape(label))
 
 
 def _arrow(hib: bool | None) -> str:
@@ -77,7 +93,7 @@ def table_tex(t: WideTable, intervals: bool = True) -> str | None:
     rules = []
     pos = 2
     for col, span in groups:
-        lab = LATEX_LABELS.get(col.metric, tex_escape(col.metric)) + _arrow(col.higher_is_better)
+        lab = tex_label(col.label) + _arrow(col.higher_is_better)
         head.append(lab if span == 1 else f"\\multicolumn{{{span}}}{{c}}{{{lab}}}")
         rules.append(f"\\cmidrule(lr){{{pos}-{pos + span - 1}}}")
         pos += span

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anonbench.api import MetricSpec
 from anonbench.errors import AnonbenchError
 
 # Rows that are references, not anonymizers: shown, never marked "best".
@@ -44,9 +45,13 @@ class Bundle:
 
     runs: list[RunFolder]
     results: Any  # merged DataFrame; a later folder's row replaces an earlier one's
-    directions: dict[str, bool | None]
-    descriptions: dict[str, str]
+    # protocol -> metric -> MetricSpec (run.json, else the registered protocol's)
+    specs: dict[str, dict[str, MetricSpec]]
     warnings: list[str]
+
+    def spec(self, protocol: str, metric: str) -> MetricSpec | None:
+        """The metric's MetricSpec; None for a metric nobody declared."""
+        return self.specs.get(protocol, {}).get(metric)
 
     def groups(self) -> list[tuple[str, str, str, str]]:
         """(protocol, protocol_version, dataset, split) in order of appearance."""
@@ -144,7 +149,7 @@ def load_runs(paths: list[Path]) -> Bundle:
     """Reads run folders; a row with the same key in a later folder replaces the earlier one."""
     import pandas as pd
 
-    from anonbench.check import KNOWN_DIRECTIONS
+    from anonbench.display import run_metric_specs
     from anonbench.results import KEY
 
     if not paths:
@@ -170,14 +175,12 @@ def load_runs(paths: list[Path]) -> Bundle:
         )
     allr = allr[~dup].reset_index(drop=True)
 
-    directions: dict[str, bool | None] = dict(KNOWN_DIRECTIONS)
-    descriptions: dict[str, str] = {}
-    for r in runs:
-        for spec in (r.info.get("protocol") or {}).get("metrics") or []:
-            if isinstance(spec, dict) and "name" in spec:
-                directions[str(spec["name"])] = spec.get("higher_is_better")
-                descriptions[str(spec["name"])] = str(spec.get("description") or "")
-    return Bundle(runs, allr, directions, descriptions, warnings)
+    names: dict[str, list[str]] = {}
+    for proto, metric in zip(allr["protocol"], allr["metric"], strict=True):
+        names.setdefault(proto, []).append(metric)
+    infos = [r.info for r in runs]  # a later folder's run.json wins, as its rows do
+    specs = {p: run_metric_specs(p, infos, ms) for p, ms in names.items()}
+    return Bundle(runs, allr, specs, warnings)
 
 
 def _isnan(v: Any) -> bool:

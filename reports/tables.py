@@ -11,30 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from anonbench.api import MetricSpec
+from anonbench.display import format_value, is_count
 from anonbench.reports.runs import REFERENCE_METHODS, Bundle, is_sample
-
-METRIC_LABELS = {
-    "tar_far_1e-3": "TAR@FAR=1e-3",
-    "accuracy": "Accuracy",
-    "recall_at_1": "Recall@1 (%)",
-    "detection_rate": "Detection (%)",
-    "fid": "FID",
-    "faces_missed": "Faces missed",
-    "embedder_no_face": "Recognizer: no face",
-    "unreadable_images": "Unreadable images",
-}
-LATEX_LABELS = {
-    "tar_far_1e-3": r"TAR@FAR$=10^{-3}$",
-    "accuracy": "Accuracy",
-    "recall_at_1": r"Recall@1 (\%)",
-    "detection_rate": r"Detection (\%)",
-    "fid": "FID",
-}
-DECIMALS = {"tar_far_1e-3": 3, "accuracy": 3, "recall_at_1": 1, "detection_rate": 1, "fid": 2}
-
-
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
 
 
 def arrow(higher_is_better: bool | None) -> str:
@@ -45,23 +24,27 @@ def _nan(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _decimals(metric: str, v: float) -> int:
-    if metric in DECIMALS:
-        return DECIMALS[metric]
-    a = abs(v)
-    return 1 if a >= 100 else 2 if a >= 1 else 3
-
-
 @dataclass
 class Column:
     metric: str
     evaluator: str
-    higher_is_better: bool | None
-    description: str
+    spec: MetricSpec | None  # None: a metric neither run.json nor its protocol declares
 
     @property
     def label(self) -> str:
-        return metric_label(self.metric)
+        return self.spec.display if self.spec is not None else self.metric
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        return None if self.spec is None else self.spec.higher_is_better
+
+    @property
+    def description(self) -> str:
+        return "" if self.spec is None else self.spec.description
+
+    @property
+    def is_count(self) -> bool:
+        return is_count(self.spec)
 
     @property
     def arrow(self) -> str:
@@ -139,29 +122,22 @@ class WideTable:
         return method in REFERENCE_METHODS
 
 
-def _make_cell(r: dict[str, Any], metric: str, hib: bool | None) -> Cell:
-    v = r["value"]
+def _make_cell(r: dict[str, Any], spec: MetricSpec | None) -> Cell:
     n = None if _nan(r["n"]) else float(r["n"])
     note = "" if _nan(r.get("note")) else str(r["note"])
-    if _nan(v):
-        return Cell(math.nan, "n/a", n=n, note=note)
-    v = float(v)
-    is_count = hib is None and v.is_integer() and _nan(r["std"]) and _nan(r["ci_low"])
-    if is_count:
-        text = f"{int(v)}" if n is None else f"{int(v)}/{int(n)}"
-        return Cell(v, text, n=n, note=note, is_count=True)
-    d = _decimals(metric, v)
-    text = f"{v:.{d}f}"
+    text, interval, kind = format_value(
+        spec, r["value"], std=r["std"], ci_low=r["ci_low"], ci_high=r["ci_high"], n=r["n"]
+    )
+    if text == "n/a":
+        return Cell(math.nan, text, n=n, note=note)
+    v = float(r["value"])
     lo = hi = None
-    interval, kind = "", ""
-    if not _nan(r["ci_low"]) and not _nan(r["ci_high"]):
+    if kind == "ci":
         lo, hi = float(r["ci_low"]), float(r["ci_high"])
-        interval, kind = f"[{lo:.{d}f}, {hi:.{d}f}]", "ci"
-    elif not _nan(r["std"]):
-        s = float(r["std"])
-        lo, hi = v - s, v + s
-        interval, kind = f"± {s:.{d}f}", "std"
-    return Cell(v, text, interval, kind, lo, hi, n, note)
+    elif kind == "std":
+        lo, hi = v - float(r["std"]), v + float(r["std"])
+    counted = not kind and is_count(spec) and v.is_integer()
+    return Cell(v, text, interval, kind, lo, hi, n, note, is_count=counted)
 
 
 def _order_methods(methods: list[str]) -> list[str]:
@@ -173,11 +149,6 @@ def _order_methods(methods: list[str]) -> list[str]:
 def build_tables(bundle: Bundle) -> list[WideTable]:
     """One wide table per (protocol, version, dataset, split) of the bundle."""
     df = bundle.results
-    spec_order: list[str] = []
-    for r in bundle.runs:
-        for s in (r.info.get("protocol") or {}).get("metrics") or []:
-            if isinstance(s, dict) and s.get("name") not in spec_order:
-                spec_order.append(str(s.get("name")))
     tables = []
     for proto, ver, ds, split in bundle.groups():
         sel = df[
@@ -186,20 +157,20 @@ def build_tables(bundle: Bundle) -> list[WideTable]:
             & (df["dataset"] == ds)
             & (df["split"] == split)
         ]
+        spec_order = list(bundle.specs.get(proto, {}))
         metrics = list(dict.fromkeys(sel["metric"]))
         metrics.sort(key=lambda m: spec_order.index(m) if m in spec_order else len(spec_order))
         columns: list[Column] = []
         for m in metrics:
             for ev in dict.fromkeys(sel[sel["metric"] == m]["evaluator"]):
-                hib = bundle.directions.get(m)
-                columns.append(Column(m, ev, hib, bundle.descriptions.get(m, "")))
+                columns.append(Column(m, ev, bundle.spec(proto, m)))
         methods = _order_methods(list(dict.fromkeys(sel["method"])))
         cells: dict[tuple[str, int], Cell] = {}
         col_of = {(c.metric, c.evaluator): i for i, c in enumerate(columns)}
         by_note: dict[str, list[str]] = {}  # one line per note, naming every method it concerns
         for r in sel.to_dict("records"):
             i = col_of[(r["metric"], r["evaluator"])]
-            c = _make_cell(r, r["metric"], columns[i].higher_is_better)
+            c = _make_cell(r, columns[i].spec)
             cells[(r["method"], i)] = c
             # "10 folds" is the normal case; other notes (in-sample thresholds...) are warnings
             # a row's note may join several ("10 folds; <the method's caveat>"): one line each
@@ -220,7 +191,7 @@ def _mark_best(t: WideTable) -> None:
         if col.higher_is_better is None:
             continue
         cand = [
-            (float(c.text), c)
+            (c.value if c.is_count else float(c.text), c)
             for m in t.methods
             if not t.is_reference(m) and (c := t.cell(m, i)) is not None and not math.isnan(c.value)
         ]

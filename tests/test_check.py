@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +12,7 @@ import pytest
 from anonbench.check import parse_tolerances
 from anonbench.cli import main
 from anonbench.errors import AnonbenchError
+from anonbench.registry import PROTOCOLS
 
 RUN = Path(__file__).parent / "fixtures" / "report_run" / "lfw"
 CELEBA = Path(__file__).parent / "fixtures" / "report_run" / "celeba"
@@ -66,7 +69,8 @@ def test_higher_is_better_regression(tmp_path):
     base = _baseline(tmp_path, src=CELEBA, edits={("ciagan", "detection_rate"): 100.0})
     assert _check(CELEBA, base, "detection_rate=-0.3") == 1  # retinaface fell by 0.5
     assert _check(CELEBA, base, "detection_rate=-0.5") == 0  # exactly at the tolerance holds
-    assert _check(CELEBA, base, "detection_rate[dlib-hog]=-0.3") == 0  # only dlib-hog checked
+    # dlib-hog with the given -0.3; retinaface keeps its default (-1 in the fixture's run.json)
+    assert _check(CELEBA, base, "detection_rate[dlib-hog]=-0.3") == 0
     # a rise of a higher-is-better metric is never a regression
     base = _baseline(tmp_path, src=CELEBA, edits={("ciagan", "detection_rate"): 50.0})
     assert _check(CELEBA, base, "detection_rate=-0.1") == 0
@@ -133,3 +137,112 @@ def test_tolerance_sign_rules():
         parse_tolerances("detection_rate=+0.5", dirs)
     with pytest.raises(AnonbenchError, match="given twice"):
         parse_tolerances("fid=1,fid=2", dirs)
+
+
+def _check_default(run: Path, baseline: Path, *extra: str) -> int:
+    """`anonbench check` without --tolerance: the MetricSpecs' default tolerances."""
+    return main(["check", str(run), "--baseline", str(baseline), *extra])
+
+
+def test_without_tolerance_headline_metrics_use_their_default(tmp_path, capsys):
+    # the lfw fixture's run.json: tar_far_1e-3 +0.01 and accuracy +0.02, counts with none
+    assert _check_default(RUN, _baseline(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "held: accuracy (default +0.02), tar_far_1e-3 (default +0.01)" in out
+    assert "not checked: embedder_no_face (count, no direction), faces_missed (count, " in out
+    assert "+0.01 (default)" in out  # the allowed column says where the tolerance came from
+    # the run's mask TAR is 0.03: a baseline of 0.015 allows 0.025 -> regression
+    base = _baseline(tmp_path, edits={("mask", "tar_far_1e-3"): 0.015})
+    md = tmp_path / "summary.md"
+    assert _check_default(RUN, base, "--markdown", str(md)) == 1
+    out = capsys.readouterr().out
+    assert "regressed: tar_far_1e-3 (1 of 3 values beyond default +0.01)" in out
+    assert "held: accuracy (default +0.02)" in out
+    assert "- not checked: embedder_no_face (count, no direction)" in md.read_text()
+    # a baseline of 0.025 is within the default
+    base = _baseline(tmp_path, edits={("mask", "tar_far_1e-3"): 0.025})
+    assert _check_default(RUN, base) == 0
+
+
+def test_given_tolerance_overrides_per_metric_and_the_rest_keep_their_default(tmp_path, capsys):
+    base = _baseline(tmp_path, edits={("mask", "tar_far_1e-3"): 0.015})
+    assert _check(RUN, base, "tar_far_1e-3=+0.02") == 0  # yours replaces the default +0.01
+    out = capsys.readouterr().out
+    assert "held: accuracy (default +0.02), tar_far_1e-3 (given +0.02)" in out
+    # accuracy is not named: its default still holds it (mask's accuracy is 0.48 in the run)
+    base = _baseline(tmp_path, edits={("mask", "accuracy"): 0.45})
+    assert _check(RUN, base, "tar_far_1e-3=+0.02") == 1
+    assert "regressed: accuracy (1 of 3 values beyond default +0.02)" in capsys.readouterr().out
+    assert _check(RUN, base, "tar_far_1e-3=+0.02,accuracy=+0.05") == 0
+
+
+def test_metric_without_default_is_named_with_why(tmp_path, capsys):
+    base = _baseline(tmp_path, src=CELEBA)
+    assert _check_default(CELEBA, base) == 0
+    out = capsys.readouterr().out
+    assert "not checked: fid (no default tolerance)" in out
+    assert "held: detection_rate (default -1), recall_at_1 (default +1)" in out
+    # a given tolerance on one evaluator: the metric's other evaluators keep the default
+    assert _check(CELEBA, base, "detection_rate[dlib-hog]=-0.3") == 0
+    out = capsys.readouterr().out
+    assert "detection_rate (given -0.3, default -1)" in out
+
+
+def test_nothing_to_check_is_an_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(RUN, run)
+    info = json.loads((run / "run.json").read_text())
+    for m in info["protocol"]["metrics"]:
+        m["tolerance"] = None
+    (run / "run.json").write_text(json.dumps(info))
+    assert _check_default(run, run / "results.csv") == 2
+    err = capsys.readouterr().err
+    assert "nothing to check" in err and "accuracy (no default tolerance)" in err
+    assert len(err.strip().splitlines()) == 1
+    assert _check(run, run / "results.csv", "accuracy=+0.01") == 0  # given ones still work
+
+
+def _expected_allowed(spec) -> str:
+    sign = {True: "-", False: "+", None: "±"}[spec.higher_is_better]
+    return f"default {sign}{spec.tolerance:g}"
+
+
+@pytest.mark.parametrize("run_json", ["absent", "old"])
+def test_defaults_fall_back_to_the_registered_protocol(tmp_path, capsys, run_json):
+    """A run folder without run.json, or with one written before MetricSpec had tolerances:
+    the registered lfw protocol's MetricSpecs give the defaults (nothing else does)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(RUN / "results.csv", run / "results.csv")
+    if run_json == "old":
+        info = json.loads((RUN / "run.json").read_text())
+        info["protocol"]["metrics"] = [
+            {k: m[k] for k in ("name", "higher_is_better", "description")}
+            for m in info["protocol"]["metrics"]
+        ]
+        (run / "run.json").write_text(json.dumps(info))
+    specs = {m.name: m for m in PROTOCOLS.entry("lfw").factory.metrics}
+    present = set(pd.read_csv(run / "results.csv")["metric"])
+    headline = {n: s for n, s in specs.items() if n in present and s.tolerance is not None}
+    code = _check_default(run, run / "results.csv")
+    out, err = capsys.readouterr()
+    if not headline:  # the protocol declares no default yet: nothing to check, said so
+        assert code == 2 and "nothing to check" in err
+        return
+    assert code == 0
+    for name, spec in headline.items():
+        assert f"{name} ({_expected_allowed(spec)})" in out
+    for name in sorted(present - set(headline)):
+        assert name in out.split("not checked:")[1]
+
+
+def test_run_json_wins_over_the_registered_protocol(tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(RUN, run)
+    info = json.loads((run / "run.json").read_text())
+    for m in info["protocol"]["metrics"]:
+        if m["name"] == "tar_far_1e-3":
+            m["tolerance"] = 0.125
+    (run / "run.json").write_text(json.dumps(info))
+    assert _check_default(run, run / "results.csv") == 0
+    assert "tar_far_1e-3 (default +0.125)" in capsys.readouterr().out

@@ -129,7 +129,7 @@ def test_latex():
     assert r"\midrule" in tex and r"\cmidrule(lr){2-3}" in tex
     assert r"\textbf{0.030}" in tex  # mask: best TAR
     assert r"\textbf{99.9}" in tex and r"\textbf{100.0}" not in tex  # original is no contender
-    assert r"TAR@FAR$=10^{-3}$ $\downarrow$" in tex and r"Detection (\%) $\uparrow$" in tex
+    assert r"TAR@FAR=$10^{-3}$ $\downarrow$" in tex and r"Detection (\%) $\uparrow$" in tex
     assert r"\multicolumn{2}{c}{Recall@1 (\%) $\downarrow$}" in tex
     assert r"{\scriptsize$\pm$0.030}" in tex and r"{\scriptsize[98.7, 100.0]}" in tex
     assert r"\textless{}script\textgreater{}" in tex and "<script" not in tex

@@ -1,4 +1,4 @@
-"""`anonbench check RUN_DIR --baseline FILE --tolerance ...`: the CI regression gate."""
+"""`anonbench check RUN_DIR --baseline FILE [--tolerance ...]`: the CI regression gate."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ NAME = "check"
 HELP = "compare a run's results to a baseline: exit 0 pass, 1 regression, 2 files do not match"
 
 _EPILOG = """\
-Tolerances: the change allowed in each metric's worse direction, e.g.
+Without --tolerance, every headline metric is checked with the default tolerance its protocol
+declares (its MetricSpec); the summary lists the metrics not checked and why. --tolerance
+overrides per metric (the other headline metrics keep their default), e.g.
   --tolerance recall_at_1=+0.5,tar_far_1e-3=+0.01,detection_rate=-0.5
-'+' for lower-is-better metrics (a rise is worse), '-' for higher-is-better ones; an unsigned
-amount takes the sign from the metric's direction, and a sign that contradicts it is an error.
-METRIC[EVALUATOR]=X limits a tolerance to one evaluator. Only metrics named are checked.
+Each is the change allowed in the metric's worse direction: '+' for lower-is-better metrics (a
+rise is worse), '-' for higher-is-better ones; an unsigned amount takes the sign from the
+metric's direction, and a sign that contradicts it is an error. METRIC[EVALUATOR]=X limits a
+tolerance to one evaluator.
 """
 
 
@@ -26,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tolerance",
-        required=True,
-        help="comma-separated METRIC=+X / METRIC=-X (see below)",
+        help="comma-separated METRIC=+X / METRIC=-X overriding the metrics' default tolerances "
+        "(see below)",
     )
     parser.add_argument("--markdown", help="also write a markdown summary here (CI job page)")
 
