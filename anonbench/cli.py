@@ -35,15 +35,9 @@ def _parse_options(items: Sequence[str]) -> dict[str, str]:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     from anonbench import registry
+    from anonbench.options import describe_option
 
-    kinds = {
-        "methods": registry.METHODS,
-        "protocols": registry.PROTOCOLS,
-        "detectors": registry.DETECTORS,
-        "landmarkers": registry.LANDMARKERS,
-        "embedders": registry.EMBEDDERS,
-        "trainers": registry.TRAINERS,
-    }
+    kinds = {kind: reg for kind, (reg, _group) in registry.KINDS.items()}
     if args.kind:
         if args.kind not in kinds:
             raise AnonbenchError(f"unknown kind {args.kind!r} (one of: {', '.join(kinds)})")
@@ -54,6 +48,17 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         width = max((len(n) for n, _ in entries), default=0)
         for name, desc in entries:
             print(f"  {name:<{width}}  {desc}")
+            if reg is not registry.PROTOCOLS:
+                continue
+            # a protocol's typed options (--option name=value), from its class: resolving it
+            # imports the protocol module, which imports nothing heavy at module level
+            try:
+                options = getattr(reg.entry(name).factory, "options", ())
+            except Exception as e:  # a broken plug-in must not hide the rest of the listing
+                print(f"    (options not available: {type(e).__name__}: {e})")
+                continue
+            for opt in options:
+                print(f"    --option {describe_option(opt)}")
     return 0
 
 
