@@ -79,6 +79,44 @@ def test_mixed_sizes_and_batching_agree(extractor: fid.FIDFeatureExtractor) -> N
     assert extractor.features([]).shape == (0, fid.FEATURE_DIM)
 
 
+# features of the first two sample images, dimensions 0-7, computed before batching moved to
+# the device (one ToTensor per image on the CPU, as pytorch-fid): the CPU path must not drift
+BEFORE_DEVICE_BATCHING = np.array(
+    [
+        [0.435785, 0.143499, 0.282982, 0.098986, 0.362744, 0.485171, 1.319115, 0.453664],
+        [1.0751, 0.070288, 0.134025, 0.084664, 0.22228, 0.304751, 0.74218, 0.291519],
+    ]
+)
+
+
+def test_cpu_features_unchanged_and_independent_of_batch_size(
+    extractor: fid.FIDFeatureExtractor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert fid.FIDFeatureExtractor.__init__.__defaults__ == (None, "cpu", 32)
+    imgs = [read_rgb(p) for p in _sample_paths(3)]
+    imgs.append(np.ascontiguousarray(imgs[1][10:200, 20:240]))  # another size
+    per_size = {}
+    for bs in (1, 2, 32):
+        monkeypatch.setattr(extractor, "batch_size", bs)
+        per_size[bs] = extractor.features(imgs)
+    np.testing.assert_allclose(per_size[32][:2, :8], BEFORE_DEVICE_BATCHING, rtol=0, atol=1e-5)
+    for bs in (1, 2):
+        np.testing.assert_allclose(per_size[bs], per_size[32], rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_features_match_cpu(
+    extractor: fid.FIDFeatureExtractor, helper_weights: fid.FIDWeights
+) -> None:
+    imgs = [read_rgb(p) for p in _sample_paths(4)]
+    imgs.append(np.ascontiguousarray(imgs[1][10:200, 20:240]))
+    gpu = fid.FIDFeatureExtractor(weights=helper_weights.path, device="cuda", batch_size=3)
+    got, ref = gpu.features(imgs), extractor.features(imgs)
+    # TF32 convolutions where torch allows them: float32 rounding, not bit equality
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-2 * np.abs(ref).max())
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9999
+
+
 def test_state_dict_path_loads_the_same_network(
     extractor: fid.FIDFeatureExtractor, helper_weights: fid.FIDWeights, tmp_path: Path
 ) -> None:

@@ -321,11 +321,15 @@ def build_inception(weights: FIDWeights) -> pfi.InceptionV3:
 # --- features -----------------------------------------------------------------------------------
 
 
+def _check_image(a: np.ndarray) -> None:
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"FID expects H x W x 3 uint8 RGB images, got {a.dtype} {a.shape}")
+
+
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 H x W x 3 RGB -> float32 3 x H x W in [0, 1], as torchvision's ToTensor."""
     a = np.asarray(img)
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"FID expects H x W x 3 uint8 RGB images, got {a.dtype} {a.shape}")
+    _check_image(a)
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().div(255)
 
 
@@ -335,8 +339,12 @@ def resize_like_pytorch_fid(x: torch.Tensor) -> torch.Tensor:
 
 
 class FIDFeatureExtractor:
-    """2048-d pool3 features of pytorch-fid's InceptionV3; `features` depends on the images only
-    (for a given weight source), so callers may cache it per image set."""
+    """2048-d pool3 features of pytorch-fid's InceptionV3, `batch_size` images at a time on
+    `device`; `features` depends on the images only (for a given weight source), so callers
+    may cache it per image set. Only uint8 pixels cross to the device: the conversion to
+    [0, 1] and the resize run there. On the CPU the features are those of pytorch-fid's own
+    loop; on a CUDA device they match to float32 rounding (convolutions may use TF32 where
+    torch allows it, as pytorch-fid's would)."""
 
     name = "pytorch-fid-inception-pool3"
     version = "pytorch-fid-0.3.0"
@@ -345,7 +353,7 @@ class FIDFeatureExtractor:
         self,
         weights: str | os.PathLike[str] | None = None,
         device: str | torch.device = "cpu",
-        batch_size: int = 50,
+        batch_size: int = 32,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -355,23 +363,32 @@ class FIDFeatureExtractor:
         self.batch_size = batch_size
         self.model = build_inception(self.weights).to(self.device)
 
-    def _batch_features(self, batch: list[torch.Tensor]) -> np.ndarray:
-        if all(t.shape == batch[0].shape for t in batch):
-            x = torch.stack(batch)  # the model resizes, exactly as in pytorch-fid
+    def _on_device(self, img: np.ndarray) -> torch.Tensor:
+        """uint8 H x W x 3 -> 3 x H x W float32 in [0, 1] on the device (as `_to_tensor`)."""
+        t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device, non_blocking=True)
+        return t.permute(2, 0, 1).float().div(255)
+
+    @torch.inference_mode()
+    def _batch_features(self, batch: list[np.ndarray]) -> np.ndarray:
+        if all(a.shape == batch[0].shape for a in batch):
+            # one uint8 transfer; the model resizes, exactly as in pytorch-fid
+            u8 = torch.from_numpy(np.stack(batch)).to(self.device, non_blocking=True)
+            x = u8.permute(0, 3, 1, 2).float().div(255)
         else:
             # Mixed sizes cannot be stacked; the resize is per image, so doing it first gives
             # the same tensor, and the model's own resize of 299 x 299 is then the identity.
-            x = torch.cat([resize_like_pytorch_fid(t[None]) for t in batch])
-        with torch.no_grad():
-            pred = self.model(x.to(self.device))[0]
+            x = torch.cat([resize_like_pytorch_fid(self._on_device(a)[None]) for a in batch])
+        pred = self.model(x)[0]
         return pred.reshape(pred.shape[0], FEATURE_DIM).cpu().numpy().astype(np.float64)
 
     def features(self, images: Iterable[np.ndarray]) -> np.ndarray:
         """N x 2048 float64 features of H x W x 3 uint8 RGB images, in order."""
         chunks: list[np.ndarray] = []
-        batch: list[torch.Tensor] = []
+        batch: list[np.ndarray] = []
         for img in images:
-            batch.append(_to_tensor(img))
+            a = np.asarray(img)
+            _check_image(a)
+            batch.append(a)
             if len(batch) == self.batch_size:
                 chunks.append(self._batch_features(batch))
                 batch = []
