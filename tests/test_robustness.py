@@ -1,0 +1,315 @@
+"""Bad inputs: every one is a single clear line or a counted skip, never a traceback.
+
+All fixtures are built here, in tmp_path: corrupt, empty, tiny, grayscale, CMYK, RGBA and
+16-bit images, a PNG whose header declares a huge image, text files that are not UTF-8, a
+folder with bad files run through `anonbench anonymize`, a truncated video, and concurrent
+merges into one results.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from anonbench.cli import main
+from anonbench.data import images
+from anonbench.data.images import ImageReadError, ImageTooLargeError, read_image, read_rgb
+from anonbench.data.lfw import sample_root
+from anonbench.errors import AnonbenchError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _restore_max_pixels(monkeypatch):
+    """`anonbench anonymize --max-pixels` sets a process-wide limit; undo it after each test."""
+    monkeypatch.setattr(images, "_max_pixels", images.DEFAULT_MAX_PIXELS)
+    monkeypatch.setenv(images.ENV_MAX_PIXELS, str(images.DEFAULT_MAX_PIXELS))
+
+
+def _png_header_only(path: Path, w: int, h: int) -> Path:
+    """A PNG whose IHDR declares w x h RGB but holds almost no data (a few hundred bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    path.write_bytes(PNG_SIGNATURE + body)
+    return path
+
+
+def _one_line(e: pytest.ExceptionInfo, path: Path) -> str:
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and str(path) in msg, msg
+    assert isinstance(e.value, AnonbenchError)
+    return msg
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def test_corrupt_and_empty_files_are_one_line(tmp_path):
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 3)
+    with pytest.raises(ImageReadError) as e:
+        read_rgb(bad)
+    assert "cannot decode" in _one_line(e, bad)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for reader in (read_rgb, read_image):
+        with pytest.raises(ImageReadError) as e:
+            reader(empty)
+        assert "empty file (0 bytes)" in _one_line(e, empty)
+    # a valid PNG cut in half: the header reads, the pixels do not
+    half = tmp_path / "half.png"
+    cv2.imwrite(str(half), np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    half.write_bytes(half.read_bytes()[:200])
+    with pytest.raises(ImageReadError) as e:
+        read_image(half)
+    _one_line(e, half)
+
+
+def test_tiny_grayscale_cmyk_become_rgb(tmp_path):
+    one = tmp_path / "one.png"
+    Image.new("RGB", (1, 1), (10, 20, 30)).save(one)
+    assert read_rgb(one).tolist() == [[[10, 20, 30]]]
+    gray = tmp_path / "gray.png"
+    g = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    Image.fromarray(g, "L").save(gray)
+    rgb, alpha, info = read_image(gray)
+    assert rgb.shape == (3, 4, 3) and alpha is None
+    assert all(np.array_equal(rgb[..., c], g) for c in range(3))
+    assert info.conversions == ["grayscale -> RGB"] and np.array_equal(read_rgb(gray), rgb)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (16, 8), (0, 255, 255, 0)).save(cmyk, quality=95)  # pure red
+    rgb, _, info = read_image(cmyk)
+    assert rgb.shape == (8, 16, 3) and info.mode == "CMYK" and "CMYK -> RGB" in info.conversions
+    assert np.abs(rgb.reshape(-1, 3).mean(0) - [255, 0, 0]).max() < 8
+
+
+def test_rgba_keeps_alpha_and_16bit_keeps_the_high_byte(tmp_path):
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    p = tmp_path / "rgba.png"
+    Image.fromarray(rgba, "RGBA").save(p)
+    rgb, alpha, info = read_image(p)
+    assert np.array_equal(rgb, rgba[..., :3]) and np.array_equal(alpha, rgba[..., 3])
+    assert info.has_alpha and np.array_equal(read_rgb(p), rgba[..., :3])
+    deep = rng.integers(0, 65536, (7, 9, 3), dtype=np.uint16)
+    p16 = tmp_path / "deep.png"
+    assert cv2.imwrite(str(p16), deep[..., ::-1])  # OpenCV writes BGR
+    rgb, alpha, info = read_image(p16)
+    assert rgb.dtype == np.uint8 and np.array_equal(rgb, (deep >> 8).astype(np.uint8))
+    assert alpha is None and info.bits == 16 and info.conversions == ["16-bit -> 8-bit"]
+    assert np.array_equal(read_rgb(p16), rgb)
+    deep_a = rng.integers(0, 65536, (4, 4, 4), dtype=np.uint16)
+    p16a = tmp_path / "deep_rgba.png"
+    assert cv2.imwrite(str(p16a), deep_a)
+    rgb, alpha, info = read_image(p16a)
+    assert np.array_equal(alpha, (deep_a[..., 3] >> 8).astype(np.uint8)) and info.bits == 16
+
+
+def test_pixel_limit_refuses_from_the_header_before_decoding(tmp_path, monkeypatch):
+    big = _png_header_only(tmp_path / "big.png", 9000, 9000)  # 81 MP, under PIL's own limit
+    bomb = _png_header_only(tmp_path / "bomb.png", 20000, 20000)  # 400 MP: PIL raises itself
+    assert big.stat().st_size < 500 and bomb.stat().st_size < 500
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded an image that is over the limit")
+
+    with monkeypatch.context() as m:
+        m.setattr(cv2, "imdecode", no_decoding)
+        with pytest.raises(ImageTooLargeError) as e:
+            read_rgb(big)
+        msg = _one_line(e, big)
+        assert "9000x9000" in msg and "81.0 megapixels" in msg and "64.0 megapixels" in msg
+        with pytest.raises(ImageTooLargeError) as e:
+            read_image(bomb)
+        assert "400.0 megapixels" in _one_line(e, bomb)
+        with pytest.raises(ImageTooLargeError, match="9000x9000"):
+            read_image(big, max_pixels=1000)
+    # under a higher limit the header passes and the (missing) pixels fail to decode
+    with pytest.raises(ImageReadError) as e:
+        read_rgb(big, max_pixels=100_000_000)
+    assert not isinstance(e.value, ImageTooLargeError) and "cannot decode" in str(e.value)
+    images.set_max_pixels(10)
+    assert images.get_max_pixels() == 10
+    assert images.os.environ[images.ENV_MAX_PIXELS] == "10"  # worker processes inherit it
+    small = tmp_path / "small.png"
+    Image.new("RGB", (4, 4)).save(small)
+    with pytest.raises(ImageTooLargeError, match="4x4"):
+        read_rgb(small)
+    images.set_max_pixels(0)
+    assert images.get_max_pixels() is None and read_rgb(small).shape == (4, 4, 3)
+
+
+# -- text files --------------------------------------------------------------------------------
+
+
+def test_pairs_file_that_is_not_utf8(tmp_path):
+    from anonbench.data.lfw import read_pairs
+
+    p = tmp_path / "pairs.txt"
+    p.write_bytes(b"1 1\nAlice\t1\t2\nB\xe9atrice\t1\tCarl\t1\n")
+    with pytest.raises(AnonbenchError) as e:
+        read_pairs(p)
+    msg = _one_line(e, p)
+    assert f"{p}:3:" in msg and "not UTF-8" in msg and "e9" in msg
+    ok = tmp_path / "ok.txt"  # UTF-8 with a byte-order mark and a non-ASCII name is fine
+    ok.write_bytes("\ufeff1 1\nAlice\t1\t2\nBéatrice\t1\tCarl\t1\n".encode())
+    assert [(x.name1, x.name2) for x in read_pairs(ok)] == [
+        ("Alice", "Alice"),
+        ("Béatrice", "Carl"),
+    ]
+
+
+def test_celeba_identity_list_that_is_not_utf8(tmp_path):
+    from anonbench.data.celeba import load_celeba
+
+    (tmp_path / "img_align_celeba").mkdir()
+    ident = tmp_path / "identity_CelebA.txt"
+    ident.write_bytes(b"000001.jpg 1\n000002.jpg 2\n\xff\xfe0003.jpg 3\n")
+    with pytest.raises(AnonbenchError) as e:
+        load_celeba(tmp_path)
+    assert f"{ident}:3:" in _one_line(e, ident)
+    ident.write_bytes(b"000001.jpg 1\n")
+    lm = tmp_path / "list_landmarks_align_celeba.txt"
+    lm.write_bytes(b"1\nlefteye_x ...\n000001.jpg 1 2 3 4 5 6 7 8 9 1\xc3\n")
+    with pytest.raises(AnonbenchError, match=r"list_landmarks_align_celeba.txt:3: not UTF-8"):
+        load_celeba(tmp_path)
+
+
+# -- anonbench anonymize -----------------------------------------------------------------------
+
+
+def _anonymize(*args: str) -> int:
+    return main(["anonymize", "--quiet", "--no-cache", "--detector", "dlib-hog", *args])
+
+
+def test_folder_goes_on_past_bad_files(tmp_path, capsys):
+    photo = sorted((sample_root() / "images" / "Abdullah_Gul").glob("*.jpg"))[0]
+    face = read_rgb(photo)
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "a_good.jpg").write_bytes(photo.read_bytes())
+    (src / "b_corrupt.jpg").write_bytes(b"not an image at all")
+    (src / "sub" / "c_empty.png").write_bytes(b"")
+    _png_header_only(src / "d_huge.png", 20000, 20000)
+    alpha = np.tile(np.linspace(0, 255, face.shape[1]).astype(np.uint8), (face.shape[0], 1))
+    Image.fromarray(np.dstack([face, alpha]), "RGBA").save(src / "e_rgba.png")
+    assert cv2.imwrite(str(src / "f_deep.png"), face[..., ::-1].astype(np.uint16) * 257)
+    out = tmp_path / "out"
+    assert _anonymize("--method", "blur17", "--input", str(src), "--output", str(out)) == 1
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err + cap.out
+    skipped = [ln for ln in cap.err.splitlines() if ln.startswith("anonbench: skipped:")]
+    assert len(skipped) == 3
+    assert any("b_corrupt.jpg" in s and "cannot decode" in s for s in skipped)
+    assert any("c_empty.png" in s and "empty file" in s for s in skipped)
+    assert any("d_huge.png" in s and "400.0 megapixels" in s for s in skipped)
+    assert cap.err.count("16-bit channels") == 1 and "failed inputs (skipped" in cap.out
+    rep = json.loads((out / "anonymize_report.json").read_text())
+    assert rep["totals"]["failed"] == 3 and rep["totals"]["images"] == 3
+    assert rep["totals"]["converted_to_8bit"] == 1 and rep["totals"]["faces"] == 3
+    assert sorted(Path(f["input"]).name for f in rep["failed"]) == [
+        "b_corrupt.jpg",
+        "c_empty.png",
+        "d_huge.png",
+    ]
+    # the good ones are written, the bad ones leave nothing behind, no temporary files
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a_good.jpg", "anonymize_report.json", "e_rgba.png", "f_deep.png"]
+    rgb, a, _ = read_image(out / "e_rgba.png")
+    assert np.array_equal(a, alpha) and np.abs(rgb.astype(int) - face).mean() > 0.5
+    deep, _, info = read_image(out / "f_deep.png")
+    assert info.bits == 8 and deep.shape == face.shape
+    by_name = {Path(r["input"]).name: r for r in rep["inputs"]}
+    assert by_name["e_rgba.png"]["alpha"] == "kept"
+    assert by_name["f_deep.png"]["converted"] == ["16-bit -> 8-bit"]
+    # --max-pixels from the command line: now the good photo (250 x 250) is too large too
+    out2 = tmp_path / "out2"
+    args = ["--method", "blur17", "--input", str(src / "a_good.jpg"), "--output", str(out2)]
+    assert _anonymize(*args, "--max-pixels", "1000") == 1
+    assert "250x250" in capsys.readouterr().err
+    assert json.loads((out2 / "anonymize_report.json").read_text())["totals"]["failed"] == 1
+
+
+def _truncated_avi(path: Path, frames: int = 40, keep: int = 25) -> Path:
+    """An MJPEG AVI of `frames` frames, cut right after frame `keep`: the header still
+    declares `frames`, and the index at the end is gone."""
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    assert w.isOpened()
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        w.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    w.release()
+    data = path.read_bytes()
+    starts, i = [], data.find(b"00dc", data.find(b"movi"))  # frame chunks follow "movi"
+    while i >= 0:
+        starts.append(i)
+        i = data.find(b"00dc", i + 4)
+    assert len(starts) >= frames + 1  # one chunk per frame, then the index entries
+    path.write_bytes(data[: starts[keep]])
+    return path
+
+
+def test_truncated_video_says_frames_declared_and_decoded(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    _truncated_avi(src / "cut.avi")
+    (src / "broken.mp4").write_bytes(b"\0\0\0\x18ftypmp42" + b"\0" * 100)  # no moov: won't open
+    out = tmp_path / "out"
+    assert _anonymize("--method", "blur17", "--input", str(src), "--output", str(out)) == 1
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err + cap.out
+    assert "cut.avi: 40 frames declared, 25 decoded" in cap.err
+    assert any("broken.mp4" in ln for ln in cap.err.splitlines() if "skipped" in ln)
+    rep = json.loads((out / "anonymize_report.json").read_text())
+    (v,) = rep["inputs"]
+    assert (v["frames_declared"], v["frames_decoded"], v["truncated"]) == (40, 25, True)
+    assert rep["totals"]["truncated_videos"] == 1 and rep["totals"]["failed"] == 1
+    written = cv2.VideoCapture(str(out / "cut.avi.mp4"))
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 25
+    written.release()
+    assert not (out / "broken.mp4").exists()
+
+
+# -- results.csv ---------------------------------------------------------------------------------
+
+
+def _merge_many(path: str, who: int, n: int, barrier) -> None:
+    from anonbench.results import make_row, merge_and_write
+
+    barrier.wait()
+    for i in range(n):
+        row = make_row(method=f"w{who}-{i}", protocol="p", metric="m", value=float(i))
+        merge_and_write(path, [row])
+
+
+def test_concurrent_merges_lose_no_rows(tmp_path):
+    from anonbench.results import read_results
+
+    ctx = mp.get_context("fork")  # forked children share the imports: the trials stay quick
+    for trial in range(3):
+        path = tmp_path / f"t{trial}" / "results.csv"
+        path.parent.mkdir()
+        barrier = ctx.Barrier(2)
+        procs = [ctx.Process(target=_merge_many, args=(str(path), w, 50, barrier)) for w in (0, 1)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0]
+        df = read_results(path)
+        assert len(df) == 100 and df["method"].nunique() == 100
+        assert (path.parent / "results.csv.lock").is_file()
