@@ -66,22 +66,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from anonbench.runner import RunConfig, run
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    options = _parse_options(args.option)
+    # --folds / --pairs are LFW options with flags of their own; a protocol that does not
+    # declare them rejects them like any unknown option
+    for flag, key, value in (("--folds", "folds", args.folds), ("--pairs", "pairs", args.pairs)):
+        if value is None:
+            continue
+        from anonbench.registry import PROTOCOLS
+
+        proto = PROTOCOLS.entry(args.protocol).factory
+        if key not in {o.name for o in getattr(proto, "options", ())}:
+            raise AnonbenchError(f"{flag} does not apply to protocol {args.protocol}")
+        if key == "folds" and value < 1:
+            raise AnonbenchError("--folds must be >= 1")
+        options[key] = str(value)
     cfg = RunConfig(
         methods=methods,
         protocol=args.protocol,
-        data_root=args.data_root,
+        data=args.data,
         out=args.out,
         embedder=args.embedder,
         workers=args.workers,
         seed=args.seed,
-        folds=args.folds,
         cache_dir=args.cache_dir,
         checkpoints=_parse_checkpoints(args.checkpoint),
-        options={
-            "quiet": args.quiet,
-            **({"pairs": args.pairs} if args.pairs else {}),
-            **_parse_options(args.option),
-        },
+        options=options,
+        device=args.device,
+        batch_size=args.batch_size,
+        quiet=args.quiet,
     )
     if args.no_cache:
         import tempfile
@@ -89,6 +101,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg.cache_dir = tempfile.mkdtemp(prefix="anonbench-nocache-")
     run(cfg)
     return 0
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """--data KIND:PATH (with --data-root as an alias), --device, --batch-size, --workers."""
+    p.add_argument(
+        "--data",
+        "--data-root",
+        dest="data",
+        help="dataset: lfw:DIR, celeba:DIR, folders:DIR, or a plain DIR (the protocol's "
+        "default kind); omitted: the embedded LFW sample (lfw-sample)",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device for methods and evaluators: auto, cpu, cuda, cuda:N (default cpu)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="images per batched torch call (default 32)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default min(2, cores))"
+    )
+    p.add_argument(
+        "--cache-dir", help="cache folder (default $ANONBENCH_CACHE or ~/.cache/anonbench)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,14 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=_cmd_ls)
 
     r = sub.add_parser("run", help="run methods through a protocol")
-    r.add_argument("--methods", required=True, help="comma-separated method names (anonbench ls)")
+    r.add_argument(
+        "--methods",
+        required=True,
+        help="comma-separated: method names (anonbench ls), folder:DIR or LABEL=folder:DIR "
+        "(pre-computed outputs at the dataset's relative paths)",
+    )
     r.add_argument("--protocol", required=True, help="protocol name, e.g. lfw")
-    r.add_argument("--data-root", help="dataset folder; omitted: the embedded sample (lfw-sample)")
     r.add_argument("--out", help="output folder (default runs/<protocol>-<data>)")
     r.add_argument("--embedder", default="dlib-resnet", help="recognizer used as the attacker")
-    r.add_argument(
-        "--workers", type=int, default=None, help="worker processes (default min(2, cores))"
-    )
+    add_data_arguments(r)
     r.add_argument("--folds", type=int, help="use only the first K folds (quick checks)")
     r.add_argument("--pairs", help="LFW pairs file name in the data root (default pairs.txt)")
     r.add_argument("--seed", type=int, default=0, help="split / bootstrap / training seed")
@@ -127,11 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "recognizers=pnca,dlib-resnet identifier=PATH max_per_identity=10 fid=0",
     )
     r.add_argument("--checkpoint", action="append", default=[], metavar="METHOD=PATH")
-    r.add_argument(
-        "--cache-dir", help="cache folder (default $ANONBENCH_CACHE or ~/.cache/anonbench)"
-    )
     r.add_argument("--no-cache", action="store_true", help="use a fresh temporary cache")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_run)
 
     for mod in _command_modules():

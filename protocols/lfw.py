@@ -6,59 +6,24 @@ L2-normalised embeddings. For each fold, the threshold with FAR <= 0.001 on the 
 mismatched pairs is applied to the held-out fold (TAR@FAR=0.001), and the accuracy-maximising
 threshold likewise (10-fold accuracy). A face the anonymizer misses leaves the image unchanged
 and the pair stays in the metric: a missed face is a leak.
+
+The recognizer embeds, in each image, the face its own detector finds over the reference face
+(the face detected on the image's own original); where it finds none it embeds that box.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from anonbench.api import Anonymizer, MetricSpec, Protocol, RunContext
-from anonbench.cache import Cache
-from anonbench.data.lfw import LFW_FACE_BOX, Pair, open_lfw
-from anonbench.faces.cached import cached_embedding
+from anonbench.api import Anonymizer, MetricSpec, Option, Protocol, RunContext
+from anonbench.data.records import ImageRecord
 from anonbench.registry import register_protocol
 
 FAR = 1e-3
-
-
-@dataclass
-class _Worker:
-    method: Anonymizer | None  # None: embed the image as it is (the reference image)
-    embedder: Any
-    analyzer: Any
-    cache: Cache
-    method_key: str
-
-
-def _build_worker(
-    method: Anonymizer | None, embedder_name: str, cache_dir: str, method_key: str
-) -> _Worker:
-    from anonbench.faces.analysis import FaceAnalyzer
-    from anonbench.registry import EMBEDDERS
-
-    cache = Cache(cache_dir)
-    analyzer = FaceAnalyzer(cache=cache) if method is not None else None
-    return _Worker(method, EMBEDDERS.create(embedder_name), analyzer, cache, method_key)
-
-
-def _process(w: _Worker, item: tuple[str, str]) -> dict[str, Any]:
-    """Reads one image, anonymizes it (if a method is set) and embeds it."""
-    from anonbench.anonymize import load_anonymized
-    from anonbench.data.images import ImageReadError
-
-    key, path = item
-    try:
-        img, faces = load_anonymized(w.method, w.analyzer, path, key)
-    except ImageReadError as e:
-        return {"key": key, "error": str(e)}
-    emb, fb = cached_embedding(w.cache, w.embedder, img, LFW_FACE_BOX)
-    return {"key": key, "embedding": emb, "fallback": fb, "faces": faces, "error": None}
 
 
 @register_protocol("lfw")
@@ -66,134 +31,175 @@ class LFWVerification(Protocol):
     """LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy over 10 folds."""
 
     name = "lfw"
-    version = "1"
+    version = "2"
     datasets = ("lfw",)
     metrics = (
         MetricSpec(
             "tar_far_1e-3",
             False,
             "true accept rate at FAR <= 0.001 (mean over folds); lower = better anonymization",
+            label="TAR@FAR=1e-3",
+            decimals=4,
+            tolerance=0.01,
+            unit="fraction",
         ),
-        MetricSpec("accuracy", False, "10-fold verification accuracy; 0.5 = chance"),
+        MetricSpec(
+            "accuracy",
+            False,
+            "10-fold verification accuracy; 0.5 = chance",
+            label="accuracy",
+            decimals=4,
+            tolerance=0.01,
+            unit="fraction",
+        ),
         MetricSpec(
             "faces_missed",
             None,
             "anonymized images in which the anonymizer's detector "
             "found no face (returned unchanged, kept in the metric)",
+            label="faces missed",
+            decimals=0,
+            unit="count",
         ),
         MetricSpec(
             "embedder_no_face",
             None,
-            "anonymized images in which the recognizer found no "
-            "face and embedded the fixed LFW face box",
+            "anonymized images in which the recognizer's detector found no face over the "
+            "reference face (it embedded the reference box)",
+            label="recognizer found no face",
+            decimals=0,
+            unit="count",
         ),
         MetricSpec(
-            "unreadable_images", None, "images that could not be read; their pairs are left out"
+            "unreadable_images",
+            None,
+            "images that could not be read; their pairs are left out",
+            label="unreadable",
+            decimals=0,
+            unit="count",
         ),
     )
+    options = (
+        Option("pairs", str, "pairs.txt", "pairs file in the data root (View 2: pairs.txt)"),
+        Option("folds", int, 0, "use only the first K folds (0 = all; quick checks)"),
+    )
 
-    def __init__(self, pairs_file: str = "pairs.txt") -> None:
-        self.pairs_file = pairs_file
+    def __init__(self) -> None:
         self._reference: dict[str, dict[str, Any]] = {}
 
-    def _embed_all(
-        self,
-        method: Anonymizer | None,
-        items: list[tuple[str, str]],
-        ctx: RunContext,
-        desc: str,
-        method_key: str,
-    ) -> dict[str, dict[str, Any]]:
-        from tqdm.auto import tqdm
+    def _pairs(self, ctx: RunContext) -> list[Any]:
+        folds = int(ctx.options.get("folds") or 0)
+        return [p for p in ctx.data.pairs if folds <= 0 or p.fold < folds]
 
-        from anonbench.parallel import map_items
+    def _keys(self, ctx: RunContext) -> tuple[list[Any], list[ImageRecord], list[ImageRecord]]:
+        from anonbench.data.datasets import lfw_key
 
-        builder = functools.partial(_build_worker, method, ctx.embedder, ctx.cache_dir, method_key)
-        results = {}
-        it = map_items(_process, builder, items, workers=ctx.workers)
-        for r in tqdm(
-            it,
-            total=len(items),
-            desc=desc,
-            unit="img",
-            dynamic_ncols=True,
-            disable=ctx.options.get("quiet", False),
-        ):
-            results[r["key"]] = r
-        return results
+        pairs = self._pairs(ctx)
+        by_key = ctx.data.by_key()
+        firsts = sorted({lfw_key(p.name1, p.num1) for p in pairs})
+        seconds = sorted({lfw_key(p.name2, p.num2) for p in pairs})
+        return pairs, [by_key[k] for k in firsts], [by_key[k] for k in seconds]
 
-    def _save_examples(
-        self, method: Anonymizer, items: list[tuple[str, str]], ctx: RunContext
-    ) -> None:
-        """The same few anonymized faces for every method, for the report's image grid."""
-        from anonbench.anonymize import anonymize_image
-        from anonbench.data.images import read_rgb
-        from anonbench.examples import pick_examples, save_examples
-        from anonbench.faces.analysis import FaceAnalyzer
+    def prepare(self, ctx: RunContext) -> None:
+        _, firsts, seconds = self._keys(ctx)
+        ctx.originals.analyze(
+            sorted({*firsts, *seconds}, key=lambda r: r.key), f"analyse {ctx.data.label}"
+        )
 
-        paths = dict(items)
-        chosen = pick_examples([(k, k.split("/")[0]) for k in paths])
-        analyzer = FaceAnalyzer(cache=Cache(ctx.cache_dir))
-        out = []
-        for k in chosen:
-            img = read_rgb(paths[k])
-            out.append((k, k.split("/")[0], anonymize_image(method, img, analyzer(img), k)))
-        save_examples(ctx.out_dir, "lfw", method.name, out)
+    def records(self, method: Anonymizer, ctx: RunContext) -> list[ImageRecord]:
+        return self._keys(ctx)[2]
 
-    def run(self, method: Anonymizer, ctx: RunContext) -> list[dict[str, Any]]:
+    def _items(self, ctx: RunContext, records: list[ImageRecord], store: Any) -> list[tuple]:
+        from anonbench.produce import ImageRef
+
+        org = ctx.originals
+        bad = org.errors(records)
+        return [
+            (
+                r.key,
+                store.ref(r) if store is not None else ImageRef(None, str(r.path)),
+                org.reference(r.key)[0],
+            )
+            for r in records
+            if r.key not in bad
+        ]
+
+    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
         import pandas as pd
 
-        ds = open_lfw(ctx.data_root, ctx.options.get("pairs", self.pairs_file))
-        pairs: list[Pair] = ds.pairs()
-        if ctx.limit_folds is not None:
-            pairs = [p for p in pairs if p.fold < ctx.limit_folds]
-        k1 = {p: f"{p.name1}/{p.num1}" for p in pairs}
-        k2 = {p: f"{p.name2}/{p.num2}" for p in pairs}
-        firsts = sorted({(k1[p], str(ds.image_path(p.name1, p.num1))) for p in pairs})
-        seconds = sorted({(k2[p], str(ds.image_path(p.name2, p.num2))) for p in pairs})
+        from anonbench.data.datasets import lfw_key
+        from anonbench.evaluate import evaluate_images, warn_fallback
+        from anonbench.examples import pick_examples, save_examples, save_missed
+        from anonbench.metrics.verification import kfold_verification
 
-        # reference images: embedded once per protocol instance (and cached on disk)
-        todo = [it for it in firsts if it[0] not in self._reference]
+        pairs, firsts, seconds = self._keys(ctx)
+        org = ctx.originals
+        kw = dict(
+            cache_dir=ctx.cache_dir,
+            workers=ctx.workers,
+            device=ctx.device,
+            batch_size=ctx.batch_size,
+            quiet=ctx.quiet,
+        )
+        todo = [r for r in firsts if r.key not in self._reference]
         if todo:
             self._reference.update(
-                self._embed_all(None, todo, ctx, f"lfw reference ({ds.label})", "reference")
+                evaluate_images(
+                    self._items(ctx, todo, None),
+                    [],
+                    [ctx.embedder],
+                    desc=f"lfw reference ({ctx.data.label})",
+                    **kw,
+                )
             )
-        anon = self._embed_all(method, seconds, ctx, f"lfw {method.name} ({ds.label})", method.name)
-
-        errors = sorted(
-            {r["error"] for r in [*self._reference.values(), *anon.values()] if r["error"]}
+        anon = evaluate_images(
+            self._items(ctx, seconds, store),
+            [],
+            [ctx.embedder],
+            desc=f"lfw {method.name} ({ctx.data.label})",
+            **kw,
         )
-        for e in errors:
+        errors = org.errors([*firsts, *seconds])
+        for k, r in [*self._reference.items(), *anon.items()]:
+            if r["error"] and k not in errors:
+                errors[k] = r["error"]
+        for e in sorted(set(errors.values())):
             print(f"warning: {e} (its pairs are left out)")
         rows_scores = []
         for p in pairs:
-            a, b = self._reference[k1[p]], anon[k2[p]]
-            if a["error"] or b["error"]:
+            k1, k2 = lfw_key(p.name1, p.num1), lfw_key(p.name2, p.num2)
+            if k1 in errors or k2 in errors:
                 continue
-            score = float(np.dot(a["embedding"], b["embedding"]))
-            rows_scores.append((p.fold, p.index, p.label, score))
+            a = self._reference[k1]["embs"][ctx.embedder][0]
+            b = anon[k2]["embs"][ctx.embedder][0]
+            rows_scores.append((p.fold, p.index, p.label, float(np.dot(a, b))))
         scores = pd.DataFrame(rows_scores, columns=["fold", "pair", "label", "score"])
         sdir = Path(ctx.out_dir) / "scores" / "lfw"
         sdir.mkdir(parents=True, exist_ok=True)
-        scores.to_csv(sdir / f"{method.name}.csv", index=False, float_format="%.6f")
+        scores.to_csv(sdir / f"{_safe(method.name)}.csv", index=False, float_format="%.6f")
 
-        self._save_examples(
-            method, [(k, p) for k, p in seconds if k in anon and not anon[k]["error"]], ctx
+        ok = [r for r in seconds if r.key not in errors]
+        chosen = set(pick_examples([(r.key, r.identity) for r in ok]))
+        save_examples(
+            ctx.out_dir,
+            "lfw",
+            method.name,
+            [(r.key, r.identity, store.load(r)) for r in ok if r.key in chosen],
         )
-
-        from anonbench.examples import save_missed
-        from anonbench.metrics.verification import kfold_verification
-
-        ok = [r for r in anon.values() if not r["error"]]
-        missed = sum(r["faces"] == 0 for r in ok)
-        save_missed(ctx.out_dir, "lfw", method.name, [r["key"] for r in ok if r["faces"] == 0])
-        no_face = sum(bool(r["fallback"]) for r in ok)
+        missed = store.missed(ok)
+        save_missed(ctx.out_dir, "lfw", method.name, missed)
+        no_face = sum(bool(anon[r.key]["embs"][ctx.embedder][1]) for r in ok)
+        ref_fallback = sum(
+            org.reference(r.key)[1] for r in [*firsts, *seconds] if r.key not in errors
+        )
+        doubt = warn_fallback(ctx.quiet, ctx.data.label, ref_fallback, len(firsts) + len(seconds))
         n_folds = int(scores["fold"].nunique()) if len(scores) else 0
         note = ""
         rows: list[dict[str, Any]] = []
+        pf = ctx.data.pairs_file
         base = {
-            "dataset": ds.label,
-            "split": "view2" if "pairs.txt" in ds.pairs_file.name else ds.pairs_file.stem,
+            "dataset": ctx.data.label,
+            "split": "view2" if pf is not None and pf.name == "pairs.txt" else Path(str(pf)).stem,
             "evaluator": ctx.embedder,
         }
         if n_folds:
@@ -208,6 +214,7 @@ class LFWVerification(Protocol):
                 print(f"note: {method.name}: {note}")
             tm, ts = res.tar_mean_std()
             am, as_ = res.accuracy_mean_std()
+            fold_note = "; ".join(x for x in (note or f"{n_folds} folds", doubt) if x)
             rows += [
                 {
                     **base,
@@ -215,7 +222,7 @@ class LFWVerification(Protocol):
                     "value": tm,
                     "std": ts,
                     "n": len(scores),
-                    "note": note or f"{n_folds} folds",
+                    "note": fold_note,
                 },
                 {
                     **base,
@@ -223,7 +230,7 @@ class LFWVerification(Protocol):
                     "value": am,
                     "std": as_,
                     "n": len(scores),
-                    "note": note or f"{n_folds} folds",
+                    "note": fold_note,
                 },
             ]
         else:
@@ -241,17 +248,26 @@ class LFWVerification(Protocol):
             {
                 **base,
                 "metric": "faces_missed",
-                "value": missed,
+                "value": len(missed),
                 "n": len(ok),
-                "evaluator": "dlib-hog",
+                "evaluator": "dlib-hog" if not store.external else "output files",
+                "note": "missing output files count as missed" if store.external else None,
             },
             {**base, "metric": "embedder_no_face", "value": no_face, "n": len(ok)},
             {
                 **base,
                 "metric": "unreadable_images",
                 "evaluator": "-",
-                "value": len(errors),
+                "value": len(set(errors)),
                 "n": len(firsts) + len(seconds),
             },
         ]
+        ctx.extra.setdefault("lfw", {}).update(
+            {"pairs": len(pairs), **org.describe(sorted({*firsts, *seconds}, key=lambda r: r.key))}
+        )
         return rows
+
+
+def _safe(name: str) -> str:
+    """A method label as a file name (folder:DIR labels may hold slashes)."""
+    return "".join(c if c.isalnum() or c in "-_.=+" else "_" for c in name)

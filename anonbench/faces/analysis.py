@@ -42,6 +42,11 @@ class FaceAnalyzer:
         self.component = f"analysis-{self.detector.name}-{self.landmarker.name}"
         self.version = f"{self.detector.version}+{self.landmarker.version}"
 
+    @classmethod
+    def version_of(cls, detector: str = "dlib-hog", landmarker: str = "dlib-68") -> str:
+        """The version string of an analyzer (it keys cached analyses and output stores)."""
+        return cls(detector, landmarker).version
+
     def __call__(self, image: np.ndarray) -> FaceAnalysis:
         digest = array_digest(image)
         hit = self.cache.get(self.component, self.version, digest)
