@@ -98,6 +98,15 @@ def test_identity_folders(fixtures, tmp_path):
         load_identity_folders(tmp_path)
 
 
+def test_identity_folders_leave_out_hidden_files(tmp_path):
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice" / "1.jpg").write_bytes(b"x")
+    (tmp_path / "alice" / "._1.jpg").write_bytes(b"\0\5\26\7 AppleDouble")  # macOS metadata
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "2.jpg").write_bytes(b"x")
+    assert [r.key for r in load_identity_folders(tmp_path)] == ["alice/1.jpg"]
+
+
 def test_unreadable_image(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
