@@ -232,3 +232,103 @@ def test_ties_are_not_best_and_shared_notes_are_one_line(tmp_path):
     fid_notes = [n for n in t.notes if "N=1000 < 2048" in n]
     assert len(fid_notes) == 1 and "blur17" in fid_notes[0] and "pixelate8" in fid_notes[0]
     assert [n for n in t.notes if "a caveat" in n] == ["blur17: a caveat"]
+
+
+def _specs_of(run: Path):
+    import json
+
+    from anonbench.display import spec_from_dict
+
+    info = json.loads((run / "run.json").read_text())
+    return [spec_from_dict(d) for d in info["protocol"]["metrics"]]
+
+
+def test_console_table_reads_the_metric_specs():
+    import dataclasses
+
+    import pandas as pd
+
+    from anonbench.display import format_table
+
+    df = pd.read_csv(LFW / "results.csv")
+    specs = _specs_of(LFW)  # tar/accuracy: 3 decimals; the others: counts
+    text = format_table(df, specs)
+    assert "TAR@FAR=1e-3 [dlib-resnet]" in text and "Faces missed [dlib-resnet]" in text
+    assert "0.030 ± 0.030" in text and "0.960 ± 0.020" in text
+    assert "187/187" in text and "14/187" in text  # counts as value/n
+    # decimals and labels follow the spec, nothing else
+    tar = next(s for s in specs if s.name == "tar_far_1e-3")
+    other = [dataclasses.replace(tar, decimals=1, label="TAR"), *specs[1:]]
+    text = format_table(df, other)
+    assert "0.0 ± 0.0" in text and "TAR [dlib-resnet]" in text and "0.030" not in text
+    # the older call: metric names shown as counts, no specs
+    old = format_table(df, counts={"faces_missed", "embedder_no_face", "unreadable_images"})
+    assert "14/187" in old and "tar_far_1e-3 [dlib-resnet]" in old
+    assert format_table(df.iloc[0:0], specs) == "(no results)"
+
+
+def _edit_specs(run: Path, **fields_by_metric: dict) -> None:
+    import json
+
+    p = run / "run.json"
+    info = json.loads(p.read_text())
+    for m in info["protocol"]["metrics"]:
+        m.update(fields_by_metric.get(m["name"], {}))
+    p.write_text(json.dumps(info))
+
+
+def test_report_takes_direction_label_and_decimals_from_run_json(tmp_path):
+    from anonbench.reports.latex import render_latex
+    from anonbench.reports.runs import load_runs
+    from anonbench.reports.tables import build_tables
+
+    run = tmp_path / "lfw"
+    shutil.copytree(LFW, run)
+    # a (made-up) spec: TAR higher-is-better, labelled and shown differently
+    _edit_specs(run, **{"tar_far_1e-3": {"higher_is_better": True, "label": "T1", "decimals": 2}})
+    (t,) = build_tables(load_runs([run]))
+    i = t.column_index("tar_far_1e-3")[0]
+    col = t.columns[i]
+    assert col.label == "T1" and col.arrow == "↑"
+    assert t.cell("mask", i).text == "0.03" and t.cell("mask", i).interval == "± 0.03"
+    # best follows the declared direction: blur17 (0.88) beats mask (0.03) now
+    assert t.cell("blur17", i).best and not t.cell("mask", i).best
+    tex = render_latex([run])
+    assert r"T1 $\uparrow$" in tex and r"\textbf{0.88}" in tex
+
+
+@pytest.mark.parametrize("run_json", ["absent", "old"])
+def test_report_falls_back_to_the_registered_protocol(tmp_path, run_json):
+    """No run.json, or one from before MetricSpec had labels: the registered lfw protocol's
+    MetricSpecs give what is missing (a run.json field that is there still wins)."""
+    from anonbench.registry import PROTOCOLS
+    from anonbench.reports.runs import load_runs
+    from anonbench.reports.tables import build_tables
+
+    run = tmp_path / "lfw"
+    shutil.copytree(LFW, run)
+    if run_json == "absent":
+        (run / "run.json").unlink()
+    else:  # only the fields run.json had at first; a direction that differs, on purpose
+        import json
+
+        info = json.loads((run / "run.json").read_text())
+        info["protocol"]["metrics"] = [
+            {"name": "accuracy", "higher_is_better": True, "description": "old words"}
+        ]
+        (run / "run.json").write_text(json.dumps(info))
+    registered = {m.name: m for m in PROTOCOLS.entry("lfw").factory.metrics}
+    (t,) = build_tables(load_runs([run]))
+    for col in t.columns:
+        reg = registered[col.metric]
+        assert col.label == reg.display
+        c = t.cell("mask", t.column_index(col.metric)[0])
+        if col.is_count:
+            assert "/" in c.text
+        else:
+            assert len(c.text.split(".")[1]) == reg.decimals
+        if run_json == "old" and col.metric == "accuracy":
+            assert col.higher_is_better is True and col.description == "old words"
+        else:
+            assert col.higher_is_better == reg.higher_is_better
+            assert col.description == reg.description
