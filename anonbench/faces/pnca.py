@@ -115,10 +115,14 @@ def face_crops(
     return np.stack([face_crop(im, b) for im, b in zip(images, bs, strict=True)])
 
 
-def to_input(crops: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """N x 64 x 64 x 3 uint8 crops -> N x 3 x 64 x 64 float32 in [-1, 1] on device (the
-    conversion runs there, so only uint8 crosses to an accelerator)."""
-    x = torch.as_tensor(crops).to(device, non_blocking=True)
+def to_input(
+    crops: np.ndarray | torch.Tensor, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """N x 64 x 64 x 3 uint8 crops -> N x 3 x 64 x 64 float32 in [-1, 1] on device (None: where
+    the crops are; the conversion runs there, so only uint8 crosses to an accelerator)."""
+    x = torch.as_tensor(crops)
+    if device is not None:
+        x = x.to(device, non_blocking=True)
     return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
 
 
@@ -126,7 +130,7 @@ def preprocess(
     images: Sequence[np.ndarray], boxes: Sequence[Box] | Box | None = None
 ) -> torch.Tensor:
     """Images -> N x 3 x 64 x 64 in [-1, 1] on the CPU (boxes: see `per_image_boxes`)."""
-    return to_input(face_crops(images, boxes))
+    return to_input(face_crops(images, boxes), "cpu")
 
 
 # --- the network and its loss -------------------------------------------------------------------
@@ -238,7 +242,7 @@ def train_pnca(
         perm = torch.randperm(len(x), generator=g).to(dev)
         for b in range(0, len(x), cfg.batch_size):
             sel = perm[b : b + cfg.batch_size]
-            xb = _augment(to_input(x[sel]), g)
+            xb = _augment(to_input(x[sel], dev), g)
             loss = proxy_nca_loss(net(xb), y[sel], proxies)
             opt.zero_grad()
             loss.backward()
