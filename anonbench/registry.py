@@ -433,6 +433,26 @@ BUILTINS: tuple[Builtin, ...] = (
         {"pretrained": "casia-webface"},
     ),
     Builtin(
+        "embedders",
+        "pnca",
+        "anonbench.faces.pnca:ProxyNCAAttacker",
+        "trained attacker: Proxy-NCA net trained by the protocol on real train identities",
+        {"training": "real"},
+    ),
+    Builtin(
+        "embedders",
+        "pnca-adaptive",
+        "anonbench.faces.pnca:ProxyNCAAttacker",
+        "trained attacker: Proxy-NCA on real + the method's anonymized train images",
+        {"training": "real+anonymized"},
+    ),
+    Builtin(
+        "embedders",
+        "pnca-landmarks",
+        "anonbench.faces.landmark_attacker:LandmarkAttacker",
+        "trained attacker: Proxy-NCA on CIAGAN landmark drawings of real train identities",
+    ),
+    Builtin(
         "trainers",
         "ciagan",
         "anonbench.methods.ciagan.train:main",

@@ -1,301 +1,402 @@
-"""CelebA protocols (CIAGAN Tables 1, 2, 4): detection rate, identity Recall@1, FID.
+"""The identity protocols (CIAGAN Tables 1, 2, 4) on any identity-labelled dataset:
+detection rate, identity Recall@1, FID.
 
 Identities are split (seeded) into a train set, used only to train identity networks, and a
-disjoint test set. Every test image is anonymized once per method; then
+disjoint test set. Every test image is anonymized once per method (the production stage);
+then, over the method's output store:
 - detection rate: % of anonymized images in which a detector finds a face with IoU >= 0.5 to
-  its own detection on the original (images whose original it misses are left out, counted);
+  its own detection on the original, the one over the reference face (images whose original
+  it misses are left out, counted);
 - Recall@1: query = anonymized image, gallery = real test images except the query's source;
   a hit when the nearest gallery image has the source identity; 95% interval by resampling
   identities; chance = 100 / number of test identities;
 - FID: pytorch-fid Inception pool3 features of anonymized vs real test images.
-Evaluators whose weights are not on disk are reported as unavailable rows, never replaced.
+The reference face of an image is the face detected on its own original (anonbench.evaluate);
+nothing assumes a dataset's geometry. Evaluators whose weights are not on disk are reported
+as unavailable rows, never replaced. Trained attackers (Proxy-NCA and its adaptive variant)
+are trained here on the train identities through their `fit`.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from anonbench.api import Anonymizer, MetricSpec, Protocol, RunContext
-from anonbench.cache import Cache, array_digest
-from anonbench.data.celeba import CELEBA_FACE_BOX
+from anonbench.api import Anonymizer, MetricSpec, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
 from anonbench.errors import AnonbenchError, UnknownNameError
-from anonbench.faces.cached import cached_boxes, cached_embedding
 from anonbench.registry import register_protocol
 
 DEFAULT_DETECTORS = "dlib-hog,retinaface,mtcnn"
 DEFAULT_RECOGNIZERS = "pnca,dlib-resnet,mobilefacenet"
-TORCH_RECOGNIZERS = ("pnca", "pnca-adaptive")  # batched in the main process
 DET_IOU = 0.5
+REF_IOU = 0.3  # a detector's own face on the original must overlap the reference this much
 
-
-def _opt(ctx: RunContext, key: str, default: str) -> str:
-    return str(ctx.options.get(key, default))
+SPLIT_OPTIONS = (
+    Option("test_fraction", float, 0.5, "share of identities held out for testing"),
+    Option("max_per_identity", int, 0, "test images per identity (0 = all)"),
+    Option("pnca_epochs", int, 20, "training epochs of the Proxy-NCA attackers"),
+)
 
 
 def _names(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
+    return [x.strip() for x in str(s).split(",") if x.strip()]
 
 
 @dataclass
-class _State:
-    method: Anonymizer | None
-    analyzer: Any
-    detectors: dict[str, Any]
-    embedders: dict[str, Any]
-    cache: Cache
+class Split:
+    train: list[ImageRecord]
+    test: list[ImageRecord]
+    train_ids: list[str]
+    test_ids: list[str]
+    info: dict[str, Any]
 
 
-def _build_state(
-    method: Anonymizer | None, detectors: list[str], embedders: list[str], cache_dir: str
-) -> _State:
-    from anonbench.faces.analysis import FaceAnalyzer
-    from anonbench.registry import DETECTORS, EMBEDDERS
+def load_split(ctx: RunContext) -> Split:
+    """The dataset's records split by identity (seeded): train identities train attackers,
+    test identities are anonymized and scored."""
+    from anonbench.data.splits import identity_split
 
-    cache = Cache(cache_dir)
-    return _State(
-        method,
-        FaceAnalyzer(cache=cache) if method is not None else None,
-        {n: DETECTORS.create(n) for n in detectors},
-        {n: EMBEDDERS.create(n) for n in embedders},
-        cache,
-    )
-
-
-def _evaluate(st: _State, item: tuple[str, str]) -> dict[str, Any]:
-    """Reads one image, anonymizes it (when a method is set), runs detectors and embedders."""
-    from anonbench.anonymize import load_anonymized
-    from anonbench.data.images import ImageReadError
-
-    key, path = item
-    try:
-        img, faces = load_anonymized(st.method, st.analyzer, path, key)
-    except ImageReadError as e:
-        return {"key": key, "error": str(e)}
-    digest = array_digest(img)
-    dets = {n: cached_boxes(st.cache, d, img, digest) for n, d in st.detectors.items()}
-    embs = {
-        n: cached_embedding(st.cache, e, img, CELEBA_FACE_BOX, digest)
-        for n, e in st.embedders.items()
+    records = ctx.data.records
+    frac = float(ctx.options.get("test_fraction", 0.5))
+    train_ids, test_ids = identity_split([r.identity for r in records], ctx.seed, frac)
+    per_id = int(ctx.options.get("max_per_identity", 0))
+    test_set, train_set = set(test_ids), set(train_ids)
+    test = _cap([r for r in records if r.identity in test_set], per_id)
+    train = [r for r in records if r.identity in train_set]
+    info = {
+        "dataset": ctx.data.label,
+        "seed": ctx.seed,
+        "test_fraction": frac,
+        "max_per_identity": per_id,
+        "train_identities": train_ids,
+        "test_identities": test_ids,
+        "n_test_images": len(test),
+        "n_train_images": len(train),
+        "missing_files": len(ctx.data.missing_files),
     }
-    return {"key": key, "error": None, "image": img, "faces": faces, "dets": dets, "embs": embs}
+    return Split(train, test, train_ids, test_ids, info)
+
+
+def trained_attacker(name: str, ctx: RunContext, **extra: Any) -> Any:
+    """A TrainedAttacker from the registry with the run's device, seed and epochs."""
+    import inspect
+
+    from anonbench.registry import EMBEDDERS
+
+    e = EMBEDDERS.entry(name)
+    try:
+        params = inspect.signature(e.factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    kw = {
+        "device": ctx.device,
+        "batch_size": max(ctx.batch_size, 32),
+        "epochs": int(ctx.options.get("pnca_epochs", 20)),
+        "seed": ctx.seed,
+        **extra,
+    }
+    return EMBEDDERS.create(name, **{k: v for k, v in kw.items() if k in params})
+
+
+def is_trained(evaluator: Any) -> bool:
+    return hasattr(evaluator, "fit") and hasattr(evaluator, "training")
+
+
+def load_images(refs: list[Any]) -> list[np.ndarray]:
+    return [r.load() for r in refs]
 
 
 @dataclass
 class _Prepared:
-    label: str
-    test: list[ImageRecord]
-    train: list[ImageRecord]
-    train_ids: list[str]
-    test_ids: list[str]
+    split: Split
+    ok: list[ImageRecord]  # test records readable, with their analysis
     detectors: list[str]
-    embedders: list[str]  # per-image (worker) embedders
-    torch_recognizers: list[str]
+    embedders: list[str]  # per-image recognizers (no training)
+    trained: dict[str, Any]  # name -> fitted (or to-fit, adaptive) trained attacker
     unavailable: dict[str, str]
     real: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pnca: Any = None
-    gallery_pnca: np.ndarray | None = None
+    gallery: dict[str, np.ndarray] = field(default_factory=dict)  # trained attackers
     fid_real: np.ndarray | None = None
+
+
+def _refs_real(ctx: RunContext, records: list[ImageRecord]) -> list[tuple]:
+    from anonbench.produce import ImageRef
+
+    return [
+        (r.key, ImageRef(None, str(r.path)), ctx.originals.reference(r.key)[0]) for r in records
+    ]
+
+
+def _refs_store(ctx: RunContext, records: list[ImageRecord], store: Any) -> list[tuple]:
+    return [(r.key, store.ref(r), ctx.originals.reference(r.key)[0]) for r in records]
+
+
+def _eval_kw(ctx: RunContext) -> dict[str, Any]:
+    return {
+        "cache_dir": ctx.cache_dir,
+        "workers": ctx.workers,
+        "device": ctx.device,
+        "batch_size": ctx.batch_size,
+        "quiet": ctx.quiet,
+    }
+
+
+def embed_trained(
+    ctx: RunContext, attacker: Any, items: list[tuple]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of a fitted attacker over (key, ImageRef, box) items, batched, cached."""
+    from anonbench.cache import Cache, array_digest
+    from anonbench.evaluate import _embeddings
+
+    cache = Cache(ctx.cache_dir)
+    embs, fbs = [], []
+    step = max(ctx.batch_size, 32)
+    for i in range(0, len(items), step):
+        chunk = items[i : i + step]
+        imgs = [ref.load() for _, ref, _ in chunk]
+        e, f = _embeddings(
+            cache, attacker, imgs, [b for _, _, b in chunk], [array_digest(x) for x in imgs]
+        )
+        embs.append(e)
+        fbs.append(f)
+    if not embs:
+        return np.zeros((0, attacker.dim), np.float32), np.zeros(0, bool)
+    return np.concatenate(embs), np.concatenate(fbs)
+
+
+def fit_attacker(
+    ctx: RunContext, attacker: Any, records: list[ImageRecord], extra: list[tuple] = ()
+) -> None:
+    """Fits a trained attacker on real train images (+ extra (key, ImageRef, box, label))."""
+    org = ctx.originals
+    org.analyze(records, f"analyse train ({ctx.data.label})")
+    ok = [r for r in records if r.key not in org.errors(records)]
+    images = [ref.load() for _, ref, _ in _refs_real(ctx, ok)]
+    boxes = [org.reference(r.key)[0] for r in ok]
+    labels = [r.identity for r in ok]
+    for _, ref, box, label in extra:
+        images.append(ref.load())
+        boxes.append(box)
+        labels.append(label)
+    attacker.fit(images, boxes, labels, cache_dir=ctx.cache_dir, quiet=ctx.quiet)
 
 
 @register_protocol("celeba")
 class CelebAProtocol(Protocol):
-    """CelebA: detection rate, identity Recall@1 and FID of anonymized test identities."""
+    """Identity protocol: detection rate, identity Recall@1 and FID of anonymized test
+    identities, on CelebA or any identity-labelled dataset."""
 
     name = "celeba"
-    version = "1"
-    datasets = ("celeba",)
+    version = "2"
+    datasets = ("celeba", "folders")
     metrics = (
         MetricSpec(
             "detection_rate",
             True,
             "% of anonymized faces a detector still finds "
             "(IoU >= 0.5 with its detection on the original)",
+            label="detection %",
+            decimals=1,
+            tolerance=1.0,
+            unit="percent",
         ),
         MetricSpec(
             "recall_at_1",
             False,
             "% of anonymized queries whose nearest real gallery "
             "image has the source identity; lower = better anonymization",
+            label="Recall@1 %",
+            decimals=1,
+            tolerance=1.0,
+            unit="percent",
         ),
-        MetricSpec("fid", False, "Frechet Inception distance, anonymized vs real test images"),
-        MetricSpec("faces_missed", None, "test images in which the anonymizer found no face"),
+        MetricSpec(
+            "fid",
+            False,
+            "Frechet Inception distance, anonymized vs real test images",
+            label="FID",
+            decimals=1,
+            tolerance=2.0,
+        ),
+        MetricSpec(
+            "faces_missed",
+            None,
+            "test images in which the anonymizer found no face (left unchanged: leaks)",
+            label="faces missed",
+            decimals=0,
+            unit="count",
+        ),
         MetricSpec(
             "embedder_no_face",
             None,
-            "anonymized images the recognizer embedded "
-            "through the fixed face box (its detector found no face)",
+            "anonymized images in which the recognizer's detector found no face over the "
+            "reference face (it embedded the reference box)",
+            label="recognizer found no face",
+            decimals=0,
+            unit="count",
         ),
         MetricSpec(
             "original_not_detected",
             None,
-            "originals a detector misses (left out of its detection rate)",
+            "originals a detector misses at the reference face (left out of its detection rate)",
+            label="originals not detected",
+            decimals=0,
+            unit="count",
         ),
+    )
+    options = (
+        Option("detectors", str, DEFAULT_DETECTORS, "comma-separated detectors"),
+        Option(
+            "recognizers",
+            str,
+            DEFAULT_RECOGNIZERS,
+            "comma-separated recognizers (embedders; pnca, pnca-adaptive are trained here)",
+        ),
+        Option("identifier", str, "", "a trained Proxy-NCA net (pnca.pt) instead of training"),
+        *SPLIT_OPTIONS,
+        Option("fid", bool, True, "compute FID (Inception-v3 features)"),
     )
 
     def __init__(self) -> None:
         self._prep: _Prepared | None = None
 
-    # -- shared preparation ------------------------------------------------------------------
+    def prepare(self, ctx: RunContext) -> None:
+        self._prepare(ctx)
+
     def _prepare(self, ctx: RunContext) -> _Prepared:
         if self._prep is not None:
             return self._prep
+        from anonbench.evaluate import create_evaluator, evaluate_images
         from anonbench.registry import DETECTORS, EMBEDDERS
 
-        train, test, train_ids, test_ids, split_info = load_split(ctx, "celeba")
+        split = load_split(ctx)
+        org = ctx.originals
+        org.analyze(split.test, f"analyse test ({ctx.data.label})")
+        bad = org.errors(split.test)
+        for e in sorted(bad.values()):
+            print(f"warning: {e} (left out)")
+        ok = [r for r in split.test if r.key not in bad]
         unavailable: dict[str, str] = {}
-        detectors = [
-            n
-            for n in _names(_opt(ctx, "detectors", DEFAULT_DETECTORS))
-            if _available(DETECTORS, n, unavailable)
-        ]
-        recognizers = _names(_opt(ctx, "recognizers", DEFAULT_RECOGNIZERS))
-        torch_recs = [n for n in recognizers if n in TORCH_RECOGNIZERS]
-        embedders = [
-            n
-            for n in recognizers
-            if n not in TORCH_RECOGNIZERS and _available(EMBEDDERS, n, unavailable)
-        ]
+
+        def available(reg: Any, n: str) -> bool:
+            try:
+                create_evaluator(reg, n, ctx.device, ctx.batch_size)
+            except UnknownNameError:
+                raise
+            except AnonbenchError as e:
+                unavailable[n] = str(e)
+                return False
+            return True
+
+        detectors = [n for n in _names(ctx.options["detectors"]) if available(DETECTORS, n)]
+        embedders: list[str] = []
+        trained: dict[str, Any] = {}
+        for n in _names(ctx.options["recognizers"]):
+            if not available(EMBEDDERS, n):
+                continue
+            if is_trained(create_evaluator(EMBEDDERS, n)):
+                extra = {}
+                if n == "pnca" and ctx.options.get("identifier"):
+                    extra["checkpoint"] = ctx.options["identifier"]
+                trained[n] = trained_attacker(n, ctx, **extra)
+            else:
+                embedders.append(n)
         for n, why in unavailable.items():
             print(f"warning: evaluator {n} unavailable: {why}")
-        p = _Prepared(
-            "celeba",
-            test,
-            train,
-            train_ids,
-            test_ids,
+        p = _Prepared(split, ok, detectors, embedders, trained, unavailable)
+        ctx.extra[self.name] = {
+            **split.info,
+            "detectors": detectors,
+            "recognizers": embedders + list(trained),
+            "unavailable": unavailable,
+            **org.describe(split.test),
+        }
+        p.real = evaluate_images(
+            _refs_real(ctx, ok),
             detectors,
             embedders,
-            torch_recs,
-            unavailable,
+            desc=f"{self.name} real test images",
+            **_eval_kw(ctx),
         )
-        ctx.extra["celeba"] = {
-            **split_info,
-            "detectors": detectors,
-            "recognizers": embedders + torch_recs,
-            "unavailable": unavailable,
-            "face_box": CELEBA_FACE_BOX,
-        }
-        real = self._evaluate_all(None, test, ctx, p, "celeba real test images")
-        p.real = real
-        if "pnca" in torch_recs or "pnca-adaptive" in torch_recs:
-            p.pnca = self._pnca(ctx, p, None)
+        for n, att in trained.items():
+            if att.training == "real":
+                if getattr(att, "checkpoint", None):
+                    overlap = set(getattr(att, "classes", [])) & set(split.test_ids)
+                    if overlap:
+                        raise AnonbenchError(
+                            f"identifier {att.checkpoint} was trained on {len(overlap)} test "
+                            "identities of this split (use the same --seed)"
+                        )
+                else:
+                    fit_attacker(ctx, att, split.train)
+                p.gallery[n] = embed_trained(ctx, att, _refs_real(ctx, ok))[0]
         self._prep = p
         return p
 
-    def _evaluate_all(
-        self,
-        method: Anonymizer | None,
-        records: list[ImageRecord],
-        ctx: RunContext,
-        p: _Prepared,
-        desc: str,
-    ) -> dict[str, dict[str, Any]]:
-        from tqdm.auto import tqdm
+    def records(self, method: Anonymizer, ctx: RunContext) -> list[ImageRecord]:
+        p = self._prepare(ctx)
+        adaptive = any(a.training != "real" for a in p.trained.values())
+        return p.ok + (p.split.train if adaptive else [])
 
-        from anonbench.parallel import map_items
-
-        builder = functools.partial(_build_state, method, p.detectors, p.embedders, ctx.cache_dir)
-        items = [(r.key, str(r.path)) for r in records]
-        out = {}
-        for r in tqdm(
-            map_items(_evaluate, builder, items, workers=ctx.workers),
-            total=len(items),
-            desc=desc,
-            unit="img",
-            dynamic_ncols=True,
-            disable=ctx.options.get("quiet", False),
-        ):
-            if r["error"]:
-                print(f"warning: {r['error']} (left out)")
-            out[r["key"]] = r
-        return out
-
-    def _pnca(self, ctx: RunContext, p: _Prepared, adaptive: tuple[str, list[np.ndarray]] | None):
-        """The Proxy-NCA identifier: from --option identifier=PATH, or trained on the train
-        identities (real images; plus the method's outputs for the adaptive attacker) and
-        cached by split, data and config."""
-        import torch
-
-        from anonbench.data.images import read_rgb
-        from anonbench.faces.pnca import PNCAConfig, PNCAEmbedder, cached_train
-
-        given = ctx.options.get("identifier")
-        if given and adaptive is None:
-            ckpt = torch.load(given, map_location="cpu", weights_only=True)
-            overlap = set(ckpt.get("classes", [])) & set(p.test_ids)
-            if overlap:
-                raise AnonbenchError(
-                    f"identifier {given} was trained on {len(overlap)} test "
-                    "identities of this split (use the same --seed)"
-                )
-            return PNCAEmbedder(ckpt)
-        cfg = PNCAConfig(
-            epochs=int(_opt(ctx, "pnca_epochs", str(PNCAConfig.epochs))), seed=ctx.seed
-        )
-        images = [read_rgb(r.path) for r in p.train]
-        labels = [r.identity for r in p.train]
-        desc = "pnca identifier (real train images)"
-        if adaptive is not None:
-            name, anon = adaptive
-            images, labels = images + anon, labels + labels
-            desc = f"pnca-adaptive for {name} (real + anonymized train images)"
-        torch.set_num_threads(max(1, ctx.workers))
-        quiet = ctx.options.get("quiet", False)
-        return cached_train(ctx.cache_dir, images, labels, cfg, desc, quiet=quiet)
-
-    # -- one method --------------------------------------------------------------------------
-    def run(self, method: Anonymizer, ctx: RunContext) -> list[dict[str, Any]]:
+    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
+        from anonbench.evaluate import evaluate_images, warn_fallback
         from anonbench.examples import pick_examples, save_examples, save_missed
+        from anonbench.faces.mask import choose_box, iou
         from anonbench.metrics.retrieval import bootstrap_ci, nearest_neighbour_hits
 
         p = self._prepare(ctx)
-        anon = self._evaluate_all(method, p.test, ctx, p, f"celeba {method.name}")
-        ok = [r for r in p.test if not anon[r.key]["error"] and not p.real[r.key]["error"]]
-        ident = {r.key: r.identity for r in p.test}
-        base = {"dataset": p.label, "split": "test"}
+        org = ctx.originals
+        anon = evaluate_images(
+            _refs_store(ctx, p.ok, store),
+            p.detectors,
+            p.embedders,
+            desc=f"{self.name} {method.name}",
+            **_eval_kw(ctx),
+        )
+        ok = [r for r in p.ok if not anon[r.key]["error"] and not p.real[r.key]["error"]]
+        base = {"dataset": ctx.data.label, "split": "test"}
         rows: list[dict[str, Any]] = []
+        ref_fallback = sum(org.reference(r.key)[1] for r in ok)
+        doubt = warn_fallback(ctx.quiet, ctx.data.label, ref_fallback, len(ok))
 
         chosen = set(pick_examples([(r.key, r.identity) for r in ok]))
         save_examples(
             ctx.out_dir,
-            "celeba",
+            self.name,
             method.name,
-            [(r.key, r.identity, anon[r.key]["image"]) for r in ok if r.key in chosen],
+            [(r.key, r.identity, store.load(r)) for r in ok if r.key in chosen],
         )
-
-        save_missed(
-            ctx.out_dir, "celeba", method.name, [r.key for r in ok if anon[r.key]["faces"] == 0]
-        )
+        missed = store.missed(ok)
+        save_missed(ctx.out_dir, self.name, method.name, missed)
         rows.append(
             {
                 **base,
                 "metric": "faces_missed",
-                "evaluator": "dlib-hog",
-                "value": sum(anon[r.key]["faces"] == 0 for r in ok),
+                "evaluator": "output files" if store.external else "dlib-hog",
+                "value": len(missed),
                 "n": len(ok),
             }
         )
-        # detection rate, per detector
-        from anonbench.faces.mask import choose_box, iou
-
         for d in p.detectors:
             found, missing_orig = [], 0
             for r in ok:
-                orig = [tuple(b) for b in p.real[r.key]["dets"][d]]
-                box, fell_back = choose_box(orig, CELEBA_FACE_BOX)
+                ref = org.reference(r.key)[0]
+                orig = [tuple(float(v) for v in b) for b in p.real[r.key]["dets"][d]]
+                box, fell_back = choose_box(orig, ref, REF_IOU)
                 if fell_back:
                     missing_orig += 1
                     continue
                 found.append(any(iou(tuple(b), box) >= DET_IOU for b in anon[r.key]["dets"][d]))
             vals = np.array(found, np.float64) * 100
             lo, hi = bootstrap_ci(vals, seed=ctx.seed)
+            note = []
+            if ok and missing_orig == len(ok):
+                note.append(f"{d} found no original face at the reference face")
+                print(f"warning: {method.name}: {note[-1]}: detection rate n/a")
             rows.append(
                 {
                     **base,
@@ -305,6 +406,7 @@ class CelebAProtocol(Protocol):
                     "ci_low": lo,
                     "ci_high": hi,
                     "n": len(vals),
+                    "note": "; ".join([*note, doubt] if doubt else note) or None,
                 }
             )
             rows.append(
@@ -316,9 +418,8 @@ class CelebAProtocol(Protocol):
                     "n": len(ok),
                 }
             )
-        # Recall@1, per recognizer
         keys = [r.key for r in ok]
-        ids = [ident[k] for k in keys]
+        ids = [r.identity for r in ok]
 
         def recall_rows(name: str, q: np.ndarray, g: np.ndarray, note: str = "") -> None:
             hits = nearest_neighbour_hits(q, ids, keys, g, ids, keys).astype(np.float64) * 100
@@ -328,15 +429,17 @@ class CelebAProtocol(Protocol):
                     **base,
                     "metric": "recall_at_1",
                     "evaluator": name,
-                    "value": float(hits.mean()),
+                    "value": float(hits.mean()) if len(hits) else math.nan,
                     "ci_low": lo,
                     "ci_high": hi,
                     "n": len(hits),
-                    "note": note,
+                    "note": "; ".join(x for x in (note, doubt) if x) or None,
                 }
             )
 
         for e in p.embedders:
+            if not keys:
+                break
             q = np.stack([anon[k]["embs"][e][0] for k in keys])
             g = np.stack([p.real[k]["embs"][e][0] for k in keys])
             recall_rows(e, q, g)
@@ -349,21 +452,21 @@ class CelebAProtocol(Protocol):
                     "n": len(keys),
                 }
             )
-        if "pnca" in p.torch_recognizers:
-            if p.gallery_pnca is None:
-                p.gallery_pnca = p.pnca.embed_aligned([p.real[k]["image"] for k in keys])
-            recall_rows(
-                "pnca", p.pnca.embed_aligned([anon[k]["image"] for k in keys]), p.gallery_pnca
-            )
-        if "pnca-adaptive" in p.torch_recognizers:
-            train_anon = self._anonymize_train(method, ctx, p)
-            net = self._pnca(ctx, p, (method.name, train_anon))
-            recall_rows(
-                "pnca-adaptive",
-                net.embed_aligned([anon[k]["image"] for k in keys]),
-                net.embed_aligned([p.real[k]["image"] for k in keys]),
-                "trained on real + this method's anonymized train identities",
-            )
+        pos = {r.key: i for i, r in enumerate(p.ok)}
+        sel = [pos[k] for k in keys]
+        for n, att in p.trained.items():
+            if att.training == "real":
+                q = embed_trained(ctx, att, _refs_store(ctx, ok, store))[0]
+                recall_rows(n, q, p.gallery[n][sel])
+            else:
+                # adaptive: trained on real + this method's outputs of the train identities
+                train = [r for r in p.split.train if r.key not in org.errors(p.split.train)]
+                extra = [(r.key, store.ref(r), org.reference(r.key)[0], r.identity) for r in train]
+                fresh = trained_attacker(n, ctx)
+                fit_attacker(ctx, fresh, p.split.train, extra)
+                q = embed_trained(ctx, fresh, _refs_store(ctx, ok, store))[0]
+                g = embed_trained(ctx, fresh, _refs_real(ctx, ok))[0]
+                recall_rows(n, q, g, "trained on real + this method's anonymized train identities")
         for n, why in p.unavailable.items():
             metric = "detection_rate" if n in _detector_names() else "recall_at_1"
             rows.append(
@@ -381,57 +484,33 @@ class CelebAProtocol(Protocol):
                 **base,
                 "metric": "recall_at_1",
                 "evaluator": "chance",
-                "value": 100.0 / len(set(ids)),
+                "value": 100.0 / max(1, len(set(ids))),
                 "n": len(set(ids)),
                 "note": "1 / number of test identities",
             }
         )
-        if _opt(ctx, "fid", "1") not in ("0", "false", "no"):
-            rows.append(self._fid(method, ctx, p, anon, keys, base))
+        if ctx.options.get("fid", True):
+            rows.append(self._fid(method, store, ctx, p, ok, base))
         return rows
-
-    def _anonymize_train(
-        self, method: Anonymizer, ctx: RunContext, p: _Prepared
-    ) -> list[np.ndarray]:
-        from tqdm.auto import tqdm
-
-        from anonbench.parallel import map_items
-
-        builder = functools.partial(_build_state, method, [], [], ctx.cache_dir)
-        items = [(r.key, str(r.path)) for r in p.train]
-        out = []
-        for r in tqdm(
-            map_items(_evaluate, builder, items, workers=ctx.workers),
-            total=len(items),
-            desc=f"anonymize train ({method.name})",
-            unit="img",
-            disable=ctx.options.get("quiet", False),
-        ):
-            if not r["error"]:
-                out.append(r["image"])
-        if len(out) != len(p.train):
-            raise AnonbenchError("unreadable train images: the adaptive attacker needs all")
-        return out
 
     def _fid(
         self,
         method: Anonymizer,
+        store: Any,
         ctx: RunContext,
         p: _Prepared,
-        anon: dict[str, dict[str, Any]],
-        keys: list[str],
+        ok: list[ImageRecord],
         base: dict[str, Any],
     ) -> dict[str, Any]:
+        import hashlib
         import warnings
 
-        import torch
-
+        from anonbench.cache import Cache, array_digest
         from anonbench.metrics.fid import FIDFeatureExtractor, fid_from_features
 
-        torch.set_num_threads(max(1, ctx.workers))
         cache = Cache(ctx.cache_dir)
         try:
-            ext = FIDFeatureExtractor()
+            ext = FIDFeatureExtractor(device=ctx.device, batch_size=ctx.batch_size)
         except AnonbenchError as e:
             return {
                 **base,
@@ -446,82 +525,29 @@ class CelebAProtocol(Protocol):
             h = hashlib.sha256()
             for im in images:
                 h.update(array_digest(im).encode())
-            hit = cache.get("fid-features", f"{ext.version}/{ext.weights_source}", h.hexdigest())
+            comp, ver = "fid-features", f"{ext.version}/{ext.weights_source}"
+            hit = cache.get(comp, ver, h.hexdigest())
             if hit is not None:
                 return hit["features"]
-            if not ctx.options.get("quiet", False):
+            if not ctx.quiet:
                 print(f"FID features: {desc} ({len(images)} images)")
             f = ext.features(images)
-            cache.put(
-                "fid-features",
-                f"{ext.version}/{ext.weights_source}",
-                h.hexdigest(),
-                {"features": f},
-            )
+            cache.put(comp, ver, h.hexdigest(), {"features": f})
             return f
 
-        if p.fid_real is None:
-            p.fid_real = feats([p.real[k]["image"] for k in keys], "real test images")
-        fa = feats([anon[k]["image"] for k in keys], method.name)
+        real = feats([ref.load() for _, ref, _ in _refs_real(ctx, ok)], "real test images")
+        fa = feats([store.load(r) for r in ok], method.name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = fid_from_features(fa, p.fid_real, weights_source=ext.weights_source)
-        note = "; ".join([res.weights_source, *res.warnings])
+            res = fid_from_features(fa, real, weights_source=ext.weights_source)
         return {
             **base,
             "metric": "fid",
             "evaluator": "inception-v3",
             "value": res.fid,
             "n": res.n1,
-            "note": note,
+            "note": "; ".join([res.weights_source, *res.warnings]),
         }
-
-
-def load_split(
-    ctx: RunContext, protocol: str
-) -> tuple[list[ImageRecord], list[ImageRecord], list[str], list[str], dict[str, Any]]:
-    """CelebA at ctx.data_root split by identity (seeded): (train records, test records,
-    train ids, test ids, a description for run.json). Options: test_fraction,
-    max_per_identity (test images per identity; 0 = all)."""
-    from anonbench.data.celeba import load_celeba
-    from anonbench.data.splits import identity_split
-
-    if ctx.data_root is None:
-        raise AnonbenchError(
-            f"the {protocol} protocol needs --data-root (aligned CelebA: "
-            "img_align_celeba/ + identity_CelebA.txt)"
-        )
-    ds = load_celeba(ctx.data_root)
-    frac = float(_opt(ctx, "test_fraction", "0.5"))
-    train_ids, test_ids = identity_split([r.identity for r in ds.records], ctx.seed, frac)
-    per_id = int(_opt(ctx, "max_per_identity", "0"))
-    test = _cap([r for r in ds.records if r.identity in set(test_ids)], per_id)
-    train = [r for r in ds.records if r.identity in set(train_ids)]
-    info = {
-        "data_root": str(ctx.data_root),
-        "seed": ctx.seed,
-        "test_fraction": frac,
-        "max_per_identity": per_id,
-        "train_identities": train_ids,
-        "test_identities": test_ids,
-        "n_test_images": len(test),
-        "n_train_images": len(train),
-        "missing_files": len(ds.missing_files),
-    }
-    return train, test, train_ids, test_ids, info
-
-
-def _available(registry: Any, name: str, unavailable: dict[str, str]) -> bool:
-    """Builds the evaluator once to learn whether its weights are on disk. A typo (unknown
-    name) still fails the run; a missing model is recorded in `unavailable`."""
-    try:
-        registry.create(name)
-    except UnknownNameError:
-        raise
-    except AnonbenchError as e:
-        unavailable[name] = str(e)
-        return False
-    return True
 
 
 def _detector_names() -> set[str]:

@@ -20,29 +20,31 @@ from typing import Any
 
 import numpy as np
 
-from anonbench.api import Anonymizer, MetricSpec, Protocol, RunContext
-from anonbench.cache import Cache
-from anonbench.data.celeba import CELEBA_FACE_BOX
+from anonbench.api import Anonymizer, MetricSpec, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
-from anonbench.errors import AnonbenchError
-from anonbench.protocols.celeba import _opt, load_split
+from anonbench.protocols.celeba import (
+    SPLIT_OPTIONS,
+    Split,
+    _cap,
+    _refs_real,
+    _refs_store,
+    embed_trained,
+    fit_attacker,
+    load_split,
+    trained_attacker,
+)
 from anonbench.registry import register_protocol
 
-
-def landmark_image(image: np.ndarray, analyzer: Any) -> np.ndarray | None:
-    """The CIAGAN landmark drawing (218x178 RGB) of the face nearest the aligned face box, or
-    None when dlib finds no face there."""
-    from anonbench.faces.mask import choose_box
-    from anonbench.methods.ciagan.preprocess import crop_face, landmark_rgb
-
-    a = analyzer(image)
-    if len(a) == 0:
-        return None
-    boxes = [tuple(float(v) for v in b) for b in a.boxes]
-    box, fell_back = choose_box(boxes, CELEBA_FACE_BOX)
-    if fell_back:
-        return None
-    return landmark_rgb(crop_face(image, a.landmarks[boxes.index(box)]).lines)
+RECALL = MetricSpec(
+    "recall_at_1",
+    False,
+    "% of queries (landmark drawings) whose nearest real test landmark drawing has the "
+    "source identity",
+    label="Recall@1 %",
+    decimals=1,
+    tolerance=1.0,
+    unit="percent",
+)
 
 
 def _recall(
@@ -59,14 +61,14 @@ def _recall(
     from anonbench.metrics.retrieval import bootstrap_ci, nearest_neighbour_hits
 
     hits = np.zeros(len(q_ids))
-    if valid.any():
+    if valid.any() and len(g):
         idx = np.flatnonzero(valid)
         hits[idx] = nearest_neighbour_hits(
             q[idx], [q_ids[i] for i in idx], [q_src[i] for i in idx], g, g_ids, g_keys
         )
     hits *= 100
     lo, hi = bootstrap_ci(hits, groups=q_ids, seed=ctx.seed)
-    return float(hits.mean()), lo, hi, len(hits)
+    return float(hits.mean()) if len(hits) else math.nan, lo, hi, len(hits)
 
 
 @register_protocol("landmark-attack")
@@ -74,103 +76,67 @@ class LandmarkAttack(Protocol):
     """Identity from landmarks alone: real test landmarks, and landmarks of anonymized faces."""
 
     name = "landmark-attack"
-    version = "1"
-    datasets = ("celeba",)
+    version = "2"
+    datasets = ("celeba", "folders")
     metrics = (
-        MetricSpec(
-            "recall_at_1",
-            False,
-            "% of queries (landmark drawings) whose nearest real "
-            "test landmark drawing has the source identity",
-        ),
+        RECALL,
         MetricSpec(
             "landmarks_missing",
             None,
             "anonymized faces in which dlib found no face "
             "to draw landmarks from (counted as misses)",
+            label="no landmarks",
+            decimals=0,
+            unit="count",
         ),
     )
+    options = SPLIT_OPTIONS
 
     def __init__(self) -> None:
         self._state: dict[str, Any] | None = None
 
+    def prepare(self, ctx: RunContext) -> None:
+        self._prepare(ctx)
+
     def _prepare(self, ctx: RunContext) -> dict[str, Any]:
         if self._state is not None:
             return self._state
-        from tqdm.auto import tqdm
-
-        from anonbench.data.images import read_rgb
-        from anonbench.faces.analysis import FaceAnalyzer
-        from anonbench.faces.pnca import PNCAConfig, cached_train
-
-        train, test, _, test_ids, info = load_split(ctx, self.name)
-        analyzer = FaceAnalyzer(cache=Cache(ctx.cache_dir))
-        quiet = ctx.options.get("quiet", False)
-        tr_imgs, tr_ids = [], []
-        for r in tqdm(train, desc="landmarks of train images", disable=quiet, unit="img"):
-            lm = landmark_image(read_rgb(r.path), analyzer)
-            if lm is not None:
-                tr_imgs.append(lm)
-                tr_ids.append(r.identity)
-        real: dict[str, np.ndarray] = {}
-        images: dict[str, np.ndarray] = {}
-        for r in tqdm(test, desc="landmarks of test images", disable=quiet, unit="img"):
-            img = read_rgb(r.path)
-            images[r.key] = img
-            lm = landmark_image(img, analyzer)
-            if lm is not None:
-                real[r.key] = lm
-        cfg = PNCAConfig(
-            epochs=int(_opt(ctx, "pnca_epochs", str(PNCAConfig.epochs))), seed=ctx.seed
-        )
-        net = cached_train(
-            ctx.cache_dir, tr_imgs, tr_ids, cfg, "pnca on landmark drawings", quiet=quiet
-        )
-        keys = [r.key for r in test if r.key in real]
-        ident = {r.key: r.identity for r in test}
+        split = load_split(ctx)
+        org = ctx.originals
+        org.analyze(split.test, f"analyse test ({ctx.data.label})")
+        test = [r for r in split.test if r.key not in org.errors(split.test)]
+        att = trained_attacker("pnca-landmarks", ctx, cache_dir=ctx.cache_dir)
+        fit_attacker(ctx, att, split.train)
+        g, fb = embed_trained(ctx, att, _refs_real(ctx, test))
+        keep = ~fb
+        gallery = [r for r, k in zip(test, keep, strict=True) if k]
         self._state = {
-            "net": net,
-            "analyzer": analyzer,
-            "test": test,
-            "images": images,
-            "ident": ident,
-            "g_keys": keys,
-            "g_ids": [ident[k] for k in keys],
-            "gallery": net.embed_aligned([real[k] for k in keys]),
-            "n_test_ids": len(test_ids),
+            "att": att,
+            "test": gallery,
+            "gallery": g[keep],
+            "g_keys": [r.key for r in gallery],
+            "g_ids": [r.identity for r in gallery],
         }
-        ctx.extra["landmark-attack"] = {
-            **info,
-            "train_images_with_landmarks": len(tr_imgs),
-            "test_images_with_landmarks": len(keys),
+        ctx.extra[self.name] = {
+            **split.info,
+            **getattr(att, "fit_info", {}),
+            "test_images_with_landmarks": len(gallery),
+            **org.describe(split.test),
         }
         return self._state
 
-    def run(self, method: Anonymizer, ctx: RunContext) -> list[dict[str, Any]]:
-        from anonbench.anonymize import anonymize_image
+    def records(self, method: Anonymizer, ctx: RunContext) -> list[ImageRecord]:
+        return self._prepare(ctx)["test"]
 
+    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
         st = self._prepare(ctx)
-        test: list[ImageRecord] = [r for r in st["test"] if r.key in set(st["g_keys"])]
-        drawings, valid = [], []
-        for r in test:
-            img = st["images"][r.key]
-            out = anonymize_image(method, img, st["analyzer"](img), r.key)
-            lm = landmark_image(out, st["analyzer"])
-            valid.append(lm is not None)
-            drawings.append(lm if lm is not None else np.full((218, 178, 3), 255, np.uint8))
-        q = st["net"].embed_aligned(drawings)
+        test: list[ImageRecord] = st["test"]
+        q, fb = embed_trained(ctx, st["att"], _refs_store(ctx, test, store))
         ids = [r.identity for r in test]
         v, lo, hi, n = _recall(
-            ctx,
-            q,
-            ids,
-            [r.key for r in test],
-            st["gallery"],
-            st["g_ids"],
-            st["g_keys"],
-            np.array(valid),
+            ctx, q, ids, [r.key for r in test], st["gallery"], st["g_ids"], st["g_keys"], ~fb
         )
-        base = {"dataset": "celeba", "split": "test"}
+        base = {"dataset": ctx.data.label, "split": "test"}
         return [
             {
                 **base,
@@ -186,14 +152,14 @@ class LandmarkAttack(Protocol):
                 **base,
                 "metric": "landmarks_missing",
                 "evaluator": "dlib-68",
-                "value": int(n - sum(valid)),
+                "value": int(fb.sum()),
                 "n": n,
             },
             {
                 **base,
                 "metric": "recall_at_1",
                 "evaluator": "chance",
-                "value": 100.0 / len(set(st["g_ids"])),
+                "value": 100.0 / max(1, len(set(st["g_ids"]))),
                 "n": len(set(st["g_ids"])),
             },
         ]
@@ -204,75 +170,102 @@ class FaceSwapCheck(Protocol):
     """Recall@1 of generated faces against their TARGET identity (high = face swapping)."""
 
     name = "faceswap"
-    version = "1"
-    datasets = ("celeba",)
+    version = "2"
+    datasets = ("celeba", "folders")
     metrics = (
         MetricSpec(
             "target_recall_at_1",
             False,
             "% of generated faces whose nearest real image "
             "(of the method's identities) has the target identity; chance = 1/identities",
+            label="target Recall@1 %",
+            decimals=1,
+            tolerance=2.0,
+            unit="percent",
         ),
     )
+    options = (
+        Option("recognizers", str, "dlib-resnet", "comma-separated recognizers"),
+        *SPLIT_OPTIONS,
+    )
 
-    def run(self, method: Anonymizer, ctx: RunContext) -> list[dict[str, Any]]:
-        from anonbench.anonymize import anonymize_image
-        from anonbench.data.celeba import load_celeba
-        from anonbench.data.images import read_rgb
-        from anonbench.faces.analysis import FaceAnalyzer
-        from anonbench.registry import EMBEDDERS
+    def __init__(self) -> None:
+        self._split: Split | None = None
 
-        base = {"dataset": "celeba", "split": "test", "metric": "target_recall_at_1"}
-        labels = getattr(method, "target_labels", None)
-        if not method.meta.identity_conditioned or not labels:
-            why = (
-                "not identity-conditioned"
-                if not method.meta.identity_conditioned
-                else "its checkpoint does not name the dataset identity of each target"
+    def _usable(self, method: Anonymizer, ctx: RunContext) -> tuple[list[str], str]:
+        """The method's target identities present in the dataset, or why it is skipped."""
+        labels = [str(x) for x in getattr(method, "target_labels", None) or []]
+        if not method.meta.identity_conditioned:
+            return [], f"skipped: {method.name} is not identity-conditioned"
+        if not labels:
+            return [], (
+                f"skipped: {method.name}'s checkpoint does not name the dataset identity of "
+                "each target"
             )
-            return [
-                {
-                    **base,
-                    "evaluator": "-",
-                    "value": math.nan,
-                    "n": 0,
-                    "note": f"skipped: {method.name} is {why}",
-                }
-            ]
-        if ctx.data_root is None:
-            raise AnonbenchError("the faceswap protocol needs --data-root (aligned CelebA)")
-        _, test, _, _, info = load_split(ctx, self.name)
-        ds = load_celeba(ctx.data_root)
-        gallery = [r for r in ds.records if r.identity in set(labels)]
-        if len({r.identity for r in gallery}) < 2:
-            raise AnonbenchError(f"{method.name}'s target identities are not in {ctx.data_root}")
-        rng = random.Random(ctx.seed)
+        present = {r.identity for r in ctx.data.records}
+        usable = sorted(set(labels) & present)
+        if len(usable) < 2:
+            return [], (
+                f"skipped: {ctx.data.label} holds real images of {len(usable)} of "
+                f"{method.name}'s {len(labels)} target identities (needs 2 or more)"
+            )
+        return usable, ""
+
+    def records(self, method: Anonymizer, ctx: RunContext) -> list[ImageRecord]:
+        if not self._usable(method, ctx)[0]:
+            return []
+        if self._split is None:
+            self._split = load_split(ctx)
+        ctx.originals.analyze(self._split.test, f"analyse test ({ctx.data.label})")
+        bad = ctx.originals.errors(self._split.test)
+        return [r for r in self._split.test if r.key not in bad]
+
+    def targets(self, method: Anonymizer, ctx: RunContext) -> dict[str, int] | None:
+        usable, _ = self._usable(method, ctx)
+        if not usable:
+            return None
+        labels = [str(x) for x in method.target_labels]  # type: ignore[attr-defined]
         index = {lab: i for i, lab in enumerate(labels)}
-        usable = sorted({r.identity for r in gallery})
-        targets = [index[rng.choice(usable)] for _ in test]
-        analyzer = FaceAnalyzer(cache=Cache(ctx.cache_dir))
-        queries, q_ids, valid = [], [], []
-        for r, t in zip(test, targets, strict=True):
-            img = read_rgb(r.path)
-            a = analyzer(img)
-            valid.append(len(a) > 0)
-            queries.append(anonymize_image(method, img, a, r.key, target=t))
-            q_ids.append(labels[t])
-        g_imgs = [read_rgb(r.path) for r in gallery]
+        rng = random.Random(ctx.seed)
+        return {r.key: index[rng.choice(usable)] for r in self.records(method, ctx)}
+
+    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
+        from anonbench.evaluate import evaluate_images
+
+        base = {"dataset": ctx.data.label, "split": "test", "metric": "target_recall_at_1"}
+        usable, why = self._usable(method, ctx)
+        if not usable:
+            print(f"note: {why}")
+            return [{**base, "evaluator": "-", "value": math.nan, "n": 0, "note": why}]
+        test = self.records(method, ctx)
+        labels = [str(x) for x in method.target_labels]  # type: ignore[attr-defined]
+        targets = {k: labels[t] for k, t in (self.targets(method, ctx) or {}).items()}
+        gallery = [r for r in ctx.data.records if r.identity in set(usable)]
+        org = ctx.originals
+        org.analyze(gallery, "analyse target identities")
+        gallery = [r for r in gallery if r.key not in org.errors(gallery)]
+        names = [n.strip() for n in str(ctx.options["recognizers"]).split(",") if n.strip()]
+        kw = {
+            "cache_dir": ctx.cache_dir,
+            "workers": ctx.workers,
+            "device": ctx.device,
+            "batch_size": ctx.batch_size,
+            "quiet": ctx.quiet,
+        }
+        q = evaluate_images(_refs_store(ctx, test, store), [], names, desc="faceswap outputs", **kw)
+        g = evaluate_images(_refs_real(ctx, gallery), [], names, desc="faceswap gallery", **kw)
+        valid = np.array([not store.entries.get(r.key, {}).get("missed", True) for r in test])
         rows = []
-        for ev in [e for e in _opt(ctx, "recognizers", "dlib-resnet").split(",") if e]:
-            emb = EMBEDDERS.create(ev)
-            q, _ = emb.embed(queries, CELEBA_FACE_BOX)
-            g, _ = emb.embed(g_imgs, CELEBA_FACE_BOX)
+        for ev in names:
             v, lo, hi, n = _recall(
                 ctx,
-                q,
-                q_ids,
+                np.stack([q[r.key]["embs"][ev][0] for r in test]),
+                [targets[r.key] for r in test],
                 [f"q:{r.key}" for r in test],
-                g,
+                np.stack([g[r.key]["embs"][ev][0] for r in gallery]),
                 [r.identity for r in gallery],
                 [r.key for r in gallery],
-                np.array(valid),
+                valid,
             )
             rows.append(
                 {
@@ -286,5 +279,12 @@ class FaceSwapCheck(Protocol):
                 }
             )
         rows.append({**base, "evaluator": "chance", "value": 100.0 / len(usable), "n": len(usable)})
-        ctx.extra["faceswap"] = {**info, "target_identities_in_data": len(usable)}
+        split = self._split
+        ctx.extra[self.name] = {
+            **(split.info if split else {}),
+            "target_identities_in_data": len(usable),
+        }
         return rows
+
+
+__all__ = ["FaceSwapCheck", "LandmarkAttack", "_cap"]
