@@ -362,15 +362,16 @@ class RetinaFaceDetector:
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             by_size.setdefault(image.shape[:2], []).append(i)
-        mean = np.array(BGR_MEAN, np.float32)
+        mean = torch.tensor(BGR_MEAN, dtype=torch.float32, device=self.device)
         for (h, w), idx in by_size.items():
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start : start + self.batch_size]
-                # RGB -> BGR, mean subtracted, no scaling: the checkpoint's training input
-                bgr = np.stack([images[i][:, :, ::-1] for i in chunk]).astype(np.float32) - mean
-                x = torch.from_numpy(np.ascontiguousarray(bgr.transpose(0, 3, 1, 2)))
+                # uint8 crosses to the device; there RGB -> BGR, mean subtracted, no scaling:
+                # the checkpoint's training input
+                rgb = torch.from_numpy(np.stack([images[i] for i in chunk])).to(self.device)
+                x = (rgb.flip(-1).float() - mean).permute(0, 3, 1, 2).contiguous()
                 with torch.no_grad():
-                    loc, logits, ldm = self.net(x.to(self.device))
+                    loc, logits, ldm = self.net(x)
                     scores = torch.softmax(logits, dim=-1)[..., 1]
                     for j, i in enumerate(chunk):
                         out[i] = self._decode(loc[j], scores[j], ldm[j], h, w)
