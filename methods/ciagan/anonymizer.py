@@ -37,6 +37,20 @@ def shipped_note(ckpt: dict[str, Any]) -> str:
     )
 
 
+DTYPES = ("auto", "fp32", "bf16")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """The generator's precision: "fp32" or "bf16" (autocast); "auto" is bf16 on CUDA devices
+    that support it, else fp32."""
+    if dtype not in DTYPES:
+        raise AnonbenchError(f"ciagan: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else "fp32"
+    return dtype
+
+
 @register_method("ciagan")
 class CIAGAN(Anonymizer):
     """CIAGAN (Maximov et al., CVPR 2020): landmarks + chosen identity -> new face.
@@ -45,6 +59,12 @@ class CIAGAN(Anonymizer):
     shipped in the package, if any. identity: a fixed target identity for every face; else
     targets come from `anonymize(targets=...)`, from its torch.Generator, or from a hash of
     (seed, item key), so an item always gets the same identity for a given seed.
+
+    dtype: "auto" (bf16 autocast on CUDA devices that support it, else fp32; the default and
+    the behaviour before this option), "fp32", or "bf16" (autocast; allowed on CPU too, where
+    it is slower and only useful for checking agreement). compile: wrap the generator in
+    `torch.compile` (CUDA only: on CPU it is refused with an AnonbenchError). Both are in
+    `config()`, so outputs made with them are cached apart.
     """
 
     name = "ciagan"
@@ -55,6 +75,8 @@ class CIAGAN(Anonymizer):
         device: str = "cpu",
         identity: int | None = None,
         seed: int = 0,
+        dtype: str = "auto",
+        compile: bool = False,
     ) -> None:
         path = Path(checkpoint) if checkpoint else PACKAGE_WEIGHTS
         raw = ckpt_io.read_bytes(path)
@@ -69,6 +91,14 @@ class CIAGAN(Anonymizer):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise AnonbenchError(f"ciagan: device {device!r} requested but CUDA is unavailable")
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.compile = bool(compile)
+        if self.compile and self.device.type != "cuda":
+            raise AnonbenchError(
+                f"ciagan: compile=True needs a CUDA device (got {device!r}): torch.compile of "
+                "the generator is only supported and worth its compile time on CUDA"
+            )
+        self._compiled: torch.nn.Module | None = None
         ckpt = ckpt_io.parse(raw, self.checkpoint)
         self.generator_net = ckpt_io.build_generator(ckpt, self.checkpoint).to(self.device)
         # the dataset identity behind each target index (the faceswap protocol needs it)
@@ -112,6 +142,7 @@ class CIAGAN(Anonymizer):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["generator_net"] = None
+        state["_compiled"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -123,6 +154,10 @@ class CIAGAN(Anonymizer):
             if raw is None or hashlib.sha256(raw).hexdigest() != self.sha256:
                 raise AnonbenchError(f"{self.checkpoint} changed since it was first loaded")
             self.generator_net = self._load(raw)
+        if self.compile:
+            if self._compiled is None:
+                self._compiled = torch.compile(self.generator_net)
+            return self._compiled
         return self.generator_net
 
     def config(self) -> dict[str, Any]:
@@ -131,6 +166,8 @@ class CIAGAN(Anonymizer):
             "identity": self.identity,
             "seed": self.seed,
             "num_identities": self.num_identities,
+            "dtype": self.dtype,
+            "compile": self.compile,
         }
 
     def choose_targets(
@@ -190,7 +227,7 @@ class CIAGAN(Anonymizer):
         v = make_views(canvas, crop_boxes(len(todo), None, 0, 0), self.img_size)
         onehot = F.one_hot(torch.tensor([ids[i] for i in todo]), self.num_identities)
         inp = torch.cat([v.landmarks, v.image * (1 - v.mask)], 1)
-        use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        use_bf16 = self.dtype == "bf16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             raw = net(inp, onehot.float().to(self.device)).float()
         comp = (raw * v.mask + v.image * (1 - v.mask)).clamp(0, 1)

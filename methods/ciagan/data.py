@@ -323,6 +323,16 @@ class PairSampler:
         perm = torch.randperm(n, generator=gen)
         return i1[perm], i2[perm]
 
+    def sample_different(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source indices, target indices), n each, the target's identity never the
+        source's (training recipe v2's generator pairs). Needs >= 2 identities."""
+        m = len(self.present)
+        p1 = torch.randint(m, (n,), generator=gen)
+        p2 = (p1 + torch.randint(1, m, (n,), generator=gen)) % m
+        i1 = self._element(self.present[p1], gen)
+        i2 = self._element(self.present[p2], gen)
+        return i1, i2
+
     def sample_images(self, n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randint(int(self.counts.sum()), (n,), generator=gen)
 

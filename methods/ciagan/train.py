@@ -52,6 +52,12 @@ from anonbench.methods.ciagan.data import (
 )
 from anonbench.methods.ciagan.model import build_models
 
+# the recipe v1 values of the recipe fields: what a checkpoint without them was trained with
+LEGACY_RECIPE: dict[str, Any] = {
+    "target_sampling": "official",
+    "identity_init": "default",
+    "identity_lr_scale": 1.0,
+}
 # fields a resumed run may change; every other field is fixed by the checkpoint
 RUNTIME_FIELDS = (
     "data",
@@ -79,7 +85,32 @@ LOSS_COLUMNS = [
     "gen_gan",
     "gen_identity",
     "seconds",
+    # instrumentation (issue 10): is the identity input used?
+    "id_dist_same",  # identity net: mean embedding distance of same-identity pairs
+    "id_dist_diff",  # ... of different-identity pairs (margin = diff - same)
+    "id_same_frac",  # share of same-identity pairs in the identity net's batch
+    "gen_same_frac",  # share of generator pairs whose target is the source's identity
+    "gen_id_dist",  # generator step: distance of the fake's embedding to the target's
+    "grad_g_identity",  # norm of the generator loss's gradient on the identity branch
+    "grad_g_onehot",  # ... on the first FC layer's weights (the one-hot's own weights)
+    "grad_g_total",  # ... on the whole generator
 ]
+# compute() returns these, in this order
+COMPUTED = (
+    "identity",
+    "critic",
+    "critic_real",
+    "gen_gan",
+    "gen_identity",
+    "id_dist_same",
+    "id_dist_diff",
+    "id_same_frac",
+    "gen_same_frac",
+    "gen_id_dist",
+    "grad_g_identity",
+    "grad_g_onehot",
+    "grad_g_total",
+)
 
 
 @dataclass
@@ -95,6 +126,13 @@ class TrainConfig:
     identity_iters: int = 1
     identity_weight: float = 1.0
     margin: float = 3.0  # contrastive margin (official)
+    # training recipe v2 (issue 10; MODEL_CARD.md "Training recipe v2"); LEGACY_RECIPE below
+    # gives v1 (the official code's), which made the shipped checkpoint
+    target_sampling: str = "different"  # generator targets: "different" from the source's
+    # identity always, or "official" (half of the pairs the source's own identity)
+    identity_init: str = "kaiming"  # the identity branch's FC layers: "kaiming" (LeakyReLU
+    # gain, zero bias) or "default" (PyTorch's, which leaves the one-hot ~1% of the code)
+    identity_lr_scale: float = 1.0  # identity net's lr during GAN training, times lr (0: frozen)
     identity_pretrain: str = "pnca"  # the paper; "none" = the official code
     pnca_epochs: float = 5.0
     proxy_lr: float = 1e-2
@@ -152,6 +190,24 @@ def proxy_nca_loss(
     return (pos + torch.logsumexp(-neg, 1)).mean()
 
 
+def _grad_norm(params: Any, device: torch.device) -> torch.Tensor:
+    """L2 norm of the gradients of params (0 when none), without a host sync."""
+    sq = [p.grad.float().pow(2).sum() for p in params if p.grad is not None]
+    return torch.stack(sq).sum().sqrt() if sq else torch.zeros((), device=device)
+
+
+def init_identity_branch(g: torch.nn.Module) -> None:
+    """Recipe v2: Kaiming-normal weights for LeakyReLU(0.2) and zero biases in the identity
+    branch's 7 FC layers. With PyTorch's default init each layer shrinks its input's variance
+    about 6 times while its bias adds a constant, so the one-hot's part of the 4 x 4 identity
+    code is ~1% of it (148 identities, paper widths) and the generator starts out, and stays,
+    blind to the target; with this init it is ~75% (measured in MODEL_CARD.md)."""
+    for m in g.identity.fc:
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")
+            torch.nn.init.zeros_(m.bias)
+
+
 def _resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -169,6 +225,8 @@ class Trainer:
         self.n_ids = data.num_identities
         torch.manual_seed(cfg.seed)  # weight init
         nets = build_models(cfg.to_dict(), self.n_ids)
+        if cfg.identity_init == "kaiming":
+            init_identity_branch(nets["generator"])
         cl = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.G = nets["generator"].to(device, memory_format=cl)
         self.D = nets["critic"].to(device, memory_format=cl)
@@ -182,11 +240,13 @@ class Trainer:
         adam = {"lr": cfg.lr, "betas": betas, "capturable": self.graphs}
         self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
-        self.opt_S = torch.optim.Adam(self.S.parameters(), **adam)
+        self.opt_S = torch.optim.Adam(
+            self.S.parameters(), **{**adam, "lr": cfg.lr * cfg.identity_lr_scale}
+        )
         self.labels_dev = data.labels.to(device)
         self._graph: Any = None
         self._static: dict[str, torch.Tensor] = {}
-        self._static_out = torch.zeros(5)
+        self._static_out = torch.zeros(len(COMPUTED))
         self.gen = torch.Generator().manual_seed(cfg.seed)  # every data draw comes from here
         self.sampler = PairSampler(data.labels, self.n_ids)
         self.step_count = 0
@@ -243,16 +303,23 @@ class Trainer:
             shape = (0, B, 4) if "box" in k else (0, B)
             empty = torch.zeros(shape, dtype=torch.float32 if "box" in k else torch.long)
             d[k] = torch.stack([t[j] for t in ids]) if ids else empty
-        fakes = [self.sampler.sample(B, self.gen) for _ in range(K)]
+        fakes = [self.sample_targets(B) for _ in range(K)]
         reals = [self.sampler.sample(B, self.gen)[0] for _ in range(K)]
         d["fake_src"] = torch.cat([f[0] for f in fakes])
         d["fake_tgt"] = torch.cat([f[1] for f in fakes])
         d["fake_box"] = boxes(K * B)
         d["real_src"] = torch.cat(reals)
         d["real_box"] = torch.cat([boxes(B) for _ in range(K)])
-        d["gen_src"], d["gen_tgt"] = self.sampler.sample(B, self.gen)
+        d["gen_src"], d["gen_tgt"] = self.sample_targets(B)
         d["gen_box_s"], d["gen_box_t"] = boxes(B), boxes(B)
         return d
+
+    def sample_targets(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source, target-identity image) indices for generator passes: the official pairs
+        (half same identity), or (recipe v2) a target identity always other than the source's."""
+        if self.cfg.target_sampling == "official":
+            return self.sampler.sample(n, self.gen)
+        return self.sampler.sample_different(n, self.gen)
 
     def _views_at(self, idx: torch.Tensor, box: torch.Tensor) -> Views:
         v = make_views(self.data.canvas[idx], box, self.cfg.img_size)
@@ -269,12 +336,14 @@ class Trainer:
         )
 
     def compute(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The step's updates on device draws; returns the detached losses (identity, critic,
-        critic_real, gen_gan, gen_identity). Reading them once per step (not after every
-        update) keeps the GPU queue full."""
+        """The step's updates on device draws; returns the detached losses and measurements
+        named in COMPUTED, one tensor. Reading them once per step (not after every update)
+        keeps the GPU queue full."""
         B, K, cfg = self.cfg.batch_size, self.cfg.critic_iters, self.cfg
         # identity network: pairs of the same / different identities (contrastive)
         s_total = torch.zeros((), device=self.device)
+        zero = torch.zeros((), device=self.device)
+        dist_same, dist_diff, n_same, n_diff = zero, zero, zero, zero
         for i in range(d["id_src"].shape[0]):
             src, tgt = d["id_src"][i], d["id_tgt"][i]
             same = self.labels_dev[src] == self.labels_dev[tgt]
@@ -287,6 +356,12 @@ class Trainer:
             loss.backward()
             self.opt_S.step()
             s_total = s_total + loss.detach()
+            with torch.no_grad():
+                dist = (e[:B].float() - e[B:].float()).norm(dim=1)
+                sf = same.float()
+                dist_same = dist_same + (dist * sf).sum()
+                dist_diff = dist_diff + (dist * (1 - sf)).sum()
+                n_same, n_diff = n_same + sf.sum(), n_diff + (1 - sf).sum()
         # critic: K iterations, each one fake and one real batch (LSGAN)
         fv = self._views_at(d["fake_src"], d["fake_box"])
         with torch.no_grad(), self.autocast():
@@ -326,10 +401,30 @@ class Trainer:
         loss = loss_gan + cfg.identity_weight * loss_id
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
+        with torch.no_grad():
+            grad_id = _grad_norm(self.G.identity.parameters(), self.device)
+            grad_onehot = _grad_norm([self.G.identity.fc[0].weight], self.device)
+            grad_all = _grad_norm(self.G.parameters(), self.device)
+            gen_same = (self.labels_dev[d["gen_src"]] == self.labels_dev[d["gen_tgt"]]).float()
+            gen_dist = (e_fake.float() - e_real.float()).norm(dim=1).mean()
         self.opt_G.step()
         n_id = max(d["id_src"].shape[0], 1)
         return torch.stack(
-            [s_total / n_id, d_total / K, real_total / K, loss_gan.detach(), loss_id.detach()]
+            [
+                s_total / n_id,
+                d_total / K,
+                real_total / K,
+                loss_gan.detach(),
+                loss_id.detach(),
+                dist_same / n_same.clamp_min(1),
+                dist_diff / n_diff.clamp_min(1),
+                n_same / (n_same + n_diff).clamp_min(1),
+                gen_same.mean(),
+                gen_dist,
+                grad_id,
+                grad_onehot,
+                grad_all,
+            ]
         ).float()
 
     def _state_tensors(self) -> list[torch.Tensor]:
@@ -384,19 +479,16 @@ class Trainer:
             losses = self._graph_compute(d)
         else:
             losses = self.compute({k: v.to(self.device) for k, v in d.items()})
-        s_, d_, dr_, gg_, gi_ = losses.tolist()
+        vals = dict(zip(COMPUTED, losses.tolist(), strict=True))
         self.step_count += 1
-        return {
+        row = {
             "step": self.step_count,
             "epoch": (self.step_count - 1) // self.steps_per_epoch + 1,
-            "identity": s_,
-            "critic": d_,
-            "critic_real": dr_,
-            "critic_fake": d_ - dr_,
-            "gen_gan": gg_,
-            "gen_identity": gi_,
+            **vals,
+            "critic_fake": vals["critic"] - vals["critic_real"],
             "seconds": time.perf_counter() - t0,
         }
+        return {k: row[k] for k in LOSS_COLUMNS}
 
     # -- Proxy-NCA pretraining of the identity network ---------------------------------------
     def pretrain_identity(self, log_path: Path | None = None) -> list[float]:
@@ -647,13 +739,20 @@ def _validate(cfg: TrainConfig) -> None:
         raise AnonbenchError("--crop-range needs 0 < MIN <= MAX <= 1.25")
     if cfg.epochs < 1 or cfg.critic_iters < 1 or cfg.lr <= 0:
         raise AnonbenchError("--epochs and --critic-iters must be >= 1, --lr > 0")
+    if cfg.target_sampling not in ("different", "official"):
+        raise AnonbenchError("--target-sampling must be 'different' or 'official'")
+    if cfg.identity_init not in ("kaiming", "default"):
+        raise AnonbenchError("--identity-init must be 'kaiming' or 'default'")
+    if cfg.identity_lr_scale < 0:
+        raise AnonbenchError("--identity-lr-scale must be >= 0")
 
 
 def _merge_resume(saved: dict[str, Any], cli: TrainConfig, given: set[str]) -> TrainConfig:
     """The checkpoint's config with the runtime fields from the command line; other flags
     that differ from the checkpoint are reported and ignored (they would break resuming)."""
     base = TrainConfig().to_dict()  # the defaults (default_factory fields included)
-    merged = {**base, **{k: v for k, v in saved.items() if k in base}}
+    # a checkpoint from before the recipe fields was trained with recipe v1
+    merged = {**base, **LEGACY_RECIPE, **{k: v for k, v in saved.items() if k in base}}
     ignored = []
     for k, v in cli.to_dict().items():
         if k in RUNTIME_FIELDS:
