@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# CIAGAN on a lent GPU in one command: timed training on prepared faces, the fp16 generator
-# export (in pieces under 16 MiB, as files come back from the device machine), the speed
-# benchmark and profiler tables. Everything lands in $OUT as soon as it exists, so a run cut
+# CIAGAN on a lent GPU in one command: timed training on prepared faces with training recipe
+# v2 (methods/ciagan/weights/MODEL_CARD.md) at batch $BATCH, bf16 autocast and channels_last
+# (the trainer's CUDA defaults), the identity check (does the target change the face? a
+# collapsed run prints "CIAGAN IDENTITY: COLLAPSED" and the script exits 3), the fp16 generator
+# export (in pieces under 16 MiB, as files come back from the device machine), and, with time
+# left, the speed benchmark and profiler tables. Everything lands in $OUT as soon as it exists, so a run cut
 # short keeps what it finished. The GPU machine has no dlib: prepare the faces here first,
 #   anonbench train ciagan --data celeba:../shared/data/celeba --split identity-train \
 #       --export-data .devrun/celeba_train.npz
 # then, on the device machine (repo root, no install needed):
-#   OUT=dir DATA=.devrun/celeba_train.npz MINUTES=4.5 BUDGET=520 bash benchmarks/ciagan_device.sh
-# A CPU rehearsal: DEVICE=cpu TRAIN_EXTRA="--batch-size 2 --pnca-epochs 0.01" \
-#   BENCH_EXTRA="--batch 2 --infer-batch 4 --steps 1 --warmup 0" MINUTES=0.2 ...
+#   OUT=dir DATA=.devrun/celeba_train.npz bash benchmarks/ciagan_device.sh
+# (defaults: MINUTES=6.5 of GAN training after the identity net's pretraining, BATCH=64,
+# BUDGET=570 s for the whole script, inside one 10-minute device command)
+# A CPU rehearsal: DEVICE=cpu BATCH=4 TRAIN_EXTRA="--img-size 32 --gen-width 8 \
+#   --critic-width 8 --id-width 8 --pnca-epochs 0.05" CHECK_EXTRA="--sources 8" \
+#   BENCH_EXTRA="--batch 2 --infer-batch 4 --steps 1 --warmup 0" MINUTES=0.3 BUDGET=240 ...
 set -u
 T0=$SECONDS
 OUT=${OUT:?set OUT}
 DATA=${DATA:?set DATA to a prepared .npz}
-MINUTES=${MINUTES:-4.5}   # training time after the identity net's pretraining
-BUDGET=${BUDGET:-520}     # seconds for the whole script
+MINUTES=${MINUTES:-6.5}   # GAN training time after the identity net's pretraining
+BUDGET=${BUDGET:-570}     # seconds for the whole script
+BATCH=${BATCH:-64}        # 4x the paper's 16; epochs (N / 12 B steps) scale with it
+CHECK_EXTRA=${CHECK_EXTRA:-}
 DEVICE=${DEVICE:-cuda}
 TRAIN_EXTRA=${TRAIN_EXTRA:-}
 BENCH_EXTRA=${BENCH_EXTRA:-}
@@ -50,7 +58,7 @@ git -C "$REPO" log -1 --format='commit %H %s' 2>/dev/null || true
 train() {
   timeout "$(limit 150)" python3 -m anonbench train ciagan --data "prepared:$DATA" \
     --out "$WORK/ciagan" --device "$DEVICE" --epochs 100000 --max-minutes "$MINUTES" \
-    --save-minutes 1 --no-progress $TRAIN_EXTRA "$@"
+    --save-minutes 1 --batch-size "$BATCH" --no-progress $TRAIN_EXTRA "$@"
 }
 stamp "training ($MINUTES min after the identity net)"
 train
@@ -64,7 +72,24 @@ if [ $rc -ne 0 ] && [ "$(steps_done)" -eq 0 ]; then
   rc=$?
 fi
 stamp "training ended, rc $rc"
+collapsed=0
 if [ -f "$WORK/ciagan/last.pt" ]; then
+  stamp "identity check (before export)"
+  timeout "$(limit 60)" python3 -m anonbench.methods.ciagan.learning "$WORK/ciagan/last.pt" \
+    "$DATA" --device "$DEVICE" --json "$OUT/identity_check.json" $CHECK_EXTRA
+  crc=$?
+  [ $crc -eq 0 ] || collapsed=1
+  [ $crc -eq 0 ] || [ $crc -eq 3 ] || echo "CIAGAN IDENTITY: CHECK FAILED (rc $crc)"
+  python3 -c "
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+cols = ['identity', 'critic', 'gen_gan', 'gen_identity', 'id_dist_same', 'id_dist_diff',
+        'gen_same_frac', 'gen_id_dist', 'grad_g_onehot', 'grad_g_identity', 'grad_g_total']
+for name, part in (('first 50', rows[:50]), ('last 50', rows[-50:])):
+    have = [c for c in cols if part and c in part[0]]
+    print('instrumentation,', name, 'steps:', ', '.join(
+        f'{c} {sum(float(r[c]) for r in part) / len(part):.4g}' for c in have))
+" "$WORK/ciagan/losses.csv" || true
   # losses.csv is cut to the checkpoint's step: a run killed by `timeout` logged past it
   python3 -c "
 import csv, sys
@@ -85,8 +110,22 @@ with open(sys.argv[4], 'w', newline='') as f:
   echo "GAN losses, last rows:"; tail -3 "$WORK/ciagan/losses.csv"
 fi
 
-stamp "speed benchmark ($(left) s left)"
-timeout "$(limit 5)" python3 "$REPO/benchmarks/ciagan_speed.py" --device "$DEVICE" --steps 20 \
-  --half --profile "$OUT/profile.txt" --compile --out "$OUT/ciagan_speed.json" $BENCH_EXTRA
-stamp "done, rc $?"
+if [ "$(left)" -gt 60 ]; then
+  stamp "speed benchmark ($(left) s left)"
+  timeout "$(limit 5)" python3 "$REPO/benchmarks/ciagan_speed.py" --device "$DEVICE" \
+    --steps 20 --half --profile "$OUT/profile.txt" --compile --out "$OUT/ciagan_speed.json" \
+    $BENCH_EXTRA
+  stamp "speed benchmark rc $?"
+else
+  stamp "speed benchmark skipped ($(left) s left)"
+fi
 ls -la "$OUT"
+if [ ! -f "$WORK/ciagan/last.pt" ]; then
+  stamp "FAILED: no checkpoint"
+  exit 2
+fi
+if [ $collapsed -ne 0 ]; then
+  stamp "FAILED: CIAGAN IDENTITY COLLAPSED or unchecked (see identity_check.json): the export is a collapsed generator"
+  exit 3
+fi
+stamp "done: identity check passed"

@@ -203,3 +203,92 @@ def identity_effect(
         res["embed_target_acc"] = float(torch.cat(hits_e).float().mean())
     res["chance"] = 1.0 / len(targets)
     return res
+
+
+# -- the check a training run makes before it exports (benchmarks/ciagan_device.sh) -----------
+
+# a checkpoint collapses when its targets change the face less than random initial weights do
+# (0.020 at paper size, MODEL_CARD.md) or the identity net cannot tell the targets apart
+COLLAPSE_TARGET_DIFF = 0.02
+COLLAPSE_ACC_FACTOR = 2.0  # embed_target_acc must exceed this many times chance
+
+
+def check_checkpoint(
+    checkpoint: str,
+    data: TrainData,
+    device: str = "cpu",
+    n_targets: int = 8,
+    n_sources: int = 32,
+    autocast: bool = False,
+) -> dict[str, Any]:
+    """identity_effect of a training checkpoint (last.pt: generator and identity net) on
+    n_sources faces of its data (one per identity, spread over them) and n_targets target
+    identities spread over its identities; adds `collapsed` and why."""
+    from anonbench.methods.ciagan import checkpoint as ckpt_io
+    from anonbench.methods.ciagan.model import build_models
+
+    ck = ckpt_io.load(checkpoint)
+    if "identity" not in ck["models"]:
+        raise ckpt_io.CheckpointError(f"{checkpoint}: no identity net (an exported generator?)")
+    n_ids = int(ck["num_identities"])
+    nets = build_models(ck["config"], n_ids)
+    dev = torch.device(device)
+    for name in ("generator", "identity"):
+        nets[name].load_state_dict(ck["models"][name])
+        nets[name].to(dev)
+    targets = sorted({round(i * (n_ids - 1) / max(n_targets - 1, 1)) for i in range(n_targets)})
+    per = [torch.nonzero(data.labels == c).flatten() for c in range(n_ids)]
+    picks = [round(i * (n_ids - 1) / max(n_sources - 1, 1)) for i in range(n_sources)]
+    src = torch.stack([per[c][-1] for c in picks])  # the last face: not the sample grid's
+    res: dict[str, Any] = identity_effect(
+        nets["generator"], data, src, targets, identity_net=nets["identity"], autocast=autocast
+    )
+    why = []
+    if res["target_diff"] < COLLAPSE_TARGET_DIFF:
+        why.append(f"target_diff {res['target_diff']:.4f} < {COLLAPSE_TARGET_DIFF}")
+    if res["embed_target_acc"] <= COLLAPSE_ACC_FACTOR * res["chance"]:
+        why.append(
+            f"embed_target_acc {res['embed_target_acc']:.3f} <= "
+            f"{COLLAPSE_ACC_FACTOR:g} x chance {res['chance']:.3f}"
+        )
+    res.update(step=int(ck.get("step", 0)), targets=targets, collapsed=bool(why), why=why)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m anonbench.methods.ciagan.learning CKPT DATA.npz [--device cuda] [--json F]:
+    prints the identity effect and one line `CIAGAN IDENTITY: OK` or `CIAGAN IDENTITY:
+    COLLAPSED (...)`; exit status 0, or 3 when collapsed."""
+    import argparse
+    import json
+
+    from anonbench.methods.ciagan.data import load_prepared
+
+    p = argparse.ArgumentParser(prog="python -m anonbench.methods.ciagan.learning")
+    p.add_argument("checkpoint")
+    p.add_argument("data", help="the prepared .npz the checkpoint was trained on")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--targets", type=int, default=8)
+    p.add_argument("--sources", type=int, default=32)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast, as training used")
+    p.add_argument("--json", help="also write the result here")
+    a = p.parse_args(argv)
+    res = check_checkpoint(
+        a.checkpoint, load_prepared(a.data), a.device, a.targets, a.sources, a.bf16
+    )
+    print("identity effect:", json.dumps({k: v for k, v in res.items() if k != "why"}))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+    if res["collapsed"]:
+        print("CIAGAN IDENTITY: COLLAPSED (" + "; ".join(res["why"]) + ")")
+        return 3
+    print(
+        f"CIAGAN IDENTITY: OK (target_diff {res['target_diff']:.4f}, embed_target_acc "
+        f"{res['embed_target_acc']:.3f}, chance {res['chance']:.3f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

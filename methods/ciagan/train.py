@@ -650,6 +650,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--critic-iters", type=int, default=d.critic_iters)
     p.add_argument("--identity-weight", type=float, default=d.identity_weight)
     p.add_argument(
+        "--target-sampling",
+        choices=["different", "official"],
+        default=d.target_sampling,
+        help="generator targets: always another identity than the source's (recipe v2), or "
+        "the official pairs (half the source's own identity, recipe v1)",
+    )
+    p.add_argument(
+        "--identity-init",
+        choices=["kaiming", "default"],
+        default=d.identity_init,
+        help="init of the identity branch's FC layers: kaiming (recipe v2) or PyTorch's "
+        "default (v1, which hides the one-hot)",
+    )
+    p.add_argument(
+        "--identity-lr-scale",
+        type=float,
+        default=d.identity_lr_scale,
+        help="identity net's lr during GAN training = lr x this (0: frozen after Proxy-NCA)",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=["v2", "v1"],
+        default="v2",
+        help="v1: the recipe of the shipped checkpoint (official sampling, default init, "
+        "identity lr 1x); overrides the three flags above",
+    )
+    p.add_argument(
         "--crop-range",
         type=float,
         nargs=2,
@@ -696,6 +723,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "recipe", "v2") == "v1":
+        return dict(LEGACY_RECIPE)
+    return {k: getattr(args, k) for k in LEGACY_RECIPE}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data=args.data,
@@ -705,6 +738,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr,
         critic_iters=args.critic_iters,
         identity_weight=args.identity_weight,
+        **_recipe_from_args(args),
         identity_pretrain=args.identity_pretrain,
         pnca_epochs=args.pnca_epochs,
         img_size=args.img_size,
