@@ -55,11 +55,36 @@ class MethodMeta:
     region: str = "mask"
 
 
-class Anonymizer:
-    """Replaces the masked face region of each item; pixels outside the mask are unchanged.
+def region_mask(batch: FaceBatch, region: str) -> torch.Tensor:
+    """B x 1 x H x W mask of the pixels a method declaring `region` may change: the CIAGAN
+    face mask ("mask"), the face box ("box") or everything ("image")."""
+    import torch
 
-    Subclasses implement `_generate` (the raw replacement); `anonymize` composites it so the
-    outside-mask guarantee holds for every method.
+    if region == "mask":
+        return batch.masks
+    if region == "image":
+        return torch.ones_like(batch.masks)
+    if region == "box":
+        b, _, h, w = batch.masks.shape
+        ys = torch.arange(h, dtype=torch.float32).view(1, h, 1)
+        xs = torch.arange(w, dtype=torch.float32).view(1, 1, w)
+        bx = batch.boxes.float().view(b, 4, 1, 1)
+        inside = (
+            (xs >= bx[:, 0].floor())
+            & (xs < bx[:, 2].ceil())
+            & (ys >= bx[:, 1].floor())
+            & (ys < bx[:, 3].ceil())
+        )
+        return inside.unsqueeze(1).to(batch.masks.dtype)
+    raise ValueError(f"unknown method region {region!r} (mask, box or image)")
+
+
+class Anonymizer:
+    """Replaces the face region of each item that `meta.region` declares (the CIAGAN mask by
+    default); pixels outside it are unchanged.
+
+    Subclasses implement `_generate` (the raw replacement); `anonymize` composites it into the
+    declared region so the outside-region guarantee holds for every method.
     """
 
     name: str = ""
@@ -79,7 +104,7 @@ class Anonymizer:
             raise ValueError(
                 f"{self.name}: output shape {tuple(out.shape)} != input {tuple(batch.images.shape)}"
             )
-        m = batch.masks
+        m = region_mask(batch, self.meta.region)
         # where() rather than arithmetic alone: a NaN outside the mask must not leak through
         blended = out.clamp(0, 1) * m + batch.images * (1 - m)
         return torch.where(m > 0, blended, batch.images)

@@ -127,6 +127,13 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         "--cache-dir", help="cache folder (default $ANONBENCH_CACHE or ~/.cache/anonbench)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--max-pixels",
+        type=float,
+        default=None,
+        help="refuse images declaring more pixels than this, before decoding "
+        "(default 64e6; 0 = no limit)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +202,10 @@ def _command_modules() -> list:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "max_pixels", None) is not None:
+        from anonbench.data.images import set_max_pixels
+
+        set_max_pixels(int(args.max_pixels) or None)
     if getattr(args, "workers", 1) is None:
         from anonbench.runner import default_workers
 

@@ -65,27 +65,62 @@ class SwapOracle(Anonymizer):
         return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255
 
 
+def _ctx(tmp_path, proto):
+    from anonbench.data.datasets import open_dataset
+    from anonbench.evaluate import Originals
+    from anonbench.options import parse_options
+
+    cache = str(tmp_path / "c")
+    return RunContext(
+        data=open_dataset(f"celeba:{ROOT}"),
+        out_dir=str(tmp_path),
+        cache_dir=cache,
+        options=parse_options(proto.options, {}, proto.name),
+        quiet=True,
+        originals=Originals(cache, quiet=True),
+    )
+
+
+def _score(proto, method, ctx):
+    from anonbench.produce import produce
+
+    records = proto.records(method, ctx)
+    store = None
+    if records:
+        analyses = ctx.originals.analyze(records, "a")
+        store = produce(
+            method,
+            method.name,
+            records,
+            analyses,
+            cache_dir=ctx.cache_dir,
+            targets=proto.targets(method, ctx),
+            quiet=True,
+        )
+    return proto.evaluate(method, store, ctx)
+
+
 def test_faceswap_flags_a_face_swapper_and_skips_others(tmp_path):
-    ds = load_celeba(ROOT)
     from anonbench.protocols.celeba import load_split
 
-    ctx = RunContext(
-        data_root=str(ROOT),
-        out_dir=str(tmp_path),
-        cache_dir=str(tmp_path / "c"),
-        embedder="dlib-resnet",
-        options={"quiet": True},
-    )
-    _, _, train_ids, _, _ = load_split(ctx, "faceswap")
+    ds = load_celeba(ROOT)
+    proto = PROTOCOLS.create("faceswap")
+    ctx = _ctx(tmp_path, proto)
+    train_ids = load_split(ctx).train_ids
     faces = {}
     for r in ds.records:  # last image of each train identity is the one pasted
         if r.identity in train_ids:
             faces[r.identity] = read_rgb(r.path)
-    proto = PROTOCOLS.create("faceswap")
-    rows = proto.run(SwapOracle(faces), ctx)
+    rows = _score(proto, SwapOracle(faces), ctx)
     by = {r["evaluator"]: r for r in rows}
     assert by["chance"]["value"] == pytest.approx(100 / len(faces))
     assert by["dlib-resnet"]["value"] > 2 * by["chance"]["value"]  # swapping is caught
-    skipped = proto.run(METHODS.create("blur17"), ctx)
+    blur = METHODS.create("blur17")
+    blur.name = "blur17"
+    skipped = _score(proto, blur, ctx)
     assert len(skipped) == 1 and "not identity-conditioned" in skipped[0]["note"]
     assert np.isnan(skipped[0]["value"])
+    # a method whose target identities the data does not hold: a skip row, not an error
+    elsewhere = SwapOracle({"x1": faces[train_ids[0]], "x2": faces[train_ids[0]]})
+    row = _score(proto, elsewhere, ctx)
+    assert len(row) == 1 and "holds real images of 0" in row[0]["note"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from anonbench.anonymize import anonymize_image
-from anonbench.api import FaceBatch
+from anonbench.api import Anonymizer, FaceBatch, MethodMeta, region_mask
 from anonbench.data.images import read_rgb
 from anonbench.data.lfw import sample_root
 from anonbench.faces.analysis import FaceAnalysis
@@ -55,9 +55,11 @@ def test_every_method_keeps_outside_mask_pixels(name, tmp_path):
     assert out.shape == batch.images.shape
     assert not torch.isnan(out).any()
     assert out.min() >= 0 and out.max() <= 1
-    outside = batch.masks.expand_as(out) == 0
+    method = _create(name, tmp_path)
+    # the region the method declares (mask, box or whole image) is what it may change
+    outside = region_mask(batch, method.meta.region).expand_as(out) == 0
     assert torch.equal(out[outside], batch.images[outside])
-    inside = ~outside
+    inside = batch.masks.expand_as(out) > 0
     if name != "original":  # every real anonymizer changes the face
         assert (out[inside] - batch.images[inside]).abs().mean() > 0.01
 
@@ -104,3 +106,26 @@ def test_anonymize_image_without_faces_is_unchanged():
         np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 68, 2), np.float32)
     )
     assert np.array_equal(anonymize_image(METHODS.create("mask"), img, empty, "k"), img)
+
+
+@pytest.mark.parametrize("region", ["mask", "box", "image"])
+def test_declared_region_bounds_what_a_method_changes(region):
+    """A method that writes everywhere is cut back to the region it declares."""
+
+    class Everywhere(Anonymizer):
+        meta = MethodMeta(region=region)
+
+        def _generate(self, batch, *, targets, generator):
+            return torch.zeros_like(batch.images)
+
+    batch = _batch()
+    out = Everywhere().anonymize(batch)
+    changed = (out != batch.images).any(1, keepdim=True)
+    allowed = region_mask(batch, region) > 0
+    assert not (changed & ~allowed).any()
+    if region == "box":  # the box covers more than the mask, and the box is filled
+        assert changed.sum() > (batch.masks > 0).sum()
+        b = batch.boxes[0].round().int().tolist()
+        assert torch.all(out[0, :, b[1] + 1 : b[3] - 1, b[0] + 1 : b[2] - 1] == 0)
+    if region == "image":
+        assert torch.all(out == 0)
