@@ -368,19 +368,19 @@ BUILTINS: tuple[Builtin, ...] = (
         "protocols",
         "celeba",
         f"{_P}.celeba:CelebAProtocol",
-        "CelebA: detection rate, identity Recall@1 (PNCA, dlib, MobileFaceNet), FID",
+        "identity data (celeba:/folders:): detection rate, identity Recall@1, FID",
     ),
     Builtin(
         "protocols",
         "landmark-attack",
         f"{_P}.identity_attacks:LandmarkAttack",
-        "CelebA: identity Recall@1 of a Proxy-NCA net trained on landmark drawings only",
+        "identity data: Recall@1 of a Proxy-NCA net trained on landmark drawings only",
     ),
     Builtin(
         "protocols",
         "faceswap",
         f"{_P}.identity_attacks:FaceSwapCheck",
-        "CelebA: are identity-conditioned outputs just their target identity?",
+        "identity data: are identity-conditioned outputs just their target identity?",
     ),
     Builtin(
         "detectors", "dlib-hog", f"{_F}:HOGDetector", "dlib HOG + linear SVM frontal face detector"

@@ -47,7 +47,7 @@ class LFWVerification(Protocol):
             "accuracy",
             False,
             "10-fold verification accuracy; 0.5 = chance",
-            label="accuracy",
+            label="Accuracy",
             decimals=4,
             tolerance=0.01,
             unit="fraction",
