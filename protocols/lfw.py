@@ -193,6 +193,12 @@ class LFWVerification(Protocol):
             org.reference(r.key)[1] for r in [*firsts, *seconds] if r.key not in errors
         )
         doubt = warn_fallback(ctx.quiet, ctx.data.label, ref_fallback, len(firsts) + len(seconds))
+        ref_ok = [r for r in firsts if r.key not in errors]
+        ref_no_face = sum(bool(self._reference[r.key]["embs"][ctx.embedder][1]) for r in ref_ok)
+        if ref_ok and ref_no_face / len(ref_ok) > 0.5:
+            msg = f"{ctx.embedder} found no face in {ref_no_face}/{len(ref_ok)} reference images"
+            print(f"warning: {msg}: its scores rest on reference boxes")
+            doubt = "; ".join(x for x in (doubt, msg) if x)
         n_folds = int(scores["fold"].nunique()) if len(scores) else 0
         note = ""
         rows: list[dict[str, Any]] = []
