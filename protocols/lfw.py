@@ -53,6 +53,16 @@ class LFWVerification(Protocol):
             unit="fraction",
         ),
         MetricSpec(
+            "face_kept",
+            True,
+            "% of anonymized images in which the recognizer's own detector still finds the "
+            "face (over the reference face); utility: a destroyed face scores low",
+            label="face kept %",
+            decimals=1,
+            tolerance=2.0,
+            unit="percent",
+        ),
+        MetricSpec(
             "faces_missed",
             None,
             "anonymized images in which the anonymizer's detector "
@@ -249,6 +259,21 @@ class LFWVerification(Protocol):
                     "note": "no readable pairs",
                 }
             )
+        from anonbench.metrics.retrieval import bootstrap_ci
+
+        kept = np.array([not anon[r.key]["embs"][ctx.embedder][1] for r in ok], np.float64) * 100
+        lo, hi = bootstrap_ci(kept, seed=ctx.seed)
+        rows.append(
+            {
+                **base,
+                "metric": "face_kept",
+                "value": float(kept.mean()) if len(kept) else math.nan,
+                "ci_low": lo,
+                "ci_high": hi,
+                "n": len(kept),
+                "note": "embedder_no_face is the count behind it",
+            }
+        )
         rows += [
             # the anonymizer's detector, not the recognizer, misses these
             {
