@@ -200,26 +200,29 @@ class DlibResNetEmbedder:
         self, images: Sequence[np.ndarray], boxes: Sequence[Box] | Box
     ) -> tuple[np.ndarray, np.ndarray]:
         """See anonbench.api.Embedder: `boxes` is one reference box per image, or one box for
-        all. The 150x150 chips go through the network batch_size at a time (dlib's batched
-        call gives the same descriptors bit for bit)."""
+        all. Images are processed batch_size at a time (so memory holds one batch of chips);
+        the 150x150 chips go through dlib's batched call, which gives the same descriptors as
+        one at a time, bit for bit."""
         import dlib
 
         refs = reference_boxes(boxes, len(images))
         sp5 = _dlib_object("shape", "shape_predictor_5_face_landmarks.dat")
         rec = _dlib_object("recognizer", "dlib_face_recognition_resnet_model_v1.dat")
-        images = [np.ascontiguousarray(img) for img in images]
-        found = self.detector.detect_batch(images)
-        chips, fell_back = [], np.zeros(len(images), bool)
-        for i, img in enumerate(images):
-            box, fell_back[i] = self._choose(img, [f.box for f in found[i]], refs[i])
-            chips.append(dlib.get_face_chip(img, sp5(img, _rect(box)), size=150, padding=0.25))
         out = np.zeros((len(images), self.dim), np.float32)
-        for start in range(0, len(chips), self.batch_size):
-            part = chips[start : start + self.batch_size]
-            if self.jitter or len(part) == 1:  # jitter draws random numbers per call
-                vecs = [rec.compute_face_descriptor(c, self.jitter) for c in part]
+        fell_back = np.zeros(len(images), bool)
+        for start in range(0, len(images), self.batch_size):
+            part = [np.ascontiguousarray(img) for img in images[start : start + self.batch_size]]
+            chips = []
+            found = self.detector.detect_batch(part)
+            for j, (img, faces) in enumerate(zip(part, found, strict=True)):
+                box, fell_back[start + j] = self._choose(
+                    img, [f.box for f in faces], refs[start + j]
+                )
+                chips.append(dlib.get_face_chip(img, sp5(img, _rect(box)), size=150, padding=0.25))
+            if self.jitter or len(chips) == 1:  # jitter draws random numbers per call
+                vecs = [rec.compute_face_descriptor(c, self.jitter) for c in chips]
             else:
-                vecs = list(rec.compute_face_descriptor(part, self.jitter))
+                vecs = list(rec.compute_face_descriptor(chips, self.jitter))
             for j, v in enumerate(vecs):
                 v = np.array(v, dtype=np.float32)
                 out[start + j] = v / max(float(np.linalg.norm(v)), 1e-12)

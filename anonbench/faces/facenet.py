@@ -175,21 +175,20 @@ class FaceNetEmbedder:
         import torch
 
         refs = reference_boxes(boxes, len(images))
-        if len(images) == 0:
-            return np.zeros((0, self.dim), np.float32), np.zeros(0, bool)
-        images = [np.ascontiguousarray(img) for img in images]
-        found = self.detector.detect_batch(images)
-        crops, fell_back = [], []
-        for img, ref, faces in zip(images, refs, found, strict=True):
-            box, fb = choose_box([f.box for f in faces], ref, self.min_iou)
-            crops.append(crop_with_margin(img, box, IMAGE_SIZE, self.margin))
-            fell_back.append(fb)
-        out = np.zeros((len(crops), self.dim), np.float32)
-        for start in range(0, len(crops), self.batch_size):
-            part = np.stack(crops[start : start + self.batch_size])
-            x = torch.from_numpy(part).to(self.device).permute(0, 3, 1, 2).float()
+        out = np.zeros((len(images), self.dim), np.float32)
+        fell_back = np.zeros(len(images), bool)
+        for start in range(0, len(images), self.batch_size):
+            part = [np.ascontiguousarray(img) for img in images[start : start + self.batch_size]]
+            crops = []
+            found = self.detector.detect_batch(part)
+            for j, (img, faces) in enumerate(zip(part, found, strict=True)):
+                box, fell_back[start + j] = choose_box(
+                    [f.box for f in faces], refs[start + j], self.min_iou
+                )
+                crops.append(crop_with_margin(img, box, IMAGE_SIZE, self.margin))
+            x = torch.from_numpy(np.stack(crops)).to(self.device).permute(0, 3, 1, 2).float()
             x = (x - 127.5) / 128.0
             with torch.inference_mode():
                 e = torch.nn.functional.normalize(self.net(x), dim=1)
             out[start : start + len(part)] = e.cpu().numpy()
-        return out, np.array(fell_back, bool)
+        return out, fell_back

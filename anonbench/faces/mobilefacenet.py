@@ -264,14 +264,19 @@ class MobileFaceNetEmbedder:
         self, images: Sequence[np.ndarray], boxes: Sequence[Box] | Box
     ) -> tuple[np.ndarray, np.ndarray]:
         """See anonbench.api.Embedder: `boxes` is one reference box per image, or one box for
-        all."""
+        all. Images are processed batch_size at a time: dlib detection, landmarks and the
+        warp on the CPU, then one forward (crop and mirror) on the device."""
         refs = reference_boxes(boxes, len(images))
-        if len(images) == 0:
-            return np.zeros((0, self.dim), np.float32), np.zeros(0, bool)
-        found = self.detector.detect_batch(images)
-        aligned = [
-            self.align(img, ref, [f.box for f in faces])
-            for img, ref, faces in zip(images, refs, found, strict=True)
-        ]
-        crops = np.stack([a[0] for a in aligned])
-        return self.embed_crops(crops), np.array([a[1] for a in aligned], bool)
+        out = np.zeros((len(images), self.dim), np.float32)
+        fell_back = np.zeros(len(images), bool)
+        for start in range(0, len(images), self.batch_size):
+            part = images[start : start + self.batch_size]
+            found = self.detector.detect_batch(part)
+            crops = []
+            for j, (img, faces) in enumerate(zip(part, found, strict=True)):
+                crop, fell_back[start + j] = self.align(
+                    img, refs[start + j], [f.box for f in faces]
+                )
+                crops.append(crop)
+            out[start : start + len(part)] = self.embed_crops(np.stack(crops))
+        return out, fell_back
