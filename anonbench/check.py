@@ -20,6 +20,21 @@ default. Tolerances are the change allowed in the metric's *worse* direction:
 - ``metric[evaluator]=tol`` limits a tolerance to one evaluator (e.g. ``recall_at_1[pnca]``);
   the metric's other evaluators keep their default.
 
+Noise-aware tolerances: ``recall_at_1=+2ci`` allows 2 x the BASELINE row's interval: its CI
+half-width ``(ci_high - ci_low) / 2``, or, for a row with a ``std`` and no CI (LFW's fold std),
+that std. Never the run's own interval: a broken, noisy run must not loosen its own gate. The
+floor is the metric's MetricSpec default tolerance (0 for a metric without one): the allowed
+change is ``max(K x interval, floor)``, so a row with no interval or a zero one (one fold, a
+rate of exactly 0 or 100) falls back to the default.
+
+``--as RUN_METHOD=BASELINE_METHOD`` (:func:`parse_method_map`) checks a run's method against
+the baseline rows of another method (e.g. ``mask=blur17``).
+
+Preset ``ci`` (:data:`PRESETS`): every headline metric is checked with ``+1ci`` (so the
+default is the floor), every method compared must have at least one privacy and one utility
+metric checked (see :func:`role`), and every method of the run must have baseline rows (by
+name or through ``--as``); otherwise exit 2.
+
 The summary names the metrics that held, those that regressed, and those not checked with the
 reason (``count, no direction``, ``no default tolerance``, ``no MetricSpec``).
 
@@ -55,7 +70,53 @@ class Tolerance:
     evaluator: str | None  # None: every evaluator of the metric
     amount: float  # >= 0
     worse: int  # +1: a rise is worse; -1: a fall is worse; 0: both directions count
-    source: str = "given"  # "given" (--tolerance) or "default" (the MetricSpec's tolerance)
+    source: str = "given"  # "given" (--tolerance), "default" (MetricSpec) or a preset's name
+    # "": `amount` is the allowed change itself; "ci": `amount` multiplies the baseline row's
+    # interval (CI half-width, else its std), floored at the MetricSpec default tolerance
+    per: str = ""
+
+    @property
+    def rule(self) -> str:
+        """How the allowed change is set, e.g. "default +0.01", "preset -1ci"."""
+        text = {1: "+", -1: "-", 0: "±"}[self.worse] + f"{self.amount:g}" + self.per
+        return f"{self.source} {text}"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of check rules (``--preset``)."""
+
+    name: str
+    ci_multiple: float  # headline metrics: this multiple of the baseline's interval
+    require_roles: tuple[str, ...]  # each compared method needs a checked metric of each role
+    require_baseline_for_every_method: bool
+    description: str
+
+
+PRESETS = {
+    "ci": Preset(
+        "ci",
+        ci_multiple=1.0,
+        require_roles=("privacy", "utility"),
+        require_baseline_for_every_method=True,
+        description=(
+            "privacy and utility held together: each headline metric may worsen by at most "
+            "1x the baseline row's interval (CI half-width, or fold std), and never less than "
+            "its MetricSpec default; every method needs a checked privacy and utility metric"
+        ),
+    )
+}
+
+
+def role(spec: MetricSpec | None) -> str | None:
+    """ "utility" (higher is better: the face is kept, detectable; or a lower-is-better plain
+    number such as FID: realism), "privacy" (a lower-is-better rate, percent or fraction: an
+    attacker's success), None (a count or diagnostic with no direction)."""
+    if spec is None or spec.higher_is_better is None:
+        return None
+    if spec.higher_is_better:
+        return "utility"
+    return "privacy" if spec.unit in ("percent", "fraction") else "utility"
 
 
 @dataclass
@@ -73,7 +134,11 @@ class CheckRow:
     allowed: str  # e.g. "+0.5", "-0.5", "±2"
     ok: bool
     change: float
-    source: str = "given"  # where the tolerance came from: "given" or "default"
+    source: str = "given"  # where the tolerance came from: "given", "default" or a preset
+    rule: str = ""  # the tolerance as written, e.g. "default +0.01", "preset -1ci"
+    note: str = ""  # for an interval multiple: "1ci=0.0375" or "floor" (the default won)
+    baseline_method: str = ""  # the baseline's method compared (another name through --as)
+    role: str | None = None
 
     @property
     def status(self) -> str:
@@ -81,7 +146,14 @@ class CheckRow:
 
     @property
     def allowed_text(self) -> str:
+        if self.note:
+            return f"{self.allowed} ({self.note})"
         return self.allowed + (" (default)" if self.source == "default" else "")
+
+    @property
+    def method_text(self) -> str:
+        bm = self.baseline_method
+        return self.method if not bm or bm == self.method else f"{self.method} (as {bm})"
 
 
 @dataclass
@@ -90,6 +162,8 @@ class CheckResult:
     # baseline metrics (or metric[evaluator]s) left unchecked -> why
     unchecked: dict[str, str] = field(default_factory=dict)
     extra_methods: list[str] = field(default_factory=list)  # in the run, not in the baseline
+    preset: Preset | None = None
+    method_map: dict[str, str] = field(default_factory=dict)  # run method -> baseline method
 
     @property
     def unchecked_metrics(self) -> list[str]:
@@ -155,7 +229,8 @@ def _worse(hib: bool | None) -> int:
 
 
 _TOL_RE = re.compile(
-    r"^(?P<metric>[^\[\]=\s]+)(?:\[(?P<ev>[^\[\]=]+)\])?=(?P<sign>[+-]?)(?P<num>[0-9.eE+-]+)$"
+    r"^(?P<metric>[^\[\]=\s]+)(?:\[(?P<ev>[^\[\]=]+)\])?=(?P<sign>[+-]?)(?P<num>[0-9.eE+-]+)"
+    r"(?P<per>ci)?$"
 )
 
 
@@ -169,8 +244,8 @@ def parse_tolerances(text: str, directions: dict[str, bool | None]) -> list[Tole
         m = _TOL_RE.match(item)
         if not m:
             raise AnonbenchError(
-                f"--tolerance: cannot parse {item!r} (expected METRIC=+X or METRIC=-X, "
-                "e.g. recall_at_1=+0.5)"
+                f"--tolerance: cannot parse {item!r} (expected METRIC=+X, METRIC=-X or "
+                "METRIC=+Kci, e.g. recall_at_1=+0.5 or recall_at_1=+2ci)"
             )
         metric, ev, sign = m["metric"], m["ev"], m["sign"]
         try:
@@ -187,22 +262,79 @@ def parse_tolerances(text: str, directions: dict[str, bool | None]) -> list[Tole
             want = "-" if hib else "+"
             raise AnonbenchError(
                 f"--tolerance {item!r}: {metric} is {better}-is-better, so its worse direction "
-                f"is {want}; write {metric}={want}{m['num']}"
+                f"is {want}; write {metric}={want}{m['num']}{m['per'] or ''}"
             )
         if (metric, ev) in seen:
             raise AnonbenchError(f"--tolerance: {metric}{f'[{ev}]' if ev else ''} given twice")
         seen.add((metric, ev))
-        out.append(Tolerance(metric, ev, amount, known_worse or given))
+        out.append(Tolerance(metric, ev, amount, known_worse or given, per=m["per"] or ""))
     if not out:
         raise AnonbenchError("--tolerance: no tolerances given")
     return out
+
+
+def parse_method_map(items: list[str] | str | None) -> dict[str, str]:
+    """``RUN=BASELINE[,RUN=BASELINE...]`` (``--as``, repeatable) -> run method -> baseline
+    method."""
+    if isinstance(items, str):
+        items = [items]
+    out: dict[str, str] = {}
+    for item in (t.strip() for chunk in items or [] for t in chunk.split(",")):
+        if not item:
+            continue
+        run_m, sep, base_m = (x.strip() for x in item.partition("="))
+        if not sep or not run_m or not base_m:
+            raise AnonbenchError(
+                f"--as: cannot parse {item!r} (expected RUN_METHOD=BASELINE_METHOD, e.g. "
+                "mask=blur17)"
+            )
+        if run_m in out:
+            raise AnonbenchError(f"--as: run method {run_m!r} mapped twice")
+        out[run_m] = base_m
+    return out
+
+
+def _fmt_amount(worse: int, amount: float) -> str:
+    return {1: "+", -1: "-", 0: "±"}[worse] + f"{amount:.4g}"
 
 
 def _fmt_allowed(t: Tolerance) -> str:
     return {1: "+", -1: "-", 0: "±"}[t.worse] + f"{t.amount:g}"
 
 
-def _holds(base: float, cur: float, t: Tolerance) -> bool:
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def baseline_interval(row: Mapping[str, Any]) -> float | None:
+    """A baseline row's interval: CI half-width (ci_high - ci_low) / 2, else its std (the fold
+    std of LFW's TAR and accuracy), else None."""
+    lo, hi = _finite(row.get("ci_low")), _finite(row.get("ci_high"))
+    if lo is not None and hi is not None:
+        return max(0.0, (hi - lo) / 2)
+    std = _finite(row.get("std"))
+    return None if std is None else max(0.0, std)
+
+
+def _resolve(t: Tolerance, row: Mapping[str, Any], spec: MetricSpec | None) -> tuple[float, str]:
+    """(allowed change, note) of tolerance `t` on one baseline row. A "ci" tolerance is
+    max(K x the baseline row's interval, the MetricSpec default tolerance or 0)."""
+    if t.per != "ci":
+        return t.amount, ""
+    floor = float(spec.tolerance) if spec is not None and spec.tolerance is not None else 0.0
+    iv = baseline_interval(row)
+    scaled = None if iv is None else t.amount * iv
+    if scaled is None or scaled < floor:
+        why = "no interval" if iv is None else f"{t.amount:g}ci={scaled:.3g}"
+        return floor, f"floor, {why}"
+    return scaled, f"{t.amount:g}ci"
+
+
+def _holds(base: float, cur: float, worse: int, amount: float) -> bool:
     if math.isnan(base):
         return math.isnan(cur)  # nothing to regress from; a value appearing is fine too
     if math.isnan(cur):
@@ -210,9 +342,9 @@ def _holds(base: float, cur: float, t: Tolerance) -> bool:
     change = cur - base
     # a small slack so that a change exactly at the tolerance passes despite float rounding
     eps = 1e-9 * max(1.0, abs(base), abs(cur))
-    if t.worse == 0:
-        return abs(change) <= t.amount + eps
-    return change * t.worse <= t.amount + eps
+    if worse == 0:
+        return abs(change) <= amount + eps
+    return change * worse <= amount + eps
 
 
 def _str(v: Any) -> str:
@@ -221,17 +353,62 @@ def _str(v: Any) -> str:
     return str(v)
 
 
+def _map_baseline(base: Any, cur: Any, method_map: Mapping[str, str]) -> Any:
+    """The baseline with each mapped baseline method's rows copied under the run method's name
+    (column ``baseline_method`` keeps the original); the others stay under their own name."""
+    import pandas as pd
+
+    base = base.assign(baseline_method=base["method"])
+    if not method_map:
+        return base
+    run_methods, base_methods = sorted(set(cur["method"])), sorted(set(base["method"]))
+    for run_m, base_m in method_map.items():
+        if run_m not in run_methods:
+            raise AnonbenchError(
+                f"--as {run_m}={base_m}: the run has no method {run_m!r} "
+                f"(run methods: {', '.join(run_methods)})"
+            )
+        if base_m not in base_methods:
+            close = difflib.get_close_matches(base_m, base_methods, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise AnonbenchError(
+                f"--as {run_m}={base_m}: the baseline has no method {base_m!r}{hint} "
+                f"(baseline methods: {', '.join(base_methods)})"
+            )
+        if run_m != base_m and run_m in base_methods:
+            raise AnonbenchError(
+                f"--as {run_m}={base_m}: the baseline has rows of {run_m!r} itself, so {run_m} "
+                "would be compared twice; use a baseline without them"
+            )
+    targets = set(method_map.values())
+    parts = [base[~base["method"].isin(targets)]]
+    for base_m in sorted(targets):
+        rows = base[base["method"] == base_m]
+        names = [r for r, b in method_map.items() if b == base_m]
+        # a mapped-to method is still compared under its own name where the run has it
+        if base_m in run_methods and base_m not in names:
+            names.append(base_m)
+        parts += [rows.assign(method=name) for name in names]
+    return pd.concat(parts, ignore_index=True)
+
+
 def compare(
     current: Any,
     baseline: Any,
     tolerances: list[Tolerance],
     specs: Specs | None = None,
+    *,
+    preset: Preset | None = None,
+    method_map: Mapping[str, str] | None = None,
 ) -> CheckResult:
     """Compares two tidy result tables (pandas DataFrames with results.COLUMNS).
 
     `tolerances` are the given ones; `specs` (protocol -> metric -> MetricSpec) supply the
-    default tolerance of every metric the given ones do not cover."""
+    default tolerance of every metric the given ones do not cover (under `preset`, its
+    interval multiple instead). `method_map` (run method -> baseline method) compares a run's
+    method to the baseline rows of another."""
     specs = specs or {}
+    method_map = dict(method_map or {})
     key_cols = list(MATCH_KEY)
     cur = current.copy()
     base = baseline.copy()
@@ -268,12 +445,21 @@ def compare(
                 f"rows have evaluators: {evs}"
             )
 
+    base = _map_baseline(base, cur, method_map)
+    extra = sorted(set(cur["method"]) - set(base["method"]))
+    if preset is not None and preset.require_baseline_for_every_method and extra:
+        raise AnonbenchError(
+            f"--preset {preset.name}: the run's method(s) {', '.join(extra)} have no baseline "
+            f"rows (baseline methods: {', '.join(sorted(set(base['baseline_method'])))}); add "
+            "them to the baseline or map them with --as RUN_METHOD=BASELINE_METHOD"
+        )
+
     cur_idx = {tuple(r[c] for c in key_cols): r for r in cur.to_dict("records")}
     rows: list[CheckRow] = []
     skipped: dict[tuple[str, str], str] = {}  # (metric, evaluator) -> why not checked
     for r in base.to_dict("records"):
         spec = specs.get(r["protocol"], {}).get(r["metric"])
-        tol = _pick(tolerances, r["metric"], r["evaluator"]) or _default(spec)
+        tol = _pick(tolerances, r["metric"], r["evaluator"]) or _default(spec, preset)
         if tol is None:
             skipped.setdefault((r["metric"], r["evaluator"]), _why_unchecked(spec))
             continue
@@ -282,6 +468,7 @@ def compare(
         if c is None:
             raise AnonbenchError(_missing_message(r, cur))
         bv, cv = float(r["value"]), float(c["value"])
+        amount, note = _resolve(tol, r, spec)
         rows.append(
             CheckRow(
                 method=r["method"],
@@ -292,10 +479,14 @@ def compare(
                 evaluator=r["evaluator"],
                 baseline=bv,
                 current=cv,
-                allowed=_fmt_allowed(tol),
-                ok=_holds(bv, cv, tol),
+                allowed=_fmt_amount(tol.worse, amount),
+                ok=_holds(bv, cv, tol.worse, amount),
                 change=cv - bv,
                 source=tol.source,
+                rule=_rule_text(tol, spec),
+                note=note,
+                baseline_method=r["baseline_method"],
+                role=role(spec),
             )
         )
     if not rows:
@@ -305,16 +496,56 @@ def compare(
             + (f" ({why})" if why else "")
             + "; give --tolerance METRIC=+X or METRIC=-X"
         )
+    if preset is not None:
+        _require_roles(rows, preset, specs)
     checked = {r.metric for r in rows}
     return CheckResult(
         rows=rows,
         unchecked=_collapse(skipped, checked),
-        extra_methods=sorted(set(cur["method"]) - set(base["method"])),
+        extra_methods=extra,
+        preset=preset,
+        method_map=method_map,
     )
 
 
-def _default(spec: MetricSpec | None) -> Tolerance | None:
-    """The MetricSpec's default tolerance, in its worse direction (both ways for a count)."""
+def _rule_text(t: Tolerance, spec: MetricSpec | None) -> str:
+    """The tolerance as the summary states it, e.g. "default +0.01", "preset -1x baseline
+    interval, at least -2"."""
+    if t.per != "ci":
+        return t.rule
+    floor = spec.tolerance if spec is not None and spec.tolerance is not None else 0.0
+    sign = {1: "+", -1: "-", 0: "±"}[t.worse]
+    source = t.source if t.source in ("given", "default") else "preset"
+    return f"{source} {sign}{t.amount:g}x baseline interval, at least {sign}{floor:g}"
+
+
+def _require_roles(rows: list[CheckRow], preset: Preset, specs: Specs) -> None:
+    """Every compared method has, for each role the preset requires, a checked row whose
+    baseline value is a number (a NaN baseline holds nothing)."""
+    have: dict[str, set[str]] = {}
+    for r in rows:
+        have.setdefault(r.method_text, set())
+        if r.role and not math.isnan(r.baseline):
+            have[r.method_text].add(r.role)
+    missing = {m: [x for x in preset.require_roles if x not in got] for m, got in have.items()}
+    missing = {m: x for m, x in missing.items() if x}
+    if not missing:
+        return
+    known = {
+        ro: sorted({n for per in specs.values() for n, s in per.items() if role(s) == ro})
+        for ro in preset.require_roles
+    }
+    what = "; ".join(f"{m}: no {' or '.join(x)} metric" for m, x in sorted(missing.items()))
+    kinds = "; ".join(f"{ro}: {', '.join(ns) or 'none declared'}" for ro, ns in known.items())
+    raise AnonbenchError(
+        f"--preset {preset.name} holds privacy and utility together, but these methods have "
+        f"none checked ({what}); metrics by role here: {kinds}"
+    )
+
+
+def _default(spec: MetricSpec | None, preset: Preset | None = None) -> Tolerance | None:
+    """The MetricSpec's default tolerance, in its worse direction (both ways for a count);
+    under a preset, its multiple of the baseline's interval (floored at that default)."""
     if spec is None or spec.tolerance is None:
         return None
     amount = float(spec.tolerance)
@@ -323,7 +554,10 @@ def _default(spec: MetricSpec | None) -> Tolerance | None:
             f"metric {spec.name}: its MetricSpec tolerance {spec.tolerance!r} is not a "
             "finite number >= 0"
         )
-    return Tolerance(spec.name, None, amount, _worse(spec.higher_is_better), "default")
+    worse = _worse(spec.higher_is_better)
+    if preset is not None:
+        return Tolerance(spec.name, None, preset.ci_multiple, worse, preset.name, per="ci")
+    return Tolerance(spec.name, None, amount, worse, "default")
 
 
 def _why_unchecked(spec: MetricSpec | None) -> str:
@@ -381,7 +615,7 @@ def table_rows(res: CheckResult) -> list[list[str]]:
     body = [
         [
             r.status,
-            r.method,
+            r.method_text,
             r.protocol,
             r.dataset,
             r.metric,
@@ -415,14 +649,23 @@ def summary_lines(res: CheckResult) -> list[str]:
         if res.ok
         else f"FAIL: {bad} of {len(res.rows)} checked values regressed beyond tolerance"
     ]
+    if res.preset is not None:
+        out.append(f"preset {res.preset.name}: {res.preset.description}")
     held, regressed = [], []
     for metric, rows in res.by_metric().items():
-        allowed = ", ".join(dict.fromkeys(f"{r.source} {r.allowed}" for r in rows))
+        allowed = ", ".join(dict.fromkeys(r.rule or f"{r.source} {r.allowed}" for r in rows))
+        # under a preset, the role each metric plays (privacy, utility) is part of the verdict
+        tag = f" [{rows[0].role}]" if res.preset is not None and rows[0].role else ""
         n_bad = sum(not r.ok for r in rows)
         if n_bad:
-            regressed.append(f"{metric} ({n_bad} of {len(rows)} values beyond {allowed})")
+            who = ", ".join(dict.fromkeys(r.method_text for r in rows if not r.ok))
+            regressed.append(
+                f"{metric}{tag} ({n_bad} of {len(rows)} values beyond {allowed}: {who})"
+                if res.preset is not None or res.method_map
+                else f"{metric} ({n_bad} of {len(rows)} values beyond {allowed})"
+            )
         else:
-            held.append(f"{metric} ({allowed})")
+            held.append(f"{metric}{tag} ({allowed})")
     if regressed:
         out.append(f"regressed: {', '.join(regressed)}")
     if held:
@@ -431,6 +674,9 @@ def summary_lines(res: CheckResult) -> list[str]:
         out.append("not checked: " + ", ".join(f"{m} ({why})" for m, why in res.unchecked.items()))
     if res.extra_methods:
         out.append(f"methods not in the baseline: {', '.join(res.extra_methods)}")
+    if res.method_map:
+        pairs = ", ".join(f"{r} against baseline {b}" for r, b in res.method_map.items())
+        out.append(f"method mapping (--as): {pairs}")
     return out
 
 
@@ -464,10 +710,18 @@ def format_markdown(res: CheckResult, run_dir: str, baseline: str) -> str:
 
 
 def run_check(
-    run_dir: str | Path, baseline: str | Path, tolerance: str | None = None
+    run_dir: str | Path,
+    baseline: str | Path,
+    tolerance: str | None = None,
+    *,
+    preset: str | None = None,
+    method_map: Mapping[str, str] | None = None,
 ) -> CheckResult:
     """Reads both files and their metric specs, parses the given tolerances (if any) with the
-    metrics' directions, and compares; headline metrics not named keep their default."""
+    metrics' directions, and compares; headline metrics not named keep their default (or the
+    preset's rule)."""
+    if preset is not None and preset not in PRESETS:
+        raise AnonbenchError(f"--preset {preset!r}: unknown (presets: {', '.join(PRESETS)})")
     run_p, base_p = Path(run_dir), Path(baseline)
     cur = _read(run_p, "run")
     base = _read(base_p, "baseline")
@@ -478,7 +732,14 @@ def run_check(
     # the run's run.json wins over the baseline's: a newer anonbench may declare more
     specs = metric_specs(names, base_p, run_p)
     given = [] if tolerance is None else parse_tolerances(tolerance, directions_of(specs))
-    return compare(cur, base, given, specs)
+    return compare(
+        cur,
+        base,
+        given,
+        specs,
+        preset=PRESETS[preset] if preset else None,
+        method_map=method_map,
+    )
 
 
 def _read(p: Path, what: str) -> Any:

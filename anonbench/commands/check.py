@@ -1,4 +1,5 @@
-"""`anonbench check RUN_DIR --baseline FILE [--tolerance ...]`: the CI regression gate."""
+"""`anonbench check RUN_DIR --baseline FILE [--preset ci] [--tolerance ...] [--as RUN=BASE]`:
+the CI regression gate."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ Each is the change allowed in the metric's worse direction: '+' for lower-is-bet
 rise is worse), '-' for higher-is-better ones; an unsigned amount takes the sign from the
 metric's direction, and a sign that contradicts it is an error. METRIC[EVALUATOR]=X limits a
 tolerance to one evaluator.
+
+Noise-aware: METRIC=+Kci allows K x the BASELINE row's interval (CI half-width, or its fold
+std where it has no CI; never the run's own), at least the metric's default tolerance (the
+floor, 0 for a metric without one), e.g. --tolerance recall_at_1=+2ci.
+
+--preset ci holds privacy and utility together: every headline metric uses +1ci (the default
+is the floor); every method needs at least one privacy metric (a lower-is-better rate: TAR,
+accuracy, Recall@1) and one utility metric (higher-is-better: face_kept, detection_rate; or
+FID) checked, and every run method needs baseline rows; else exit 2.
+
+--as RUN_METHOD=BASELINE_METHOD checks a run's method against another method's baseline rows,
+e.g. --as mask=blur17 (repeatable, or comma-separated).
 """
 
 
@@ -32,15 +45,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated METRIC=+X / METRIC=-X overriding the metrics' default tolerances "
         "(see below)",
     )
+    parser.add_argument(
+        "--preset",
+        choices=["ci"],
+        help="ci: privacy and utility together, noise-aware tolerances (see below)",
+    )
+    parser.add_argument(
+        "--as",
+        dest="method_map",
+        action="append",
+        metavar="RUN_METHOD=BASELINE_METHOD",
+        help="compare a run's method to a baseline method of another name (repeatable)",
+    )
     parser.add_argument("--markdown", help="also write a markdown summary here (CI job page)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from anonbench.check import format_markdown, format_text, run_check
+    from anonbench.check import format_markdown, format_text, parse_method_map, run_check
     from anonbench.errors import AnonbenchError
 
     try:
-        res = run_check(args.run_dir, args.baseline, args.tolerance)
+        res = run_check(
+            args.run_dir,
+            args.baseline,
+            args.tolerance,
+            preset=args.preset,
+            method_map=parse_method_map(args.method_map),
+        )
     except AnonbenchError as e:
         # the CI page should say why the gate failed, not only the log
         _write_markdown(
