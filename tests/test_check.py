@@ -246,3 +246,180 @@ def test_run_json_wins_over_the_registered_protocol(tmp_path, capsys):
     (run / "run.json").write_text(json.dumps(info))
     assert _check_default(run, run / "results.csv") == 0
     assert "tar_far_1e-3 (default +0.125)" in capsys.readouterr().out
+
+
+# ---- noise-aware tolerances, --preset ci, --as (issue 15) ----
+
+
+def _table(tmp_path: Path, src: Path, edits: dict, name: str = "baseline.csv", drop=()) -> Path:
+    """A copy of a fixture's results.csv with (method, metric, evaluator|None, column) -> value
+    edits, and the methods in `drop` removed."""
+    df = pd.read_csv(src / "results.csv", dtype=str)
+    for (method, metric, ev, col), value in edits.items():
+        sel = (df["method"] == method) & (df["metric"] == metric)
+        if ev is not None:
+            sel &= df["evaluator"] == ev
+        assert sel.any()
+        df.loc[sel, col] = "" if value is None else str(value)
+    df = df[~df["method"].isin(drop)]
+    p = tmp_path / name
+    df.to_csv(p, index=False)
+    return p
+
+
+def _run_folder(tmp_path: Path, src: Path, edits: dict, drop=()) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(src / "run.json", run / "run.json")
+    _table(run, src, edits, name="results.csv", drop=drop)
+    return run
+
+
+RETINA = ("ciagan", "detection_rate", "retinaface")
+
+
+def test_ci_tolerance_is_a_multiple_of_the_baseline_interval(tmp_path, capsys):
+    # run: ciagan retinaface detection 99.5; baseline 102.5 with CI [100, 105] (half-width 2.5)
+    base = _table(
+        tmp_path,
+        CELEBA,
+        {(*RETINA, "value"): 102.5, (*RETINA, "ci_low"): 100, (*RETINA, "ci_high"): 105},
+    )
+    assert _check(CELEBA, base, "detection_rate[retinaface]=-1ci") == 1  # -3 beyond 2.5
+    assert "-2.5 (1ci)" in capsys.readouterr().out
+    assert _check(CELEBA, base, "detection_rate[retinaface]=-2ci") == 0  # 5 allowed
+    out = capsys.readouterr().out
+    assert "-5 (2ci)" in out
+    assert "detection_rate (default -1, given -2x baseline interval, at least -1)" in out
+    # the sign rule holds for interval multiples too
+    assert _check(CELEBA, base, "detection_rate=+2ci") == 2
+    assert "write detection_rate=-2ci" in capsys.readouterr().err
+
+
+def test_ci_tolerance_never_uses_the_runs_interval_and_floors_at_the_default(tmp_path, capsys):
+    # a noisy run (CI [0, 100]) against a baseline with a zero-width interval: the run's own
+    # interval does not loosen the gate; the floor is the MetricSpec default (1 here)
+    run = _run_folder(tmp_path, CELEBA, {(*RETINA, "ci_low"): 0, (*RETINA, "ci_high"): 100})
+    base = _table(
+        tmp_path,
+        CELEBA,
+        {(*RETINA, "value"): 101, (*RETINA, "ci_low"): 101, (*RETINA, "ci_high"): 101},
+    )
+    assert _check(run, base, "detection_rate=-2ci") == 1  # 99.5 - 101 = -1.5 beyond the floor
+    assert "-1 (floor, 2ci=0)" in capsys.readouterr().out
+    base = _table(tmp_path, CELEBA, {(*RETINA, "value"): 100.5})
+    assert _check(run, base, "detection_rate=-2ci") == 0  # -1.0: exactly the floor holds
+    # no interval in the baseline row at all: the floor too, said so
+    base = _table(
+        tmp_path,
+        CELEBA,
+        {(*RETINA, "value"): 101, (*RETINA, "ci_low"): None, (*RETINA, "ci_high"): None},
+    )
+    assert _check(run, base, "detection_rate=-2ci") == 1
+    assert "(floor, no interval)" in capsys.readouterr().out
+
+
+def test_ci_tolerance_uses_the_fold_std_of_lfw_rows(tmp_path, capsys):
+    # the run's mask TAR is 0.03; baseline 0.0 with fold std 0.02 (floor: the default 0.01)
+    edits = {
+        ("mask", "tar_far_1e-3", None, "value"): 0.0,
+        ("mask", "tar_far_1e-3", None, "std"): 0.02,
+    }
+    base = _table(tmp_path, RUN, edits)
+    assert _check(RUN, base, "tar_far_1e-3=+1ci") == 1  # +0.03 beyond 0.02
+    assert _check(RUN, base, "tar_far_1e-3=+2ci") == 0  # 0.04 allowed
+    assert "+0.04 (2ci)" in capsys.readouterr().out
+
+
+def test_preset_ci_holds_privacy_and_utility_and_names_their_roles(tmp_path, capsys):
+    run = _run_folder(tmp_path, CELEBA, {}, drop=["chance"])
+    base = _table(tmp_path, CELEBA, {}, drop=["chance"])
+    assert _check_default(run, base, "--preset", "ci") == 0
+    out = capsys.readouterr().out
+    assert "preset ci: privacy and utility held together" in out
+    assert "detection_rate [utility] (preset -1x baseline interval, at least -1)" in out
+    assert "recall_at_1 [privacy] (preset +1x baseline interval, at least +1)" in out
+    # ciagan's retinaface detection fell by 1.5 from a baseline with CI half-width 0.75: the
+    # floor (the default 1) is the allowed change, and the utility metric regresses
+    base = _table(tmp_path, CELEBA, {(*RETINA, "value"): 101}, drop=["chance"])
+    assert _check_default(run, base, "--preset", "ci") == 1
+    out = capsys.readouterr().out
+    assert "regressed: detection_rate [utility] (1 of 10 values beyond preset" in out
+    assert ": ciagan)" in out and "held: recall_at_1 [privacy]" in out
+    # without the preset, the same files: the default tolerances, current behaviour
+    assert _check_default(run, base) == 1
+    assert "regressed: detection_rate (1 of 10 values beyond default -1)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("chance", "chance: no utility metric"),  # only recall_at_1 for 'chance'
+        ("lfw_v1", "mask: no utility metric"),  # the old lfw fixture has no face_kept
+        ("extra_method", "method(s) pixelate8 have no baseline rows"),
+    ],
+)
+def test_preset_ci_refuses_what_it_cannot_hold(tmp_path, capsys, case, message):
+    if case == "lfw_v1":
+        run, base = RUN, _baseline(tmp_path)
+    elif case == "chance":
+        run, base = CELEBA, _table(tmp_path, CELEBA, {})
+    else:
+        run, base = CELEBA, _table(tmp_path, CELEBA, {}, drop=["pixelate8"])
+    assert _check_default(run, base, "--preset", "ci") == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    if case == "chance":
+        assert "utility: detection_rate, fid" in err  # what would count
+
+
+def test_method_mapping_compares_a_run_method_to_another_baseline_method(tmp_path, capsys):
+    base = _table(
+        tmp_path,
+        CELEBA,
+        {},
+        drop=["original", "pixelate8", "ciagan", "chance", '<script>alert("x")</script>'],
+    )
+    # pixelate8 against blur17's rows: detection 0 vs 68.4 (dlib-hog) -> a utility regression;
+    # blur17 is still compared under its own name
+    assert _check_default(CELEBA, base, "--as", "pixelate8=blur17") == 1
+    out = capsys.readouterr().out
+    assert "REGRESSED  pixelate8 (as blur17)" in out
+    assert "method mapping (--as): pixelate8 against baseline blur17" in out
+    assert (
+        "regressed: detection_rate (2 of 4 values beyond default -1: pixelate8 (as blur17))" in out
+    )
+    assert "pass       blur17 " in out
+    # a run method identical to its baseline passes through the mapping
+    assert _check_default(CELEBA, base, "--as", "blur17=blur17") == 0
+
+
+@pytest.mark.parametrize(
+    "mapping, message",
+    [
+        ("nope=blur17", "the run has no method 'nope'"),
+        ("pixelate8=blur7", "no method 'blur7' (did you mean 'blur17'?)"),
+        ("ciagan=blur17", "the baseline has rows of 'ciagan' itself"),
+        ("pixelate8", "cannot parse 'pixelate8'"),
+        ("pixelate8=blur17,pixelate8=ciagan", "mapped twice"),
+    ],
+)
+def test_method_mapping_errors_exit_2(tmp_path, capsys, mapping, message):
+    base = _table(tmp_path, CELEBA, {}, drop=["pixelate8"])
+    assert _check_default(CELEBA, base, "--as", mapping) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_every_headline_metric_has_a_role():
+    from anonbench.check import role
+
+    for name in PROTOCOLS.names():
+        for spec in PROTOCOLS.entry(name).factory.metrics:
+            if spec.tolerance is not None:
+                assert role(spec) in ("privacy", "utility"), (name, spec.name)
+    lfw = {m.name: role(m) for m in PROTOCOLS.entry("lfw").factory.metrics}
+    assert lfw["tar_far_1e-3"] == lfw["accuracy"] == "privacy" and lfw["face_kept"] == "utility"
+    celeba = {m.name: role(m) for m in PROTOCOLS.entry("celeba").factory.metrics}
+    assert celeba["fid"] == "utility" and celeba["detection_rate"] == "utility"
+    assert celeba["faces_missed"] is None
