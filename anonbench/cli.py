@@ -94,6 +94,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         quiet=args.quiet,
+        compile=args.compile,
     )
     if args.no_cache:
         import tempfile
@@ -119,6 +120,11 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--batch-size", type=int, default=32, help="images per batched torch call (default 32)"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the generator of methods that take it (ciagan; CUDA only)",
     )
     p.add_argument(
         "--workers", type=int, default=None, help="worker processes (default min(2, cores))"

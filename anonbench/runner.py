@@ -35,6 +35,7 @@ class RunConfig:
     device: str = "cpu"
     batch_size: int = 32
     quiet: bool = False
+    compile: bool = False  # torch.compile for methods that take it (CIAGAN, on CUDA)
 
 
 @dataclass
@@ -101,6 +102,8 @@ def build_method(spec: MethodSpec, cfg: RunConfig) -> Any:
             params = {}
         if "device" in params and cfg.device != "cpu":
             kwargs["device"] = cfg.device
+        if cfg.compile and "compile" in params:
+            kwargs["compile"] = True
         m = METHODS.create(spec.name, **kwargs)
     m.name = spec.label
     return m
@@ -158,6 +161,9 @@ def run(cfg: RunConfig) -> Path:
             "(left out; run.json lists the count)",
             file=sys.stderr,
         )
+    # methods are built before any work and before --out exists: a bad checkpoint or an
+    # option a method refuses is one line, with nothing left behind
+    built = {spec.label: build_method(spec, cfg) for spec in specs}
     out = Path(cfg.out or f"runs/{cfg.protocol}-{ds.label}")
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = str(cfg.cache_dir or default_cache_dir())
@@ -202,7 +208,7 @@ def run(cfg: RunConfig) -> Path:
     proto.prepare(ctx)
     info["timings_s"]["prepare"] = round(time.perf_counter() - t0, 2)
     for spec in specs:
-        method = build_method(spec, cfg)
+        method = built[spec.label]
         name = spec.label
         if method.meta.note:
             print(f"note: {name}: {method.meta.note}", file=sys.stderr)

@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="model checkpoint (methods that take one)")
     parser.add_argument("--device", help="cpu, cuda, ... (methods that take one)")
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the generator (ciagan on CUDA; bf16 is already its CUDA default)",
+    )
+    parser.add_argument(
         "--on-miss",
         choices=["blur", "keep", "fail"],
         default="blur",
@@ -72,6 +77,8 @@ def _create_method(args: argparse.Namespace) -> Any:
 
     entry = METHODS.entry(args.method)
     wanted = {"checkpoint": args.checkpoint, "device": args.device}
+    if args.compile:
+        wanted["compile"] = True
     if args.identity is not None:
         wanted["identity"] = args.identity
     wanted = {k: v for k, v in wanted.items() if v is not None}
@@ -81,7 +88,8 @@ def _create_method(args: argparse.Namespace) -> Any:
         params = {}
     for k in wanted:
         if k not in params and k != "identity":
-            raise AnonbenchError(f"method {args.method!r} takes no --{k}")
+            flag = f"--{k}" if k != "compile" else "--compile"
+            raise AnonbenchError(f"method {args.method!r} takes no {flag}")
     kwargs = {k: v for k, v in wanted.items() if k in params}
     return METHODS.create(args.method, **kwargs)
 

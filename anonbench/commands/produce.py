@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoints={args.method: args.checkpoint} if args.checkpoint else {},
         device=resolve_device(args.device),
         batch_size=args.batch_size,
+        compile=args.compile,
     )
     # a plain path: identity folders; KIND:PATH for LFW or CelebA layouts
     ds = open_dataset(args.data, "lfw" if args.data is None else "folders")
