@@ -163,7 +163,17 @@ def machine(threads: int) -> dict[str, Any]:
         "platform": platform.platform(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git_sha": git_sha(),
+        "load_average_1min_at_start": _load(),
     }
+
+
+def _load() -> float | None:
+    """The machine's 1-minute load average: on a shared machine it says how much the
+    timings were disturbed (above the core count, they are)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def markdown(
@@ -179,7 +189,9 @@ def markdown(
         "",
         f"Machine: {info['cpu']} ({info['cpu_count']} cores visible, torch on "
         f"{info['torch_threads']} threads), GPU: {info['gpu'] or 'none'}; torch {info['torch']}, "
-        f"Python {info['python']}.",
+        f"Python {info['python']}. 1-minute load average {info['load_average_1min_at_start']} "
+        f"at the start, {info.get('load_average_1min_at_end')} at the end (above the core "
+        "count, other work shared the CPU and the wall-clock numbers are disturbed).",
         "",
         "| evaluator | device | "
         + " | ".join(f"batch {b} img/s" for b in sizes)
@@ -302,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 del ev
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    info["load_average_1min_at_end"] = _load()
     doc = {
         "machine": info,
         "n_images": len(images),
