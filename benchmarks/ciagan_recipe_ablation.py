@@ -30,8 +30,16 @@ def _value(v: str) -> object:
     return {"true": True, "false": False}.get(v.lower(), v)
 
 
-def run(overrides: dict[str, object], steps: int, seed: int, data_seed: int = 0) -> dict:
-    data = synthetic_faces(seed=data_seed)
+def run(
+    overrides: dict[str, object],
+    steps: int,
+    seed: int,
+    data_seed: int = 0,
+    grid: str = "",
+    save: str = "",
+    hair: bool = True,
+) -> dict:
+    data = synthetic_faces(seed=data_seed, hair_cue=hair)
     cfg = TrainConfig(**{**LEARNING_CONFIG, "seed": seed, **overrides})
     tr = Trainer(cfg, data, torch.device("cpu"))
     t0 = time.perf_counter()
@@ -39,6 +47,12 @@ def run(overrides: dict[str, object], steps: int, seed: int, data_seed: int = 0)
     t_pnca = time.perf_counter() - t0
     rows = [tr.step() for _ in range(steps)]
     t_gan = time.perf_counter() - t0 - t_pnca
+    if grid:
+        from pathlib import Path
+
+        tr.sample_grid(Path(grid))
+    if save:
+        torch.save(tr.G.state_dict(), save)
     src = torch.tensor(
         [int(torch.nonzero(data.labels == c)[1]) for c in range(data.num_identities)]
     )
@@ -64,10 +78,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[])
     ap.add_argument("--json")
+    ap.add_argument("--no-hair", action="store_true", help="synthetic faces without hair")
+    ap.add_argument("--grid", default="", help="write the trainer's sample grid here")
+    ap.add_argument("--save", default="", help="write the generator's state dict here")
     a = ap.parse_args()
     torch.set_num_threads(1)
     ov = {k: _value(v) for k, v in (s.split("=", 1) for s in a.set)}
-    r = run(ov, a.steps, a.seed)
+    r = run(ov, a.steps, a.seed, grid=a.grid, save=a.save, hair=not a.no_hair)
     print("recipe", ov, f"pnca {r['t_pnca']:.0f} s, gan {r['t_gan']:.0f} s")
     if r["pnca"]:
         print(f"pnca loss {r['pnca'][0]:.3f} -> {sum(r['pnca'][-10:]) / 10:.3f}")

@@ -129,6 +129,7 @@ def test_step_logs_the_instrumentation():
     assert row["gen_same_frac"] == 0.0 and 0 <= row["id_same_frac"] <= 1
     assert row["id_dist_same"] > 0 and row["id_dist_diff"] > 0
     assert 0 < row["grad_g_onehot"] <= row["grad_g_identity"] <= row["grad_g_total"]
+    assert 0 <= row["gen_out_of_range"] <= 1
 
 
 def test_old_checkpoints_resume_with_the_old_recipe():

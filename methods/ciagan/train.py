@@ -57,6 +57,7 @@ LEGACY_RECIPE: dict[str, Any] = {
     "target_sampling": "official",
     "identity_init": "default",
     "identity_lr_scale": 1.0,
+    "range_weight": 0.0,
 }
 # fields a resumed run may change; every other field is fixed by the checkpoint
 RUNTIME_FIELDS = (
@@ -91,6 +92,7 @@ LOSS_COLUMNS = [
     "id_same_frac",  # share of same-identity pairs in the identity net's batch
     "gen_same_frac",  # share of generator pairs whose target is the source's identity
     "gen_id_dist",  # generator step: distance of the fake's embedding to the target's
+    "gen_out_of_range",  # share of generated pixels (inside the mask) outside [0, 1]
     "grad_g_identity",  # norm of the generator loss's gradient on the identity branch
     "grad_g_onehot",  # ... on the first FC layer's weights (the one-hot's own weights)
     "grad_g_total",  # ... on the whole generator
@@ -107,6 +109,7 @@ COMPUTED = (
     "id_same_frac",
     "gen_same_frac",
     "gen_id_dist",
+    "gen_out_of_range",
     "grad_g_identity",
     "grad_g_onehot",
     "grad_g_total",
@@ -133,6 +136,7 @@ class TrainConfig:
     identity_init: str = "kaiming"  # the identity branch's FC layers: "kaiming" (LeakyReLU
     # gain, zero bias) or "default" (PyTorch's, which leaves the one-hot ~1% of the code)
     identity_lr_scale: float = 1.0  # identity net's lr during GAN training, times lr (0: frozen)
+    range_weight: float = 0.0  # weight of the penalty on generated pixels outside [0, 1]
     identity_pretrain: str = "pnca"  # the paper; "none" = the official code
     pnca_epochs: float = 5.0
     proxy_lr: float = 1e-2
@@ -390,7 +394,11 @@ class Trainer:
         self._set_grad(self.D, False)
         self._set_grad(self.S, False)
         with self.autocast():
-            comp = self.generate(sv, self._onehot_at(d["gen_tgt"]))
+            raw = self.G(
+                torch.cat([sv.landmarks, sv.image * (1 - sv.mask)], 1),
+                self._onehot_at(d["gen_tgt"]),
+            ).float()
+            comp = raw * sv.mask + sv.image * (1 - sv.mask)  # = self.generate(...)
             out = self.D(torch.cat([comp, sv.landmarks], 1)).float()
             e_fake = self.S(comp)
             with torch.no_grad():
@@ -398,7 +406,14 @@ class Trainer:
         loss_gan = F.mse_loss(out, torch.ones_like(out))
         ones = torch.ones(B, device=self.device)
         loss_id = contrastive_loss(e_fake, e_real, ones, cfg.margin)
+        # recipe v2: pixels the generator puts outside [0, 1] inside the mask are penalised
+        # (squared distance to the range): the official generator has no output activation
+        over = (raw - raw.detach().clamp(0, 1)) * sv.mask
+        area = (sv.mask.sum() * 3).clamp_min(1)
+        loss_range = over.pow(2).sum() / area
         loss = loss_gan + cfg.identity_weight * loss_id
+        if cfg.range_weight:
+            loss = loss + cfg.range_weight * loss_range
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
@@ -407,6 +422,7 @@ class Trainer:
             grad_all = _grad_norm(self.G.parameters(), self.device)
             gen_same = (self.labels_dev[d["gen_src"]] == self.labels_dev[d["gen_tgt"]]).float()
             gen_dist = (e_fake.float() - e_real.float()).norm(dim=1).mean()
+            out_of_range = (over != 0).float().sum() / area
         self.opt_G.step()
         n_id = max(d["id_src"].shape[0], 1)
         return torch.stack(
@@ -421,6 +437,7 @@ class Trainer:
                 n_same / (n_same + n_diff).clamp_min(1),
                 gen_same.mean(),
                 gen_dist,
+                out_of_range,
                 grad_id,
                 grad_onehot,
                 grad_all,
@@ -670,11 +687,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="identity net's lr during GAN training = lr x this (0: frozen after Proxy-NCA)",
     )
     p.add_argument(
+        "--range-weight",
+        type=float,
+        default=d.range_weight,
+        help="weight of the penalty on generated pixels outside [0, 1] (recipe v2; v1: 0)",
+    )
+    p.add_argument(
         "--recipe",
         choices=["v2", "v1"],
         default="v2",
         help="v1: the recipe of the shipped checkpoint (official sampling, default init, "
-        "identity lr 1x); overrides the three flags above",
+        "identity lr 1x, no range penalty); overrides the four flags above",
     )
     p.add_argument(
         "--crop-range",
