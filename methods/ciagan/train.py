@@ -58,6 +58,7 @@ LEGACY_RECIPE: dict[str, Any] = {
     "identity_init": "default",
     "identity_lr_scale": 1.0,
     "range_weight": 0.0,
+    "identity_eval": False,
 }
 # fields a resumed run may change; every other field is fixed by the checkpoint
 RUNTIME_FIELDS = (
@@ -137,6 +138,7 @@ class TrainConfig:
     # gain, zero bias) or "default" (PyTorch's, which leaves the one-hot ~1% of the code)
     identity_lr_scale: float = 1.0  # identity net's lr during GAN training, times lr (0: frozen)
     range_weight: float = 0.0  # weight of the penalty on generated pixels outside [0, 1]
+    identity_eval: bool = False  # the identity net judges the generator in eval mode
     identity_pretrain: str = "pnca"  # the paper; "none" = the official code
     pnca_epochs: float = 5.0
     proxy_lr: float = 1e-2
@@ -393,6 +395,8 @@ class Trainer:
         tv = self._views_at(d["gen_tgt"], d["gen_box_t"])
         self._set_grad(self.D, False)
         self._set_grad(self.S, False)
+        if cfg.identity_eval:  # recipe v2: running BatchNorm statistics, not the batch's
+            self.S.eval()
         with self.autocast():
             raw = self.G(
                 torch.cat([sv.landmarks, sv.image * (1 - sv.mask)], 1),
@@ -403,6 +407,7 @@ class Trainer:
             e_fake = self.S(comp)
             with torch.no_grad():
                 e_real = self.S(tv.image)
+        self.S.train()
         loss_gan = F.mse_loss(out, torch.ones_like(out))
         ones = torch.ones(B, device=self.device)
         loss_id = contrastive_loss(e_fake, e_real, ones, cfg.margin)
@@ -693,11 +698,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the penalty on generated pixels outside [0, 1] (recipe v2; v1: 0)",
     )
     p.add_argument(
+        "--identity-eval",
+        type=int,
+        choices=[0, 1],
+        default=int(d.identity_eval),
+        help="1: the identity net judges the generator in eval mode (running BatchNorm "
+        "statistics; recipe v2); 0: in train mode, with the fake batch's statistics (v1)",
+    )
+    p.add_argument(
         "--recipe",
         choices=["v2", "v1"],
         default="v2",
         help="v1: the recipe of the shipped checkpoint (official sampling, default init, "
-        "identity lr 1x, no range penalty); overrides the four flags above",
+        "identity lr 1x, no range penalty, identity net in train mode); overrides the five "
+        "flags above",
     )
     p.add_argument(
         "--crop-range",
@@ -749,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "recipe", "v2") == "v1":
         return dict(LEGACY_RECIPE)
-    return {k: getattr(args, k) for k in LEGACY_RECIPE}
+    return {k: type(v)(getattr(args, k)) for k, v in LEGACY_RECIPE.items()}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
