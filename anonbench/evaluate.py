@@ -195,25 +195,17 @@ def in_workers(evaluator: Any) -> bool:
 
 
 def _detections(cache: Cache, det: Any, images: list[np.ndarray], digests: list[str]) -> list:
-    from anonbench.faces import cached
+    from anonbench.faces.cached import cached_detections
 
-    if hasattr(cached, "cached_detections"):
-        return cached.cached_detections(cache, det, images, digests)
-    return [cached.cached_boxes(cache, det, im, d) for im, d in zip(images, digests, strict=True)]
+    return cached_detections(cache, det, images, digests)
 
 
 def _embeddings(
     cache: Cache, emb: Any, images: list[np.ndarray], boxes: list[Box], digests: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    from anonbench.faces import cached
+    from anonbench.faces.cached import cached_embeddings
 
-    if hasattr(cached, "cached_embeddings"):
-        return cached.cached_embeddings(cache, emb, images, boxes, digests)
-    out = [
-        cached.cached_embedding(cache, emb, im, tuple(b), d)
-        for im, b, d in zip(images, boxes, digests, strict=True)
-    ]
-    return np.stack([o[0] for o in out]), np.array([o[1] for o in out], bool)
+    return cached_embeddings(cache, emb, images, boxes, digests)
 
 
 @dataclass
