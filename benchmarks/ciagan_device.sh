@@ -14,7 +14,11 @@
 # BUDGET=570 s for the whole script, inside one 10-minute device command)
 # A CPU rehearsal: DEVICE=cpu BATCH=4 TRAIN_EXTRA="--img-size 32 --gen-width 8 \
 #   --critic-width 8 --id-width 8 --pnca-epochs 0.05" CHECK_EXTRA="--sources 8" \
-#   BENCH_EXTRA="--batch 2 --infer-batch 4 --steps 1 --warmup 0" MINUTES=0.3 BUDGET=240 ...
+#   BENCH_EXTRA="--batch 2 --infer-batch 4 --steps 1 --warmup 0 --img-size 32 --gen-width 8 \
+#   --critic-width 8 --id-width 8 --threads 1" MINUTES=0.3 BUDGET=300 ...
+# with DATA a small prepared file, e.g. synthetic faces written by save_prepared(
+# learning.synthetic_faces(), FILE). Its log: benchmarks/results/ciagan_device_cpu_rehearsal_log.txt
+# (25 steps: "CIAGAN IDENTITY: COLLAPSED", exit 3, as a run that short should).
 set -u
 T0=$SECONDS
 OUT=${OUT:?set OUT}
