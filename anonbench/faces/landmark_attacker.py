@@ -19,8 +19,8 @@ from anonbench.errors import AnonbenchError
 from anonbench.faces.pnca import (
     CROP_VERSION,
     Box,
+    PNCAAttackerBase,
     PNCAConfig,
-    PNCAEmbedder,
     cached_train,
     per_image_boxes,
 )
@@ -34,7 +34,7 @@ DRAWING_BOX: Box = (44.5, 84.5, 133.5, 173.5)
 DRAWING_VERSION = "ciagan-lines-178x218"
 
 
-class LandmarkAttacker:
+class LandmarkAttacker(PNCAAttackerBase):
     """`pnca-landmarks` (a TrainedAttacker, training "real"): a Proxy-NCA net on CIAGAN
     landmark drawings of the dlib face at each reference box."""
 
@@ -54,28 +54,14 @@ class LandmarkAttacker:
         from anonbench.cache import Cache
         from anonbench.faces.analysis import FaceAnalyzer
 
-        if batch_size < 1 or epochs < 1:
-            raise ValueError("batch_size and epochs must be >= 1")
-        self.device = device
-        self.batch_size = batch_size
-        self.config = PNCAConfig(epochs=epochs, seed=seed)
-        self.checkpoint = checkpoint
+        super().__init__(
+            device=device, batch_size=batch_size, epochs=epochs, seed=seed, checkpoint=checkpoint
+        )
         # analyses are cached under cache_dir, or under fit's cache_dir once fit has run
         self.analyzer = FaceAnalyzer(
             cache=Cache(cache_dir) if cache_dir is not None else Cache(enabled=False)
         )
-        self.net: PNCAEmbedder | None = (
-            PNCAEmbedder(checkpoint, batch_size, device) if checkpoint is not None else None
-        )
         self.fit_info: dict[str, Any] = {}
-
-    @property
-    def dim(self) -> int:
-        return self.net.dim if self.net is not None else self.config.dim
-
-    @property
-    def classes(self) -> list[str]:
-        return self.net.classes if self.net is not None else []
 
     @property
     def version(self) -> str:

@@ -416,7 +416,34 @@ def cached_train(
 # --- the trained attacker -----------------------------------------------------------------------
 
 
-class ProxyNCAAttacker:
+class PNCAAttackerBase:
+    """What the Proxy-NCA attackers share: the training config, an optional given checkpoint
+    (then `fit` does nothing), and the net once fitted."""
+
+    def __init__(
+        self, *, device: str, batch_size: int, epochs: int, seed: int, checkpoint: str | None
+    ) -> None:
+        if batch_size < 1 or epochs < 1:
+            raise ValueError("batch_size and epochs must be >= 1")
+        self.device = device
+        self.batch_size = batch_size
+        self.config = PNCAConfig(epochs=epochs, seed=seed)
+        self.checkpoint = checkpoint
+        self.net: PNCAEmbedder | None = (
+            PNCAEmbedder(checkpoint, batch_size, device) if checkpoint is not None else None
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.net.dim if self.net is not None else self.config.dim
+
+    @property
+    def classes(self) -> list[str]:
+        """The identities the net was trained on (empty before fitting)."""
+        return self.net.classes if self.net is not None else []
+
+
+class ProxyNCAAttacker(PNCAAttackerBase):
     """Proxy-NCA identity attacker (a TrainedAttacker): trained by the protocol on the train
     identities, `training="real"` (`pnca`) on real images, `"real+anonymized"`
     (`pnca-adaptive`) on real images plus the method's outputs of them. Given a `checkpoint`
@@ -438,26 +465,11 @@ class ProxyNCAAttacker:
     ) -> None:
         if training not in TRAININGS:
             raise ValueError(f"training must be one of {TRAININGS}, got {training!r}")
-        if batch_size < 1 or epochs < 1:
-            raise ValueError("batch_size and epochs must be >= 1")
+        super().__init__(
+            device=device, batch_size=batch_size, epochs=epochs, seed=seed, checkpoint=checkpoint
+        )
         self.training = training
         self.name = "pnca" if training == "real" else "pnca-adaptive"
-        self.device = device
-        self.batch_size = batch_size
-        self.config = PNCAConfig(epochs=epochs, seed=seed)
-        self.checkpoint = checkpoint
-        self.net: PNCAEmbedder | None = (
-            PNCAEmbedder(checkpoint, batch_size, device) if checkpoint is not None else None
-        )
-
-    @property
-    def dim(self) -> int:
-        return self.net.dim if self.net is not None else self.config.dim
-
-    @property
-    def classes(self) -> list[str]:
-        """The identities the net was trained on (empty before fitting)."""
-        return self.net.classes if self.net is not None else []
 
     @property
     def version(self) -> str:
