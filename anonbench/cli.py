@@ -1,6 +1,7 @@
 """Command line: anonbench ls | run. `main(argv)` returns the exit code (callable from tests).
 
-Exit codes: 0 success, 1 unexpected failure, 2 bad input (one line on stderr, no traceback).
+Exit codes: 0 success, 1 unexpected failure (an OS error such as a full disk after work has
+started: one line), 2 bad input (one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         quiet=args.quiet,
         compile=args.compile,
+        force=args.force,
+        allow_empty=args.allow_empty,
     )
     if args.no_cache:
         import tempfile
@@ -181,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--checkpoint", action="append", default=[], metavar="METHOD=PATH")
     r.add_argument("--no-cache", action="store_true", help="use a fresh temporary cache")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute every method, even those whose rows in --out are complete and whose "
+        "inputs are unchanged (skipped otherwise)",
+    )
+    r.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 even when no metric could be computed (every image unreadable, no face)",
+    )
     r.set_defaults(func=_cmd_run)
 
     for mod in _command_modules():
@@ -220,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except AnonbenchError as e:
         print(f"anonbench: error: {e}", file=sys.stderr)
-        return 2
+        return int(getattr(e, "exit_code", 2))  # 1 for an OS error after work started
     except KeyboardInterrupt:
         print("anonbench: interrupted", file=sys.stderr)
         return 130

@@ -77,12 +77,16 @@ def run_metric_specs(
     metrics: Iterable[str] | None = None,
 ) -> dict[str, MetricSpec]:
     """name -> MetricSpec for one protocol, from the run.json dicts in `infos` of that
-    protocol (merged field by field, a later one wins) over the registered class's specs.
+    protocol (merged field by field, a later one wins; a run.json's ``runs`` in order, its top
+    level last) over the registered class's specs.
 
     The registered protocol is looked up lazily: only when one of `metrics` (the metric names
     to describe; all of the registered ones when None) has no complete dict in the infos."""
+    from anonbench.results import run_entries
+
     dicts: dict[str, dict[str, Any]] = {}
-    for info in infos:
+    # a run.json lists every run into its folder (older ones: one run); a later one wins
+    for info in (e for i in infos for e in (run_entries(i) if isinstance(i, dict) else [i])):
         proto = info.get("protocol") if isinstance(info, Mapping) else None
         pname = proto.get("name") if isinstance(proto, Mapping) else None
         if pname is not None and str(pname) != protocol:

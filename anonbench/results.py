@@ -67,7 +67,8 @@ def read_results(path: str | Path):
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock on the sidecar `<name>.lock` (fcntl.flock: Linux and other POSIX
     systems; elsewhere no lock is taken). The sidecar is left in place: removing it would let
-    a waiting process lock a file a newcomer no longer sees."""
+    a waiting process lock a file a newcomer no longer sees. results.csv and run.json of one
+    run folder share the lock of results.csv (results.csv.lock)."""
     try:
         import fcntl
     except ImportError:  # Windows: merges from concurrent processes are not serialised
@@ -99,3 +100,60 @@ def merge_and_write(path: str | Path, rows: list[dict[str, Any]]) -> None:
         buf = io.StringIO()
         new.to_csv(buf, index=False)
         atomic_write_text(p, buf.getvalue())
+
+
+# -- run.json: a list of runs --------------------------------------------------------------------
+
+
+def run_entries(info: Any) -> list[dict[str, Any]]:
+    """The runs a run.json records, oldest first. The current format is the latest run's
+    fields at the top level (what older readers read) plus ``runs``, the list of every run; an
+    older run.json is one run object. The top level comes last, so it wins."""
+    if not isinstance(info, dict):
+        return []
+    runs = info.get("runs")
+    top = {k: v for k, v in info.items() if k != "runs"}
+    out = [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+    if top:  # the same run as a list entry: the top level (written last, or edited) stands
+        rid = top.get("run_id")
+        out = [r for r in out if rid is None or r.get("run_id") != rid] + [top]
+    return out
+
+
+def read_run_json(path: str | Path) -> dict[str, Any]:
+    """run.json as a dict ({} when absent); AnonbenchError (one line) when it is not JSON."""
+    import json
+
+    from anonbench.errors import AnonbenchError
+
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    try:
+        info = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AnonbenchError(
+            f"{p}: not valid JSON ({e}); move it away to start a new one"
+        ) from None
+    if not isinstance(info, dict):
+        raise AnonbenchError(f"{p}: not a run.json (a JSON object is expected)")
+    return info
+
+
+def append_run_info(path: str | Path, info: dict[str, Any]) -> None:
+    """Records one run in run.json: appended to its ``runs`` list, replacing the entry with the
+    same ``run_id`` (a run updates its entry after every method, so an interrupted run keeps
+    what it finished); the list is in the order of the last write. The top level mirrors the
+    entry written last, for readers of the single-object format. Read-modify-write under the
+    run folder's lock (results.csv.lock), the one merge_and_write holds, so concurrent runs
+    lose no entry."""
+    import json
+
+    p = Path(path)
+    with _locked(p.with_name("results.csv")):
+        old = read_run_json(p)
+        rid = info.get("run_id")
+        # the top level is an entry too (an older run.json); this run's earlier entry goes
+        runs = [r for r in run_entries(old) if rid is None or r.get("run_id") != rid]
+        runs.append(info)
+        atomic_write_text(p, json.dumps({**info, "runs": runs}, indent=2, default=str))

@@ -13,7 +13,7 @@ from typing import Any
 
 import anonbench
 from anonbench.api import RunContext
-from anonbench.cache import atomic_write_text, default_cache_dir
+from anonbench.cache import default_cache_dir
 from anonbench.display import format_table
 from anonbench.errors import AnonbenchError
 from anonbench.provenance import git_sha, now, versions
@@ -36,6 +36,8 @@ class RunConfig:
     batch_size: int = 32
     quiet: bool = False
     compile: bool = False  # torch.compile for methods that take it (CIAGAN, on CUDA)
+    force: bool = False  # recompute methods whose rows are complete and inputs unchanged
+    allow_empty: bool = False  # a run that measured nothing exits 0
 
 
 @dataclass
@@ -109,15 +111,176 @@ def build_method(spec: MethodSpec, cfg: RunConfig) -> Any:
     return m
 
 
-def run(cfg: RunConfig) -> Path:
-    """Produces each method's outputs, evaluates them with the protocol; returns the folder."""
+class RunWriteError(AnonbenchError):
+    """An OS error (disk full, permission, a file where a folder should be) after work has
+    started: one line, exit 1; what was finished before it stays in results.csv and run.json."""
+
+    exit_code = 1
+
+
+def check_writable_dir(path: str | Path, what: str) -> None:
+    """Before any work: `path` is a folder, or can be made one, and files can be written in
+    it. Creates nothing (the probe is an unnamed temporary file in the nearest existing
+    folder). One line (AnonbenchError) when not."""
+    import tempfile
+
+    p = Path(path).expanduser()
+    anc = p
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        where = "" if anc == p else f": {anc} is a file"
+        raise AnonbenchError(f"{what} {p}: not a folder{where}")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise AnonbenchError(f"{what} {p}: {anc} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=anc):
+            pass
+    except OSError as e:
+        raise AnonbenchError(f"{what} {p}: cannot write in {anc} ({e.strerror or e})") from None
+
+
+def _check_out_dir(out: Path) -> tuple[dict[str, Any], Any]:
+    """--out before any work: writable, and what an earlier run left there readable (run.json,
+    results.csv), so nothing computed is lost to a merge that fails at the end. Returns the
+    earlier run.json and results.csv (as strings; None when absent)."""
     import pandas as pd
 
+    from anonbench.results import COLUMNS, read_run_json
+
+    check_writable_dir(out, "--out")
+    for name in ("results.csv", "run.json", "report.html"):
+        f = out / name
+        if f.exists() and not f.is_file():
+            raise AnonbenchError(f"--out {out}: {f} is not a file")
+    prev = read_run_json(out / "run.json")
+    res = None
+    if (out / "results.csv").is_file():
+        try:
+            res = pd.read_csv(out / "results.csv", dtype=str, keep_default_na=False)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise AnonbenchError(
+                f"{out / 'results.csv'}: not a results table ({type(e).__name__}); "
+                "move it away or choose another --out"
+            ) from None
+        missing = [c for c in COLUMNS if c not in res.columns]
+        if missing:
+            raise AnonbenchError(
+                f"{out / 'results.csv'}: not an anonbench results file (missing columns "
+                f"{missing}); move it away or choose another --out"
+            )
+    return prev, res
+
+
+def _key_str(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+_ROW_KEY = ("dataset", "split", "metric", "evaluator")
+
+
+def _folder_fingerprint(folder: str) -> list[tuple[str, int, int]]:
+    root = Path(folder)
+    return sorted(
+        (f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+        for f in root.rglob("*")
+        if f.is_file()
+    )
+
+
+def input_digest(spec: MethodSpec, method: Any, ds: Any, proto: Any, cfg: RunConfig, options):
+    """sha256 of everything a method's rows depend on: its config and checkpoint sha256 (a
+    folder method: its files' names, sizes and times), the data (spec, label, record count),
+    the protocol (name, version, options), the seed and the embedder."""
+    import hashlib
+
+    d = {
+        "method": {
+            "label": spec.label,
+            "class": f"{type(method).__module__}.{type(method).__qualname__}",
+            "config": method.config(),
+            "checkpoint_sha256": method.meta.checkpoint_sha256,
+            "folder": None if spec.folder is None else _folder_fingerprint(spec.folder),
+        },
+        "data": {
+            "spec": ds.spec,
+            "kind": ds.kind,
+            "label": ds.label,
+            "records": len(ds.records),
+            "missing_files": len(ds.missing_files),
+            "pairs_file": None if not ds.pairs_file else Path(ds.pairs_file).name,
+        },
+        "protocol": {"name": proto.name, "version": proto.version, "options": options},
+        "seed": cfg.seed,
+        "embedder": cfg.embedder,
+    }
+    text = json.dumps(d, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _earlier_methods(prev: dict[str, Any], protocol: str) -> dict[str, dict[str, Any]]:
+    """method -> its record in the latest run of `protocol` (run.json) that ran or skipped it."""
+    from anonbench.results import run_entries
+
+    out: dict[str, dict[str, Any]] = {}
+    for e in run_entries(prev):
+        proto = e.get("protocol")
+        if not isinstance(proto, dict) or proto.get("name") != protocol:
+            continue
+        for name, m in (e.get("methods") or {}).items():
+            if isinstance(m, dict):
+                out[name] = m
+    return out
+
+
+def _rows_complete(res: Any, method: str, protocol: str, keys: Any) -> bool:
+    """Every row key recorded for the method is in results.csv."""
+    if res is None or not isinstance(keys, list) or not keys:
+        return False
+    sel = res[(res["method"] == method) & (res["protocol"] == protocol)]
+    have = {tuple(r) for r in sel[list(_ROW_KEY)].to_numpy()}
+    return all(isinstance(k, list) and tuple(k) in have for k in keys)
+
+
+def _measured(rows: list[dict[str, Any]], metrics: Any) -> bool:
+    """Whether any row holds a computed value of a metric with a direction (not a count)."""
+    import math
+
+    from anonbench.display import is_count
+
+    specs = {m.name: m for m in metrics}
+    for r in rows:
+        if is_count(specs.get(str(r.get("metric")))):
+            continue
+        try:
+            if math.isfinite(float(r.get("value"))):
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
+def _remove_if_empty(out: Path) -> None:
+    """Removes the folders a failed run created and left empty (never a file)."""
+    for d in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    try:
+        out.rmdir()
+    except OSError:
+        pass
+
+
+def run(cfg: RunConfig) -> Path:
+    """Produces each method's outputs, evaluates them with the protocol; returns the folder."""
     from anonbench.data.datasets import open_dataset
-    from anonbench.evaluate import Originals
     from anonbench.options import parse_options
-    from anonbench.produce import open_folder_store, produce
-    from anonbench.results import make_row, merge_and_write
 
     if not cfg.methods:
         raise AnonbenchError("no methods given")
@@ -155,6 +318,11 @@ def run(cfg: RunConfig) -> Path:
             f"protocol {proto.name} runs on {' or '.join(k + ':DIR' for k in proto.datasets)} "
             f"data, not {ds.kind}:"
         )
+    out = Path(cfg.out or f"runs/{cfg.protocol}-{ds.label}")
+    cache_dir = str(cfg.cache_dir or default_cache_dir())
+    # where the run writes, before any work: one line, nothing created
+    prev, res = _check_out_dir(out)
+    check_writable_dir(cache_dir, "--cache-dir")
     if ds.missing_files:
         print(
             f"warning: {len(ds.missing_files)} files listed in {ds.label} are missing "
@@ -164,9 +332,25 @@ def run(cfg: RunConfig) -> Path:
     # methods are built before any work and before --out exists: a bad checkpoint or an
     # option a method refuses is one line, with nothing left behind
     built = {spec.label: build_method(spec, cfg) for spec in specs}
-    out = Path(cfg.out or f"runs/{cfg.protocol}-{ds.label}")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    cache_dir = str(cfg.cache_dir or default_cache_dir())
+    try:
+        return _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res)
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no empty folder
+            _remove_if_empty(out)
+        raise
+
+
+def _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res) -> Path:
+    import uuid
+
+    import pandas as pd
+
+    from anonbench.evaluate import Originals
+    from anonbench.produce import open_folder_store, produce
+    from anonbench.results import append_run_info, make_row, merge_and_write
+
     try:
         import torch
 
@@ -187,6 +371,8 @@ def run(cfg: RunConfig) -> Path:
         originals=Originals(cache_dir, cfg.workers, cfg.quiet),
     )
     info: dict[str, Any] = {
+        "run_id": uuid.uuid4().hex,
+        "status": "running",
         "anonbench_version": anonbench.__version__,
         "git_sha": git_sha(),
         "versions": versions(),
@@ -202,57 +388,79 @@ def run(cfg: RunConfig) -> Path:
         "methods": {},
         "timings_s": {},
     }
+    run_json = out / "run.json"
+    earlier = _earlier_methods(prev, proto.name)
     all_rows: list[dict[str, Any]] = []
+    computed_rows: list[dict[str, Any]] = []
+    finished: list[str] = []
+    recorded = False  # run.json holds this run's entry
+    prepared = False
+    doing = "preparing"
     t_run = time.perf_counter()
-    t0 = time.perf_counter()
-    proto.prepare(ctx)
-    info["timings_s"]["prepare"] = round(time.perf_counter() - t0, 2)
-    for spec in specs:
-        method = built[spec.label]
-        name = spec.label
-        if method.meta.note:
-            print(f"note: {name}: {method.meta.note}", file=sys.stderr)
-        t0 = time.perf_counter()
-        records = proto.records(method, ctx)
-        targets = proto.targets(method, ctx)
-        if spec.folder is not None:
-            store = open_folder_store(name, spec.folder, records)
-            if store.info["found"] < len(records):
-                print(
-                    f"warning: {name}: {len(records) - store.info['found']}/{len(records)} "
-                    "outputs missing in the folder: scored as originals (leaks), listed as missed",
-                    file=sys.stderr,
+    try:
+        for spec in specs:
+            method = built[spec.label]
+            name = spec.label
+            digest = input_digest(spec, method, ds, proto, cfg, options)
+            before = earlier.get(name) or {}
+            if (
+                not cfg.force
+                and before.get("input_digest") == digest
+                and _rows_complete(res, name, proto.name, before.get("rows"))
+            ):
+                print(f"skipped {name} (rows complete, inputs unchanged; --force recomputes)")
+                info["methods"][name] = {**before, "skipped": True}
+                old = res[(res["method"] == name) & (res["protocol"] == proto.name)]
+                all_rows.extend(old.to_dict("records"))
+                finished.append(name)
+                append_run_info(run_json, info)
+                recorded = True
+                continue
+            if not prepared:
+                doing = "preparing"
+                t0 = time.perf_counter()
+                proto.prepare(ctx)
+                info["timings_s"]["prepare"] = round(time.perf_counter() - t0, 2)
+                prepared = True
+            if method.meta.note:
+                print(f"note: {name}: {method.meta.note}", file=sys.stderr)
+            doing = f"producing {name}"
+            t0 = time.perf_counter()
+            records = proto.records(method, ctx)
+            targets = proto.targets(method, ctx)
+            if spec.folder is not None:
+                store = open_folder_store(name, spec.folder, records)
+                if store.info["found"] < len(records):
+                    print(
+                        f"warning: {name}: {len(records) - store.info['found']}/{len(records)} "
+                        "outputs missing in the folder: scored as originals (leaks), listed as "
+                        "missed",
+                        file=sys.stderr,
+                    )
+            elif records:
+                analyses = ctx.originals.analyze(records, f"analyse {ds.label}")
+                store = produce(
+                    method,
+                    name,
+                    records,
+                    analyses,
+                    cache_dir=cache_dir,
+                    batch_size=cfg.batch_size,
+                    targets=targets,
+                    quiet=cfg.quiet,
                 )
-        elif records:
-            analyses = ctx.originals.analyze(records, f"analyse {ds.label}")
-            store = produce(
-                method,
-                name,
-                records,
-                analyses,
-                cache_dir=cache_dir,
-                batch_size=cfg.batch_size,
-                targets=targets,
-                quiet=cfg.quiet,
-            )
-        else:
-            store = None
-        t_prod = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        rows = proto.evaluate(method, store, ctx)
-        info["timings_s"][name] = {
-            "produce": round(t_prod, 2),
-            "evaluate": round(time.perf_counter() - t1, 2),
-        }
-        info["methods"][name] = {
-            "class": f"{type(method).__module__}.{type(method).__qualname__}",
-            "config": method.config(),
-            "meta": method.meta.__dict__,
-            "store": None if store is None else {"root": str(store.root), **store.info},
-        }
-        stamp = now()
-        for r in rows:
-            all_rows.append(
+            else:
+                store = None
+            t_prod = time.perf_counter() - t0
+            doing = f"evaluating {name}"
+            t1 = time.perf_counter()
+            rows = proto.evaluate(method, store, ctx)
+            info["timings_s"][name] = {
+                "produce": round(t_prod, 2),
+                "evaluate": round(time.perf_counter() - t1, 2),
+            }
+            stamp = now()
+            mrows = [
                 make_row(
                     method=name,
                     protocol=proto.name,
@@ -264,15 +472,61 @@ def run(cfg: RunConfig) -> Path:
                     created_at=stamp,
                     **{**r, "note": _join_notes(r.get("note"), method.meta.note)},
                 )
-            )
-        # written after every method: an interrupted run keeps what it finished
-        merge_and_write(out / "results.csv", all_rows)
-    info["timings_s"]["total"] = round(time.perf_counter() - t_run, 2)
-    info["protocol"]["details"] = ctx.extra
-    info["finished_at"] = now()
-    atomic_write_text(out / "run.json", json.dumps(info, indent=2, default=str))
-    df = pd.DataFrame(all_rows)
-    print(format_table(df, proto.metrics))
+                for r in rows
+            ]
+            measured = _measured(mrows, proto.metrics)
+            info["methods"][name] = {
+                "class": f"{type(method).__module__}.{type(method).__qualname__}",
+                "config": method.config(),
+                "meta": method.meta.__dict__,
+                "store": None if store is None else {"root": str(store.root), **store.info},
+                # what a rerun compares to skip it; none when it measured nothing (recomputed)
+                "input_digest": digest if measured else None,
+                "rows": [[_key_str(r[k]) for k in _ROW_KEY] for r in mrows],
+            }
+            all_rows.extend(mrows)
+            computed_rows.extend(mrows)
+            # written after every method: an interrupted run keeps what it finished
+            doing = f"writing the results of {name}"
+            merge_and_write(out / "results.csv", mrows)
+            append_run_info(run_json, info)
+            recorded = True
+            finished.append(name)
+        doing = "writing run.json"
+        info["timings_s"]["total"] = round(time.perf_counter() - t_run, 2)
+        info["protocol"]["details"] = (
+            ctx.extra if prepared else (prev.get("protocol") or {}).get("details", {})
+        )
+        info["finished_at"] = now()
+        info["status"] = "finished"
+        append_run_info(run_json, info)
+    except OSError as e:
+        _mark(run_json, info, f"failed: {e}", recorded)
+        kept = f" ({', '.join(finished)})" if finished else ""
+        raise RunWriteError(
+            f"stopped while {doing}: {e}; results.csv and run.json keep the "
+            f"{len(finished)} method(s) finished before it{kept}"
+        ) from None
+    except BaseException as e:
+        _mark(
+            run_json,
+            info,
+            "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+            recorded,
+        )
+        raise
+    print(format_table(pd.DataFrame(all_rows), proto.metrics))
+    if computed_rows and not _measured(computed_rows, proto.metrics) and not cfg.allow_empty:
+        counts = ", ".join(
+            f"{r['method']} {r['metric']} {_key_str(r['value'])}/{_key_str(r['n'])}"
+            for r in computed_rows
+            if r["metric"] == "unreadable_images"
+        )
+        raise AnonbenchError(
+            f"nothing measured: no {proto.name} metric could be computed (unreadable images, "
+            f"or no face found in any original{'; ' + counts if counts else ''}); the counts "
+            "are in results.csv; --allow-empty accepts such a run"
+        )
     from anonbench.reports.html import write_run_report
 
     report = write_run_report(out)
@@ -280,6 +534,19 @@ def run(cfg: RunConfig) -> Path:
     if report is not None:
         print(f"report: {report}")
     return out
+
+
+def _mark(run_json: Path, info: dict[str, Any], status: str, recorded: bool) -> None:
+    """Best effort: records how a run that had written its entry ended."""
+    if not recorded:
+        return
+    from anonbench.results import append_run_info
+
+    info["status"] = status
+    try:
+        append_run_info(run_json, info)
+    except (OSError, AnonbenchError):
+        pass
 
 
 def _join_notes(*notes: str | None) -> str | None:
