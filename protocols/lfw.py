@@ -92,6 +92,13 @@ class LFWVerification(Protocol):
     options = (
         Option("pairs", str, "pairs.txt", "pairs file in the data root (View 2: pairs.txt)"),
         Option("folds", int, 0, "use only the first K folds (0 = all; quick checks)"),
+        Option(
+            "reversal",
+            str,
+            "none",
+            "reversal attacks restoring each anonymized image before embedding: none, wiener, "
+            "richardson-lucy or all (extra rows, evaluator '<recognizer>+<attack>')",
+        ),
     )
 
     def __init__(self) -> None:
@@ -111,6 +118,9 @@ class LFWVerification(Protocol):
         return pairs, [by_key[k] for k in firsts], [by_key[k] for k in seconds]
 
     def prepare(self, ctx: RunContext) -> None:
+        from anonbench.metrics.reversal import parse_reversal
+
+        parse_reversal(ctx.options.get("reversal"))  # a wrong value fails before any work
         _, firsts, seconds = self._keys(ctx)
         ctx.originals.analyze(
             sorted({*firsts, *seconds}, key=lambda r: r.key), f"analyse {ctx.data.label}"
@@ -137,7 +147,6 @@ class LFWVerification(Protocol):
     def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
         import pandas as pd
 
-        from anonbench.data.datasets import lfw_key
         from anonbench.evaluate import evaluate_images, warn_fallback
         from anonbench.examples import pick_examples, save_examples, save_missed
         from anonbench.metrics.verification import kfold_verification
@@ -175,14 +184,7 @@ class LFWVerification(Protocol):
                 errors[k] = r["error"]
         for e in sorted(set(errors.values())):
             print(f"warning: {e} (its pairs are left out)")
-        rows_scores = []
-        for p in pairs:
-            k1, k2 = lfw_key(p.name1, p.num1), lfw_key(p.name2, p.num2)
-            if k1 in errors or k2 in errors:
-                continue
-            a = self._reference[k1]["embs"][ctx.embedder][0]
-            b = anon[k2]["embs"][ctx.embedder][0]
-            rows_scores.append((p.fold, p.index, p.label, float(np.dot(a, b))))
+        rows_scores = self._scores(pairs, errors, anon, ctx.embedder)
         scores = pd.DataFrame(rows_scores, columns=["fold", "pair", "label", "score"])
         sdir = Path(ctx.out_dir) / "scores" / "lfw"
         sdir.mkdir(parents=True, exist_ok=True)
@@ -293,9 +295,94 @@ class LFWVerification(Protocol):
                 "n": len(firsts) + len(seconds),
             },
         ]
+        rows += self._reversal_rows(method, store, ctx, pairs, seconds, errors, base, doubt, kw)
         ctx.extra.setdefault("lfw", {}).update(
             {"pairs": len(pairs), **org.describe(sorted({*firsts, *seconds}, key=lambda r: r.key))}
         )
+        return rows
+
+    def _scores(
+        self, pairs: list[Any], errors: dict[str, str], anon: dict[str, Any], embedder: str
+    ) -> list[tuple[int, int, int, float]]:
+        """(fold, pair, label, cosine score) of every pair with both images readable."""
+        from anonbench.data.datasets import lfw_key
+
+        out = []
+        for p in pairs:
+            k1, k2 = lfw_key(p.name1, p.num1), lfw_key(p.name2, p.num2)
+            if k1 in errors or k2 in errors:
+                continue
+            a = self._reference[k1]["embs"][embedder][0]
+            b = anon[k2]["embs"][embedder][0]
+            out.append((p.fold, p.index, p.label, float(np.dot(a, b))))
+        return out
+
+    def _reversal_rows(
+        self,
+        method: Anonymizer,
+        store: Any,
+        ctx: RunContext,
+        pairs: list[Any],
+        seconds: list[ImageRecord],
+        errors: dict[str, str],
+        base: dict[str, Any],
+        doubt: str,
+        kw: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """TAR and accuracy when the attacker restores each anonymized image first
+        (anonbench.metrics.reversal): evaluator '<recognizer>+<attack>'."""
+        from anonbench.evaluate import evaluate_images
+        from anonbench.metrics.reversal import known_kernel, parse_reversal, restored
+        from anonbench.metrics.verification import kfold_verification
+
+        attacks = parse_reversal(ctx.options.get("reversal"))
+        kk = known_kernel(method)
+        psf = (
+            f"known Gaussian PSF (kernel {kk[0]}, sigma {kk[1] or 'OpenCV default'})"
+            if kk
+            else "Gaussian PSF width estimated per image"
+        )
+        rows: list[dict[str, Any]] = []
+        ok = [r for r in seconds if r.key not in errors]
+        for attack in attacks:
+            items = [
+                (r.key, restored(store.ref(r), attack, method, ctx.originals.reference(r.key)[0]))
+                for r in ok
+            ]
+            res = evaluate_images(
+                [(k, ref, ctx.originals.reference(k)[0]) for k, ref in items],
+                [],
+                [ctx.embedder],
+                desc=f"lfw {method.name} +{attack} ({ctx.data.label})",
+                **kw,
+            )
+            errs = dict(errors)
+            errs.update({k: r["error"] for k, r in res.items() if r["error"]})
+            sc = np.array(self._scores(pairs, errs, res, ctx.embedder), np.float64).reshape(-1, 4)
+            ev = {**base, "evaluator": f"{ctx.embedder}+{attack}"}
+            if not len(sc):
+                rows.append({**ev, "metric": "tar_far_1e-3", "value": math.nan, "n": 0})
+                continue
+            out = kfold_verification(sc[:, 3], sc[:, 2].astype(int), sc[:, 0].astype(int), far=FAR)
+            n_folds = len(set(sc[:, 0].tolist()))
+            note = "; ".join(
+                x
+                for x in (
+                    f"reversal attack {attack} before embedding, {psf}",
+                    "single fold: thresholds chosen in-sample (optimistic)"
+                    if out.in_sample
+                    else f"{n_folds} folds",
+                    doubt,
+                )
+                if x
+            )
+            for metric, (m, sd) in (
+                ("tar_far_1e-3", out.tar_mean_std()),
+                ("accuracy", out.accuracy_mean_std()),
+            ):
+                rows.append(
+                    {**ev, "metric": metric, "value": m, "std": sd, "n": len(sc), "note": note}
+                )
         return rows
 
 
