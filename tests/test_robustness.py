@@ -2,15 +2,22 @@
 
 All fixtures are built here, in tmp_path: corrupt, empty, tiny, grayscale, CMYK, RGBA and
 16-bit images, a PNG whose header declares a huge image, text files that are not UTF-8, a
-folder with bad files run through `anonbench anonymize`, a truncated video, and concurrent
-merges into one results.csv.
+folder with bad files run through `anonbench anonymize`, a truncated video, concurrent
+merges into one results.csv; then `anonbench run` itself on the tiny LFW fixture: folders it
+cannot write to, a write that fails after work started, a run that measured nothing, reruns
+that skip what is complete (after an interrupt too), and two runs into one folder at once.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
+import os
+import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -313,3 +320,361 @@ def test_concurrent_merges_lose_no_rows(tmp_path):
         df = read_results(path)
         assert len(df) == 100 and df["method"].nunique() == 100
         assert (path.parent / "results.csv.lock").is_file()
+
+
+def _append_many(path: str, who: int, n: int, barrier) -> None:
+    from anonbench.results import append_run_info
+
+    barrier.wait()
+    for i in range(n):
+        append_run_info(path, {"run_id": f"w{who}-{i}", "status": "running"})
+        append_run_info(path, {"run_id": f"w{who}-{i}", "status": "finished"})  # an update
+
+
+def test_concurrent_run_json_appends_lose_no_run(tmp_path):
+    ctx = mp.get_context("fork")
+    for trial in range(3):
+        path = tmp_path / f"t{trial}" / "run.json"
+        path.parent.mkdir()
+        barrier = ctx.Barrier(2)
+        procs = [ctx.Process(target=_append_many, args=(str(path), w, 30, barrier)) for w in (0, 1)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0]
+        runs = json.loads(path.read_text())["runs"]
+        assert sorted(r["run_id"] for r in runs) == sorted(
+            f"w{w}-{i}" for w in (0, 1) for i in range(30)
+        )
+        assert {r["status"] for r in runs} == {"finished"}
+
+
+# -- anonbench run: where it writes, what it keeps, what a rerun recomputes ---------------------
+
+TINY = Path(__file__).parent / "fixtures" / "lfw_tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory) -> Path:
+    """A cache holding the tiny LFW fixture's analyses and embeddings, prepared once."""
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    out = tmp_path_factory.mktemp("tiny-warmup")
+    assert _run_tiny(out, cache, "original,blur9") == 0
+    return cache
+
+
+def _run_tiny(out: Path, cache: Path, methods: str, *extra: str, data: Path = TINY) -> int:
+    return main(
+        [
+            "run",
+            "--methods",
+            methods,
+            "--protocol",
+            "lfw",
+            "--data",
+            f"lfw:{data}",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(cache),
+            "--workers",
+            "1",
+            "--quiet",
+            *extra,
+        ]
+    )
+
+
+@pytest.fixture
+def evaluated(monkeypatch) -> list[str]:
+    """The methods the lfw protocol evaluates, in order."""
+    from anonbench.protocols.lfw import LFWVerification
+
+    calls: list[str] = []
+    real = LFWVerification.evaluate
+
+    def counting(self, method, store, ctx):
+        calls.append(method.name)
+        return real(self, method, store, ctx)
+
+    monkeypatch.setattr(LFWVerification, "evaluate", counting)
+    return calls
+
+
+def _err_line(capsys) -> str:
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err + cap.out
+    lines = [ln for ln in cap.err.splitlines() if ln.startswith("anonbench: error:")]
+    assert len(lines) == 1, cap.err
+    return lines[0]
+
+
+def test_unwritable_out_and_cache_fail_before_any_work(tmp_path, capsys, evaluated):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cache = tmp_path / "cache"
+    # root ignores chmod: a regular file where a folder is expected stops root too
+    assert _run_tiny(blocker / "out", cache, "blur9") == 2
+    assert "--out" in (line := _err_line(capsys)) and f"{blocker} is a file" in line
+    assert _run_tiny(blocker, cache, "blur9") == 2
+    assert "not a folder" in _err_line(capsys)
+    out = tmp_path / "out"
+    assert _run_tiny(out, blocker / "cache", "blur9") == 2
+    assert "--cache-dir" in _err_line(capsys)
+    assert not out.exists() and not cache.exists() and evaluated == []
+    # what an earlier run left that a merge at the end could not read or replace
+    out.mkdir()
+    (out / "results.csv").mkdir()
+    assert _run_tiny(out, cache, "blur9") == 2
+    assert "results.csv is not a file" in _err_line(capsys)
+    (out / "results.csv").rmdir()
+    (out / "run.json").write_text("{ half a run.json")
+    assert _run_tiny(out, cache, "blur9") == 2
+    assert "run.json: not valid JSON" in _err_line(capsys)
+    assert (out / "run.json").read_text() == "{ half a run.json"  # left for its owner
+    (out / "run.json").unlink()
+    (out / "results.csv").write_text("name,age\nx,1\n")
+    assert _run_tiny(out, cache, "blur9") == 2
+    assert "not an anonbench results file" in _err_line(capsys)
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv"] and evaluated == []
+
+
+def test_failed_validation_after_mkdir_leaves_no_empty_folder(tmp_path, capsys, monkeypatch):
+    from anonbench.protocols.lfw import LFWVerification
+
+    def refuse(self, ctx):
+        Path(ctx.out_dir, "scores", "lfw").mkdir(parents=True)  # folders, no file yet
+        raise AnonbenchError("the data cannot be used (a validation in prepare)")
+
+    monkeypatch.setattr(LFWVerification, "prepare", refuse)
+    out = tmp_path / "new" / "out"
+    assert _run_tiny(out, tmp_path / "c", "blur9") == 2
+    assert "validation in prepare" in _err_line(capsys)
+    assert not out.exists()
+    # a folder that was there before the run stays, with what it held
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    assert _run_tiny(out, tmp_path / "c", "blur9") == 2
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_write_failure_after_work_keeps_what_is_done(tmp_path, tiny_cache, capsys, evaluated):
+    from anonbench.results import read_results
+
+    out = tmp_path / "out"
+    # blur9's scores file cannot be written (a folder stands in its place): a real OS error
+    (out / "scores" / "lfw" / "blur9.csv").mkdir(parents=True)
+    assert _run_tiny(out, tiny_cache, "original,blur9") == 1
+    line = _err_line(capsys)
+    assert "evaluating blur9" in line and "Is a directory" in line and "(original)" in line
+    df = read_results(out)
+    assert set(df["method"]) == {"original"} and len(df) == 6
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"].startswith("failed") and list(info["methods"]) == ["original"]
+    # once the obstacle is gone, a rerun computes only what is missing
+    (out / "scores" / "lfw" / "blur9.csv").rmdir()
+    evaluated.clear()
+    assert _run_tiny(out, tiny_cache, "original,blur9") == 0
+    assert evaluated == ["blur9"]
+    assert "skipped original (rows complete" in capsys.readouterr().out
+    assert set(read_results(out)["method"]) == {"original", "blur9"}
+
+
+def test_full_disk_while_writing_results_keeps_results_csv_whole(
+    tmp_path, tiny_cache, capsys, monkeypatch
+):
+    from anonbench import results
+    from anonbench.results import read_results
+
+    real = results.atomic_write_text
+    writes = []
+
+    def full_disk(path, text):
+        if Path(path).name == "results.csv":
+            writes.append(path)
+            if len(writes) == 2:  # the second method's merge
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, text)
+
+    monkeypatch.setattr(results, "atomic_write_text", full_disk)
+    out = tmp_path / "out"
+    assert _run_tiny(out, tiny_cache, "original,pixelate8") == 1
+    line = _err_line(capsys)
+    assert "No space left on device" in line and "writing the results of pixelate8" in line
+    df = read_results(out)
+    assert set(df["method"]) == {"original"} and len(df) == 6 and df["value"].notna().any()
+
+
+def test_run_that_measured_nothing_exits_non_zero(tmp_path, tiny_cache, capsys, evaluated):
+    data = tmp_path / "lfw"
+    shutil.copytree(TINY, data)
+    for f in data.rglob("*.jpg"):
+        f.write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    assert _run_tiny(out, tiny_cache, "blur9", data=data) == 2
+    line = _err_line(capsys)
+    assert "nothing measured" in line and "--allow-empty" in line and "6/7" in line
+    df = pd_read(out / "results.csv")  # the counts are kept
+    assert df.query("metric == 'unreadable_images'")["value"].item() == 6
+    assert _run_tiny(out, tiny_cache, "blur9", "--allow-empty", data=data) == 0
+    # a rerun does not skip a method that measured nothing: it fails again, it is not hidden
+    assert _run_tiny(out, tiny_cache, "blur9", data=data) == 2
+    assert "nothing measured" in _err_line(capsys) and evaluated == ["blur9"] * 3
+    # one readable pair is enough to measure something
+    shutil.copy(TINY / "pairs.txt", data / "pairs.txt")
+    for f in TINY.rglob("*.jpg"):
+        shutil.copy(f, data / f.relative_to(TINY))
+    assert _run_tiny(out, tiny_cache, "blur9", data=data) == 0
+
+
+def pd_read(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+def _drop_rows(results_csv: Path, method: str) -> None:
+    import pandas as pd
+
+    df = pd.read_csv(results_csv)
+    df[df["method"] != method].to_csv(results_csv, index=False)
+
+
+def test_rerun_recomputes_only_what_is_missing_or_changed(tmp_path, tiny_cache, capsys, evaluated):
+    out = tmp_path / "out"
+    assert _run_tiny(out, tiny_cache, "original,blur9") == 0
+    assert evaluated == ["original", "blur9"]
+    capsys.readouterr()
+    # an interrupt after original: blur9's rows are missing
+    _drop_rows(out / "results.csv", "blur9")
+    assert _run_tiny(out, tiny_cache, "original,blur9") == 0
+    assert evaluated[2:] == ["blur9"]
+    printed = capsys.readouterr().out
+    assert "skipped original (rows complete, inputs unchanged; --force recomputes)" in printed
+    assert "skipped blur9" not in printed
+    assert _run_tiny(out, tiny_cache, "original,blur9") == 0
+    assert evaluated[3:] == []
+    # one row missing is incomplete too
+    df = pd_read(out / "results.csv")
+    drop = (df["method"] == "original") & (df["metric"] == "accuracy")
+    df[~drop].to_csv(out / "results.csv", index=False)
+    assert _run_tiny(out, tiny_cache, "original,blur9") == 0
+    assert evaluated[3:] == ["original"]
+    # changed inputs (the seed; the protocol options) and --force recompute
+    assert _run_tiny(out, tiny_cache, "original,blur9", "--seed", "1") == 0
+    assert evaluated[4:] == ["original", "blur9"]
+    assert _run_tiny(out, tiny_cache, "blur9", "--seed", "1", "--folds", "1") == 0
+    assert evaluated[6:] == ["blur9"]
+    assert _run_tiny(out, tiny_cache, "blur9", "--seed", "1", "--folds", "1", "--force") == 0
+    assert evaluated[7:] == ["blur9"]
+    info = json.loads((out / "run.json").read_text())
+    assert len(info["runs"]) == 7 and info["runs"][-1]["run_id"] == info["run_id"]
+    assert all(r["status"] == "finished" for r in info["runs"])
+    assert info["runs"][1]["methods"]["original"]["skipped"] is True
+    digests = {r["methods"]["blur9"]["input_digest"] for r in info["runs"]}
+    assert len(digests) == 3  # seed 0; seed 1; seed 1 with one fold
+
+
+def test_interrupted_run_resumes_with_what_is_missing(
+    tmp_path, tiny_cache, capsys, monkeypatch, evaluated
+):
+    from anonbench.protocols.lfw import LFWVerification
+
+    counting = LFWVerification.evaluate
+
+    def interrupt_blur9(self, method, store, ctx):
+        if method.name == "blur9":
+            raise KeyboardInterrupt
+        return counting(self, method, store, ctx)
+
+    monkeypatch.setattr(LFWVerification, "evaluate", interrupt_blur9)
+    out = tmp_path / "out"
+    assert _run_tiny(out, tiny_cache, "original,blur9") == 130
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "interrupted" and list(info["methods"]) == ["original"]
+    assert set(pd_read(out / "results.csv")["method"]) == {"original"}
+    monkeypatch.setattr(LFWVerification, "evaluate", counting)
+    evaluated.clear()
+    capsys.readouterr()
+    assert _run_tiny(out, tiny_cache, "original,blur9") == 0
+    assert evaluated == ["blur9"] and "skipped original" in capsys.readouterr().out
+    assert set(pd_read(out / "results.csv")["method"]) == {"original", "blur9"}
+
+
+def test_two_run_processes_into_one_folder(tmp_path, tiny_cache):
+    from anonbench.results import read_results
+
+    def cmd(methods: str, out: Path) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "anonbench",
+            "run",
+            "--methods",
+            methods,
+            "--protocol",
+            "lfw",
+            "--data",
+            f"lfw:{TINY}",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tiny_cache),
+            "--workers",
+            "1",
+            "--quiet",
+        ]
+
+    for trial in range(2):
+        out = tmp_path / f"t{trial}"
+        procs = [
+            subprocess.Popen(cmd(m, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for m in ("original,blur9", "pixelate8,mask")
+        ]
+        outs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], [e.decode()[-2000:] for _, e in outs]
+        df = read_results(out)
+        assert df.groupby("method").size().to_dict() == dict.fromkeys(
+            ["blur9", "mask", "original", "pixelate8"], 6
+        )
+        info = json.loads((out / "run.json").read_text())
+        assert len(info["runs"]) == 2 and {r["status"] for r in info["runs"]} == {"finished"}
+        ran = sorted(m for r in info["runs"] for m in r["methods"])
+        assert ran == ["blur9", "mask", "original", "pixelate8"]
+
+
+# -- run.json: old single-object format and the list of runs -----------------------------------
+
+
+def test_run_json_list_and_old_format(tmp_path):
+    from anonbench.display import run_metric_specs
+    from anonbench.results import append_run_info, run_entries
+
+    fixture = Path(__file__).parent / "fixtures" / "report_run" / "lfw" / "run.json"
+    old = json.loads(fixture.read_text())
+    assert "runs" not in old and run_entries(old) == [old]
+    p = tmp_path / "run.json"
+    shutil.copy(fixture, p)
+
+    def spec_tol(entry_tol: float) -> dict:
+        e = json.loads(json.dumps(old))
+        e.pop("run_id", None)
+        for m in e["protocol"]["metrics"]:
+            if m["name"] == "tar_far_1e-3":
+                m["tolerance"] = entry_tol
+        return e
+
+    new = {**spec_tol(0.125), "run_id": "b"}
+    append_run_info(p, new)
+    info = json.loads(p.read_text())
+    assert len(info["runs"]) == 2 and info["runs"][0] == old and info["run_id"] == "b"
+    assert run_metric_specs("lfw", [info])["tar_far_1e-3"].tolerance == 0.125
+    # an update of a run replaces its entry and makes it the latest
+    append_run_info(p, {**spec_tol(0.25), "run_id": "c"})
+    append_run_info(p, {**spec_tol(0.5), "run_id": "b"})
+    info = json.loads(p.read_text())
+    assert [r.get("run_id") for r in info["runs"]] == [None, "c", "b"]
+    assert run_metric_specs("lfw", [info])["tar_far_1e-3"].tolerance == 0.5
+    # the old format still reads as one run; its spec is the fixture's
+    assert run_metric_specs("lfw", [old])["tar_far_1e-3"].tolerance == 0.01
