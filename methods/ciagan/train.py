@@ -11,6 +11,11 @@ the released model; the paper says 1e-5 (and betas (0.5, 0.9)). With the officia
 definition a 60-epoch run on a 6k-image CelebA subset is ~1.9k steps, too few for 1e-5 to
 move far. `--lr 1e-5` gives the paper's setting.
 
+Training recipe v2 (the default; `--recipe v1` is the official code's, which made the shipped
+checkpoint): Kaiming init of the identity branch's FC layers and generator targets always of
+another identity than the source's; why and the measurements: MODEL_CARD.md, "Training
+recipe v2". losses.csv also logs what tells whether the identity input is used (LOSS_COLUMNS).
+
 Where we differ from the official code, for speed at equal batch and model size:
 - the 5 critic iterations' fakes come from one generator forward of 5 B images (the generator
   is frozen during them and instance norm is per image, so the images are the same; its
