@@ -142,6 +142,7 @@ class TrainConfig:
     identity_init: str = "kaiming"  # the identity branch's FC layers: "kaiming" (LeakyReLU
     # gain, zero bias) or "default" (PyTorch's, which leaves the one-hot ~1% of the code)
     identity_lr_scale: float = 1.0  # identity net's lr during GAN training, times lr (0: frozen)
+    # tried, not part of v2 (MODEL_CARD.md): off by default
     range_weight: float = 0.0  # weight of the penalty on generated pixels outside [0, 1]
     identity_eval: bool = False  # the identity net judges the generator in eval mode
     identity_pretrain: str = "pnca"  # the paper; "none" = the official code
@@ -400,7 +401,7 @@ class Trainer:
         tv = self._views_at(d["gen_tgt"], d["gen_box_t"])
         self._set_grad(self.D, False)
         self._set_grad(self.S, False)
-        if cfg.identity_eval:  # recipe v2: running BatchNorm statistics, not the batch's
+        if cfg.identity_eval:  # optional: running BatchNorm statistics, not the batch's
             self.S.eval()
         with self.autocast():
             raw = self.G(
@@ -416,8 +417,9 @@ class Trainer:
         loss_gan = F.mse_loss(out, torch.ones_like(out))
         ones = torch.ones(B, device=self.device)
         loss_id = contrastive_loss(e_fake, e_real, ones, cfg.margin)
-        # recipe v2: pixels the generator puts outside [0, 1] inside the mask are penalised
-        # (squared distance to the range): the official generator has no output activation
+        # optional (range_weight): pixels the generator puts outside [0, 1] inside the mask are
+        # penalised (squared distance to the range); the official generator has no output
+        # activation
         over = (raw - raw.detach().clamp(0, 1)) * sv.mask
         area = (sv.mask.sum() * 3).clamp_min(1)
         loss_range = over.pow(2).sum() / area
@@ -700,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--range-weight",
         type=float,
         default=d.range_weight,
-        help="weight of the penalty on generated pixels outside [0, 1] (recipe v2; v1: 0)",
+        help="weight of a penalty on generated pixels outside [0, 1] (tried, not in v2: 0)",
     )
     p.add_argument(
         "--identity-eval",
@@ -708,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[0, 1],
         default=int(d.identity_eval),
         help="1: the identity net judges the generator in eval mode (running BatchNorm "
-        "statistics; recipe v2); 0: in train mode, with the fake batch's statistics (v1)",
+        "statistics; tried, not in v2); 0: in train mode, with the fake batch's statistics",
     )
     p.add_argument(
         "--recipe",
