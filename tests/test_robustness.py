@@ -678,3 +678,35 @@ def test_run_json_list_and_old_format(tmp_path):
     assert run_metric_specs("lfw", [info])["tar_far_1e-3"].tolerance == 0.5
     # the old format still reads as one run; its spec is the fixture's
     assert run_metric_specs("lfw", [old])["tar_far_1e-3"].tolerance == 0.01
+
+
+def test_check_and_reports_read_every_run_of_a_run_json_list(tmp_path, capsys):
+    """A folder holding a celeba run, then an lfw run: the celeba specs come from the older
+    entry of the list, the lfw ones from the latest."""
+    import pandas as pd
+
+    from anonbench.reports.runs import load_runs
+    from anonbench.results import append_run_info
+
+    fx = Path(__file__).parent / "fixtures" / "report_run"
+    run = tmp_path / "run"
+    run.mkdir()
+    both = [pd.read_csv(fx / p / "results.csv", dtype=str) for p in ("celeba", "lfw")]
+    pd.concat(both).to_csv(run / "results.csv", index=False)
+    celeba = json.loads((fx / "celeba" / "run.json").read_text())
+    for m in celeba["protocol"]["metrics"]:
+        if m["name"] == "detection_rate":
+            m["tolerance"] = 0.75
+    (run / "run.json").write_text(json.dumps(celeba))  # the old single-object format
+    lfw = json.loads((fx / "lfw" / "run.json").read_text())
+    for m in lfw["protocol"]["metrics"]:
+        if m["name"] == "tar_far_1e-3":
+            m["tolerance"] = 0.125
+    append_run_info(run / "run.json", {**lfw, "run_id": "new"})
+    assert len(json.loads((run / "run.json").read_text())["runs"]) == 2
+    bundle = load_runs([run])
+    assert bundle.spec("lfw", "tar_far_1e-3").tolerance == 0.125
+    assert bundle.spec("celeba", "detection_rate").tolerance == 0.75
+    assert main(["check", str(run), "--baseline", str(run / "results.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "tar_far_1e-3 (default +0.125)" in out and "detection_rate (default -0.75)" in out
