@@ -1,5 +1,5 @@
 """The identity protocols (CIAGAN Tables 1, 2, 4) on any identity-labelled dataset:
-detection rate, identity Recall@1, FID.
+detection rate, identity Recall@1, FID and KID.
 
 Identities are split (seeded) into a train set, used only to train identity networks, and a
 disjoint test set. Every test image is anonymized once per method (the production stage);
@@ -10,7 +10,10 @@ then, over the method's output store:
 - Recall@1: query = anonymized image, gallery = real test images except the query's source;
   a hit when the nearest gallery image has the source identity; 95% interval by resampling
   identities; chance = 100 / number of test identities;
-- FID: pytorch-fid Inception pool3 features of anonymized vs real test images.
+- FID: pytorch-fid Inception pool3 features of anonymized vs real test images; KID
+  (anonbench.metrics.kid) on the same cached features, never extracted twice;
+- with `reversal=...`, Recall@1 of each per-image recognizer again after the attacker
+  restores every anonymized query (anonbench.metrics.reversal), evaluator '<name>+<attack>'.
 The reference face of an image is the face detected on its own original (anonbench.evaluate);
 nothing assumes a dataset's geometry. Evaluators whose weights are not on disk are reported
 as unavailable rows, never replaced. Trained attackers (Proxy-NCA and its adaptive variant)
@@ -223,6 +226,15 @@ class CelebAProtocol(Protocol):
             tolerance=2.0,
         ),
         MetricSpec(
+            "kid",
+            False,
+            "Kernel Inception distance (unbiased cubic-kernel MMD^2 of the FID features, "
+            "torch-fidelity's estimator), anonymized vs real test images; std over subsets",
+            label="KID",
+            decimals=4,
+            tolerance=0.005,
+        ),
+        MetricSpec(
             "faces_missed",
             None,
             "test images in which the anonymizer found no face (left unchanged: leaks)",
@@ -259,12 +271,29 @@ class CelebAProtocol(Protocol):
         Option("identifier", str, "", "a trained Proxy-NCA net (pnca.pt) instead of training"),
         *SPLIT_OPTIONS,
         Option("fid", bool, True, "compute FID (Inception-v3 features)"),
+        Option(
+            "kid",
+            bool,
+            True,
+            "compute KID on the same Inception-v3 features as FID (fid=0 turns both off)",
+        ),
+        Option(
+            "reversal",
+            str,
+            "none",
+            "reversal attacks restoring each anonymized image before embedding: none, wiener, "
+            "richardson-lucy or all (extra recall_at_1 rows per recognizer that is not "
+            "trained here, evaluator '<recognizer>+<attack>')",
+        ),
     )
 
     def __init__(self) -> None:
         self._prep: _Prepared | None = None
 
     def prepare(self, ctx: RunContext) -> None:
+        from anonbench.metrics.reversal import parse_reversal
+
+        parse_reversal(ctx.options.get("reversal"))  # a wrong value fails before any work
         self._prepare(ctx)
 
     def _prepare(self, ctx: RunContext) -> _Prepared:
@@ -494,9 +523,62 @@ class CelebAProtocol(Protocol):
                 "note": "1 / number of test identities",
             }
         )
+        if keys:
+            rows += self._reversal_rows(method, store, ctx, p, ok, recall_rows)
         if ctx.options.get("fid", True):
-            rows.append(self._fid(method, store, ctx, p, ok, base))
+            rows += self._fid(method, store, ctx, p, ok, base)
         return rows
+
+    def _reversal_rows(
+        self,
+        method: Anonymizer,
+        store: Any,
+        ctx: RunContext,
+        p: _Prepared,
+        ok: list[ImageRecord],
+        recall_rows: Any,
+    ) -> list[dict[str, Any]]:
+        """Recall@1 of each per-image recognizer when the attacker restores each anonymized
+        query first (anonbench.metrics.reversal); rows are added through recall_rows."""
+        from anonbench.evaluate import evaluate_images
+        from anonbench.metrics.reversal import known_kernel, parse_reversal, restored
+
+        attacks = parse_reversal(ctx.options.get("reversal"))
+        if not attacks or not p.embedders:
+            return []
+        kk = known_kernel(method)
+        psf = (
+            f"known Gaussian PSF (kernel {kk[0]}, sigma {kk[1] or 'OpenCV default'})"
+            if kk
+            else "Gaussian PSF width estimated per image"
+        )
+        keys = [r.key for r in ok]
+        for attack in attacks:
+            items = [
+                (
+                    r.key,
+                    restored(store.ref(r), attack, method, ctx.originals.reference(r.key)[0]),
+                    ctx.originals.reference(r.key)[0],
+                )
+                for r in ok
+            ]
+            res = evaluate_images(
+                items,
+                [],
+                p.embedders,
+                desc=f"{self.name} {method.name} +{attack}",
+                **_eval_kw(ctx),
+            )
+            bad = sorted(k for k in keys if res[k]["error"])
+            if bad:  # the restoration read the same files: should not happen
+                raise AnonbenchError(f"reversal {attack}: unreadable {bad[0]}: {res[bad[0]]}")
+            for e in p.embedders:
+                q = np.stack([res[k]["embs"][e][0] for k in keys])
+                g = np.stack([p.real[k]["embs"][e][0] for k in keys])
+                recall_rows(
+                    f"{e}+{attack}", q, g, f"reversal attack {attack} before embedding, {psf}"
+                )
+        return []
 
     def _fid(
         self,
@@ -506,25 +588,31 @@ class CelebAProtocol(Protocol):
         p: _Prepared,
         ok: list[ImageRecord],
         base: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> list[dict[str, Any]]:
+        """FID and (unless kid=0) KID rows from one set of cached Inception features per
+        image set; fid=0 skips the Inception network and so both."""
         import hashlib
         import warnings
 
         from anonbench.cache import Cache, array_digest
         from anonbench.metrics.fid import FIDFeatureExtractor, fid_from_features
 
+        metrics = ["fid", *(["kid"] if ctx.options.get("kid", True) else [])]
         cache = Cache(ctx.cache_dir)
         try:
             ext = FIDFeatureExtractor(device=ctx.device, batch_size=ctx.batch_size)
         except AnonbenchError as e:
-            return {
-                **base,
-                "metric": "fid",
-                "evaluator": "inception-v3",
-                "value": math.nan,
-                "n": 0,
-                "note": f"unavailable: {e}",
-            }
+            return [
+                {
+                    **base,
+                    "metric": m,
+                    "evaluator": "inception-v3",
+                    "value": math.nan,
+                    "n": 0,
+                    "note": f"unavailable: {e}",
+                }
+                for m in metrics
+            ]
 
         def feats(images: list[np.ndarray], desc: str) -> np.ndarray:
             h = hashlib.sha256()
@@ -542,17 +630,55 @@ class CelebAProtocol(Protocol):
 
         real = feats([ref.load() for _, ref, _ in _refs_real(ctx, ok)], "real test images")
         fa = feats([store.load(r) for r in ok], method.name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = fid_from_features(fa, real, weights_source=ext.weights_source)
-        return {
-            **base,
-            "metric": "fid",
-            "evaluator": "inception-v3",
-            "value": res.fid,
-            "n": res.n1,
-            "note": "; ".join([res.weights_source, *res.warnings]),
-        }
+        rows = []
+        if "fid" in metrics:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = fid_from_features(fa, real, weights_source=ext.weights_source)
+            rows.append(
+                {
+                    **base,
+                    "metric": "fid",
+                    "evaluator": "inception-v3",
+                    "value": res.fid,
+                    "n": res.n1,
+                    "note": "; ".join([res.weights_source, *res.warnings]),
+                }
+            )
+        if "kid" in metrics:
+            from anonbench.metrics.kid import kid_from_features
+
+            if min(len(fa), len(real)) < 2:
+                rows.append(
+                    {
+                        **base,
+                        "metric": "kid",
+                        "evaluator": "inception-v3",
+                        "value": math.nan,
+                        "n": len(fa),
+                        "note": "KID needs at least 2 images per set",
+                    }
+                )
+            else:
+                k = kid_from_features(fa, real, seed=ctx.seed)
+                rows.append(
+                    {
+                        **base,
+                        "metric": "kid",
+                        "evaluator": "inception-v3",
+                        "value": k.kid,
+                        "std": k.std,
+                        "n": k.n1,
+                        "note": "; ".join(
+                            [
+                                ext.weights_source,
+                                f"{k.subsets} subsets of {k.subset_size}, seed {ctx.seed}",
+                                *k.notes,
+                            ]
+                        ),
+                    }
+                )
+        return rows
 
 
 def attacker_fell_back(evaluator: str, what: str, no_face: int, n: int, kind: str) -> str:

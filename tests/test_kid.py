@@ -76,3 +76,69 @@ def test_identical_sets_give_about_zero():
 def test_too_few_images_is_an_error():
     with pytest.raises(ValueError):
         kid_from_features(np.zeros((1, 4)), np.zeros((5, 4)))
+
+
+def test_celeba_fid_and_kid_rows_share_one_feature_extraction(tmp_path, monkeypatch):
+    """The celeba protocol's FID and KID rows come from one extraction per image set (cached),
+    equal the metric functions on those features, and kid=0 drops only KID."""
+    from types import SimpleNamespace
+
+    import cv2
+
+    import anonbench.metrics.fid as fidmod
+    from anonbench.api import RunContext
+    from anonbench.data.records import ImageRecord
+    from anonbench.metrics.fid import fid_from_features
+    from anonbench.protocols.celeba import CelebAProtocol
+
+    calls = []
+
+    class FakeInception:
+        version, weights_source = "fake", "fake-weights"
+
+        def __init__(self, device="cpu", batch_size=32):
+            pass
+
+        def features(self, images):
+            imgs = list(images)
+            calls.append(len(imgs))
+            return np.stack(
+                [np.r_[im.reshape(-1, 3).mean(0), im.reshape(-1, 3).std(0)] for im in imgs]
+            ).astype(np.float64)
+
+    monkeypatch.setattr(fidmod, "FIDFeatureExtractor", FakeInception)
+    rng = np.random.default_rng(5)
+    records, anon = [], {}
+    for i in range(12):
+        real = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(real, cv2.COLOR_RGB2BGR))
+        records.append(ImageRecord(f"{i}.png", path, f"id{i % 3}"))
+        anon[f"{i}.png"] = (real // 2).astype(np.uint8)
+    store = SimpleNamespace(load=lambda r: anon[r.key])
+    org = SimpleNamespace(reference=lambda key: ((0.0, 0.0, 16.0, 16.0), False))
+
+    def ctx(**opts):
+        return RunContext(
+            data=SimpleNamespace(label="t"),
+            out_dir=str(tmp_path),
+            cache_dir=str(tmp_path / "cache"),
+            seed=3,
+            quiet=True,
+            options={"fid": True, "kid": True, **opts},
+            originals=org,
+        )
+
+    method = SimpleNamespace(name="m")
+    rows = CelebAProtocol()._fid(method, store, ctx(), None, records, {})
+    assert calls == [12, 12]  # real, anonymized: once each
+    by = {r["metric"]: r for r in rows}
+    real_f = FakeInception().features(cv2.imread(str(r.path))[..., ::-1] for r in records)
+    anon_f = FakeInception().features(anon[r.key] for r in records)
+    assert by["fid"]["value"] == pytest.approx(fid_from_features(anon_f, real_f).fid, rel=1e-9)
+    want = kid_from_features(anon_f, real_f, seed=3)
+    assert by["kid"]["value"] == pytest.approx(want.kid, abs=1e-9)
+    assert by["kid"]["std"] == 0.0 and by["kid"]["n"] == 12 and want.kid > 0
+    calls.clear()
+    rows = CelebAProtocol()._fid(method, store, ctx(kid=False), None, records, {})
+    assert [r["metric"] for r in rows] == ["fid"] and calls == []  # features from the cache
