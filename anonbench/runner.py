@@ -410,8 +410,10 @@ def _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, re
             ):
                 print(f"skipped {name} (rows complete, inputs unchanged; --force recomputes)")
                 info["methods"][name] = {**before, "skipped": True}
-                old = res[(res["method"] == name) & (res["protocol"] == proto.name)]
-                all_rows.extend(old.to_dict("records"))
+                old = res[(res["method"] == name) & (res["protocol"] == proto.name)].copy()
+                for c in ("value", "std", "ci_low", "ci_high", "n"):
+                    old[c] = pd.to_numeric(old[c], errors="coerce")
+                all_rows.extend(old.to_dict("records"))  # shown in the table, not rewritten
                 finished.append(name)
                 append_run_info(run_json, info)
                 recorded = True
