@@ -359,6 +359,38 @@ BUILTINS: tuple[Builtin, ...] = (
         "(default weights: a demo, see its MODEL_CARD.md)",
     ),
     Builtin(
+        "methods",
+        "pix2pix",
+        "anonbench.methods.pix2pix.anonymizer:Pix2Pix",
+        "pix2pix U-Net baseline (CIAGAN paper, Table 4): landmark drawing -> face "
+        "(needs --checkpoint: no weights ship)",
+        {"variant": "landmarks"},
+    ),
+    Builtin(
+        "methods",
+        "pix2pix-masked",
+        "anonbench.methods.pix2pix.anonymizer:Pix2Pix",
+        "pix2pix U-Net on CIAGAN's input: landmarks + masked face -> face "
+        "(needs --checkpoint: no weights ship)",
+        {"variant": "masked"},
+    ),
+    Builtin(
+        "methods",
+        "cyclegan",
+        "anonbench.methods.cyclegan.anonymizer:CycleGAN",
+        "CycleGAN ResNet-9 baseline (CIAGAN paper, Table 4): landmark drawing -> face "
+        "(needs --checkpoint: no weights ship)",
+        {"variant": "landmarks"},
+    ),
+    Builtin(
+        "methods",
+        "cyclegan-masked",
+        "anonbench.methods.cyclegan.anonymizer:CycleGAN",
+        "CycleGAN ResNet-9 on CIAGAN's input: landmarks + masked face -> face "
+        "(needs --checkpoint: no weights ship)",
+        {"variant": "masked"},
+    ),
+    Builtin(
         "protocols",
         "lfw",
         f"{_P}.lfw:LFWVerification",

@@ -45,6 +45,16 @@ def _create(name: str, tmp_path):
         path = tmp_path / "ciagan.pt"
         save_atomic(random_generator_checkpoint(10, 32, 8), path)
         return METHODS.create(name, checkpoint=str(path))
+    if name in ("pix2pix", "pix2pix-masked", "cyclegan", "cyclegan-masked"):
+        import importlib
+
+        from anonbench.methods.gan_common import save_checkpoint
+
+        family, _, variant = name.partition("-")
+        mod = importlib.import_module(f"anonbench.methods.{family}.anonymizer")
+        path = tmp_path / f"{name}.pt"
+        save_checkpoint(mod.random_checkpoint(variant or "landmarks", ngf=8), path)
+        return METHODS.create(name, checkpoint=str(path))
     return METHODS.create(name)
 
 

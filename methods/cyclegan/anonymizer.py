@@ -1,0 +1,60 @@
+"""The registered `cyclegan` (landmark drawing -> face, the paper's baseline) and
+`cyclegan-masked` (CIAGAN's input: landmarks ⊕ masked face) methods: the landmarks -> face
+generator (G_A) of a CycleGAN; see anonbench.methods.gan_common for the input, the paste-back
+and the checkpoint format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from anonbench.methods import gan_common
+from anonbench.methods.cyclegan.model import ResnetGenerator
+from anonbench.methods.pix2pix.model import init_weights
+
+FAMILY = "cyclegan"
+
+
+def generator(
+    in_ch: int, out_ch: int = 3, ngf: int = 64, norm: str = "instance"
+) -> ResnetGenerator:
+    """`resnet_9blocks` (the reference's CycleGAN generator)."""
+    return ResnetGenerator(in_ch, out_ch, ngf, 9, norm)
+
+
+def random_checkpoint(variant: str = "landmarks", ngf: int = 64, seed: int = 0) -> dict[str, Any]:
+    """A checkpoint with N(0, 0.02)-initialised weights: for tests of the plumbing (its faces
+    are noise)."""
+    in_ch = gan_common.check_variant(variant, FAMILY)
+    with torch.random.fork_rng():  # leaves the caller's RNG as it was
+        torch.manual_seed(seed)
+        g = init_weights(generator(in_ch, 3, ngf))
+    cfg = {
+        "variant": variant,
+        "ngf": ngf,
+        "norm": "instance",
+        "netG": "resnet_9blocks",
+        "in_channels": in_ch,
+        "out_channels": 3,
+        "img_size": gan_common.IMG_SIZE,
+        "note": "random weights",
+    }
+    return gan_common.make_checkpoint(FAMILY, g, cfg, step=0)
+
+
+class CycleGAN(gan_common.GanBaseline):
+    """CycleGAN (Zhu et al., ICCV 2017) landmarks -> face baseline, pasted into the CIAGAN
+    mask. variant: "landmarks" (the paper's baseline) or "masked" (landmarks ⊕ masked face);
+    checkpoint: a CycleGAN checkpoint holding the landmarks -> face generator (none ships)."""
+
+    name = "cyclegan"
+    family = FAMILY
+    paper = (
+        "Zhu, Park, Isola, Efros: CycleGAN, ICCV 2017 (a baseline of Maximov et al., CIAGAN, "
+        "CVPR 2020, Table 4)"
+    )
+
+    @classmethod
+    def build(cls, ckpt: dict[str, Any], source: str) -> torch.nn.Module:
+        return gan_common.build_generator(ckpt, source, FAMILY, generator)

@@ -1,0 +1,292 @@
+"""What the pix2pix and CycleGAN baselines share: their checkpoint format and the registered
+method around a generator, which sees exactly CIAGAN's 128 px face input and is pasted back
+into the CIAGAN mask like CIAGAN (the crop, landmark drawing, mask and paste-back are CIAGAN's
+own functions: anonbench.methods.ciagan.data / .preprocess).
+
+Input variants:
+- "landmarks" (3 channels): CIAGAN's landmark drawing alone, the paper's pix2pix / CycleGAN
+  baselines (source domain = landmarks, target = faces);
+- "masked" (6 channels): landmarks ⊕ masked face, exactly CIAGAN's generator input.
+Inputs are mapped from [0, 1] to [-1, 1] (the reference normalises to mean 0.5, std 0.5); the
+generators' tanh output is mapped back.
+
+Checkpoint (a plain dict, read with torch.load(weights_only=True)):
+    format: "anonbench-gan", format_version: 1, family: "pix2pix" | "cyclegan"
+    config: {variant, ngf, norm, in_channels, out_channels, img_size, ...}
+    generator: state dict (of the landmarks -> face generator, G_A for CycleGAN)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from anonbench.api import Anonymizer, FaceBatch, MethodMeta
+from anonbench.errors import AnonbenchError
+
+FORMAT = "anonbench-gan"
+FORMAT_VERSION = 1
+VARIANTS = {"landmarks": 3, "masked": 6}  # variant -> generator input channels
+IMG_SIZE = 128
+
+
+class GanCheckpointError(AnonbenchError):
+    """A pix2pix / CycleGAN checkpoint that is missing, unreadable or does not fit."""
+
+
+def method_name(family: str, variant: str) -> str:
+    return family if variant == "landmarks" else f"{family}-{variant}"
+
+
+def check_variant(variant: str, family: str) -> int:
+    """The generator input channels of a variant; one line on an unknown one."""
+    if variant not in VARIANTS:
+        raise AnonbenchError(
+            f"{family}: variant must be one of {', '.join(VARIANTS)}, got {variant!r}"
+        )
+    return VARIANTS[variant]
+
+
+# -- face input and paste-back --------------------------------------------------------------
+
+
+def face_views(batch: FaceBatch, size: int = IMG_SIZE) -> tuple[list[int], Any, list[Any]]:
+    """CIAGAN's inference views of each face with finite landmarks: (indices of those faces,
+    data.Views at size x size on the CPU, the image -> view affine of each)."""
+    from anonbench.methods.ciagan.data import crop_boxes, face_canvas, make_views
+
+    images = batch.images.detach().float().cpu()
+    u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    lms = batch.landmarks.detach().cpu().numpy()
+    todo = [i for i in range(len(batch)) if np.isfinite(lms[i]).all()]
+    if not todo:
+        return todo, None, []
+    canvases, affines = [], []
+    for i in todo:
+        c, t = face_canvas(u8[i], lms[i])
+        canvases.append(c)
+        affines.append(t.view_affine(size=size))
+    canvas = torch.from_numpy(np.stack(canvases))
+    return todo, make_views(canvas, crop_boxes(len(todo), None, 0, 0), size), affines
+
+
+def generator_input(views: Any, variant: str) -> torch.Tensor:
+    """B x C x S x S in [-1, 1]: the landmark drawing (landmarks) or landmarks ⊕ masked face
+    (masked: CIAGAN's generator input)."""
+    if variant == "landmarks":
+        x = views.landmarks
+    else:
+        x = torch.cat([views.landmarks, views.image * (1 - views.mask)], 1)
+    return x * 2 - 1
+
+
+def paste_faces(
+    batch: FaceBatch, todo: list[int], views: Any, affines: list[Any], faces: torch.Tensor
+) -> torch.Tensor:
+    """faces (len(todo) x 3 x S x S in [0, 1]) put into each view's mask, pasted back into a
+    copy of the batch images like CIAGAN does; faces not in todo stay as they were."""
+    from anonbench.methods.ciagan.preprocess import paste_back
+
+    out = batch.images.detach().float().cpu().clone()
+    if not todo:
+        return out.to(batch.images.device, batch.images.dtype)
+    faces = faces.detach().float().cpu()
+    comp = (faces * views.mask + views.image * (1 - views.mask)).clamp(0, 1)
+    comp_np = comp.permute(0, 2, 3, 1).numpy()
+    for j, i in enumerate(todo):
+        full = out[i].permute(1, 2, 0).numpy()
+        out[i] = torch.from_numpy(paste_back(full, comp_np[j], affines[j])).permute(2, 0, 1)
+    return out.to(batch.images.device, batch.images.dtype)
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def make_checkpoint(
+    family: str, generator: torch.nn.Module, config: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """The checkpoint dict of a generator (its config: variant, ngf, norm, in/out channels)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "family": family,
+        "config": dict(config),
+        "generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
+        **extra,
+    }
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Written atomically (a reader sees the old file or the new one)."""
+    from anonbench.methods.ciagan.checkpoint import save_atomic
+
+    save_atomic(ckpt, path)
+
+
+def parse_checkpoint(raw: bytes, source: str, family: str) -> dict[str, Any]:
+    """torch.load(weights_only=True) of checkpoint bytes, its header checked; one line on any
+    defect."""
+    try:
+        ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, foreign objects
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GanCheckpointError(f"cannot read {family} checkpoint {source}: {first}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise GanCheckpointError(
+            f"{source} is not an anonbench {family} checkpoint (no format={FORMAT!r} header)"
+        )
+    if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
+        raise GanCheckpointError(
+            f"{source} has format version {ckpt['format_version']}; this anonbench reads up "
+            f"to {FORMAT_VERSION}"
+        )
+    if ckpt.get("family") != family:
+        raise GanCheckpointError(f"{source} is a {ckpt.get('family')!r} checkpoint, not {family}")
+    for k in ("config", "generator"):
+        if not isinstance(ckpt.get(k), dict):
+            raise GanCheckpointError(f"{source} lacks {k!r}")
+    return ckpt
+
+
+def build_generator(
+    ckpt: dict[str, Any],
+    source: str,
+    family: str,
+    factory: Callable[[int, int, int, str], torch.nn.Module],
+) -> torch.nn.Module:
+    """The checkpoint's generator (fp32, eval mode, CPU). factory(in_ch, out_ch, ngf, norm)."""
+    from anonbench.methods.ciagan.checkpoint import check_fits
+
+    cfg = ckpt["config"]
+    try:
+        variant = str(cfg["variant"])
+        in_ch, out_ch = int(cfg["in_channels"]), int(cfg["out_channels"])
+        ngf, norm = int(cfg["ngf"]), str(cfg["norm"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise GanCheckpointError(f"{source}: config lacks or mangles {e}") from None
+    if variant not in VARIANTS or in_ch != VARIANTS[variant] or out_ch != 3:
+        raise GanCheckpointError(
+            f"{source}: config says variant {variant!r} with {in_ch} -> {out_ch} channels; "
+            f"expected one of {VARIANTS} -> 3"
+        )
+    try:
+        g = factory(in_ch, out_ch, ngf, norm)
+    except ValueError as e:
+        raise GanCheckpointError(f"{source}: {e}") from None
+    state = ckpt["generator"]
+    check_fits(g, state, f"{source} ({family} generator, {variant}, ngf {ngf})")
+    g.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return g.eval()
+
+
+# -- the registered methods -----------------------------------------------------------------
+
+
+class GanBaseline(Anonymizer):
+    """A landmarks -> face generator (pix2pix or CycleGAN) as a method: CIAGAN's 128 px face
+    view in, the generated face pasted back into the CIAGAN mask. Deterministic: the generator
+    runs in eval mode (batch norm running statistics, no dropout), unlike the reference's
+    test script, which keeps dropout on by default."""
+
+    family: str = ""
+    paper: str = ""
+    # variant -> shipped weights; none exist yet (they wait for GPU training)
+    package_weights: ClassVar[dict[str, Path]] = {}
+
+    def __init__(
+        self, variant: str = "landmarks", checkpoint: str | None = None, device: str = "cpu"
+    ) -> None:
+        from anonbench.methods.ciagan.checkpoint import read_bytes
+
+        family = self.family
+        check_variant(variant, family)
+        self.variant = variant
+        self.name = method_name(family, variant)
+        shipped = self.package_weights.get(variant)
+        path = Path(checkpoint) if checkpoint else shipped
+        raw = read_bytes(path) if path is not None else None
+        if raw is None:
+            if checkpoint:
+                raise GanCheckpointError(f"{family} checkpoint not found: {checkpoint}")
+            raise AnonbenchError(f"no {self.name} weights: {train_hint(family, variant)}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise AnonbenchError(
+                f"{self.name}: device {device!r} requested but CUDA is unavailable"
+            )
+        self.checkpoint = str(path)
+        self.sha256 = hashlib.sha256(raw).hexdigest()
+        ckpt = parse_checkpoint(raw, self.checkpoint, family)
+        got = str(ckpt["config"].get("variant"))
+        if got != variant:
+            raise GanCheckpointError(
+                f"{self.checkpoint} is a {method_name(family, got)} checkpoint; use it with "
+                f"--method {method_name(family, got)}, not {self.name}"
+            )
+        self.generator_net = self.build(ckpt, self.checkpoint).to(self.device)
+        self.ngf = int(ckpt["config"]["ngf"])
+        self.img_size = int(ckpt["config"].get("img_size", IMG_SIZE))
+        self.meta = MethodMeta(
+            paper=self.paper,
+            license="code: MIT (re-implementation after junyanz/pytorch-CycleGAN-and-pix2pix, "
+            "BSD); weights: yours",
+            input_size=(self.img_size, self.img_size),
+            checkpoint_sha256=self.sha256,
+            identity_conditioned=False,
+            deterministic=True,
+            note=self.note(),
+            region="mask",
+        )
+
+    @classmethod
+    def build(cls, ckpt: dict[str, Any], source: str) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def note(self) -> str:
+        what = "landmarks only" if self.variant == "landmarks" else "landmarks + masked face"
+        # no "; " inside: result notes use it to join separate notes
+        return (
+            f"{self.family} baseline ({what}, ngf {self.ngf}): it is the paper's Table 4 "
+            "baseline only once trained like it (CelebA, landmarks -> faces)"
+        )
+
+    def config(self) -> dict[str, Any]:
+        return {"variant": self.variant, "ngf": self.ngf, "checkpoint_sha256": self.sha256}
+
+    @torch.no_grad()
+    def _generate(
+        self,
+        batch: FaceBatch,
+        *,
+        targets: Sequence[int] | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        todo, views, affines = face_views(batch, self.img_size)
+        if not todo:
+            return batch.images.clone()
+        x = generator_input(views, self.variant).to(self.device)
+        y = self.generator_net(x).float()
+        return paste_faces(batch, todo, views, affines, (y + 1) / 2)
+
+
+def train_hint(family: str, variant: str) -> str:
+    """How to get weights: the trainer's command if it is registered, else that it is not
+    built yet."""
+    from anonbench.registry import TRAINERS
+
+    flag = "" if variant == "landmarks" else f" --variant {variant}"
+    if family in TRAINERS:
+        return (
+            f"train one with `anonbench train {family} --data celeba:DIR --out DIR{flag}` and "
+            f"pass --checkpoint DIR/last.pt"
+        )
+    return (
+        f"training (anonbench train {family}) is not built yet (a later release), so pass "
+        f"--checkpoint PATH to a {family} generator checkpoint"
+    )

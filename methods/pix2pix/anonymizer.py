@@ -1,0 +1,56 @@
+"""The registered `pix2pix` (landmark drawing -> face, the paper's baseline) and
+`pix2pix-masked` (CIAGAN's input: landmarks ⊕ masked face) methods; see
+anonbench.methods.gan_common for the input, the paste-back and the checkpoint format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from anonbench.methods import gan_common
+from anonbench.methods.pix2pix.model import UnetGenerator, init_weights
+
+FAMILY = "pix2pix"
+
+
+def generator(in_ch: int, out_ch: int = 3, ngf: int = 64, norm: str = "batch") -> UnetGenerator:
+    """`unet_128` with dropout 0.5 (the reference's pix2pix generator)."""
+    return UnetGenerator(in_ch, out_ch, 7, ngf, norm, dropout=True)
+
+
+def random_checkpoint(variant: str = "landmarks", ngf: int = 64, seed: int = 0) -> dict[str, Any]:
+    """A checkpoint with N(0, 0.02)-initialised weights: for tests of the plumbing (its faces
+    are noise)."""
+    in_ch = gan_common.check_variant(variant, FAMILY)
+    with torch.random.fork_rng():  # leaves the caller's RNG as it was
+        torch.manual_seed(seed)
+        g = init_weights(generator(in_ch, 3, ngf))
+    cfg = {
+        "variant": variant,
+        "ngf": ngf,
+        "norm": "batch",
+        "netG": "unet_128",
+        "in_channels": in_ch,
+        "out_channels": 3,
+        "img_size": gan_common.IMG_SIZE,
+        "note": "random weights",
+    }
+    return gan_common.make_checkpoint(FAMILY, g, cfg, step=0)
+
+
+class Pix2Pix(gan_common.GanBaseline):
+    """pix2pix (Isola et al., CVPR 2017) landmarks -> face baseline, pasted into the CIAGAN
+    mask. variant: "landmarks" (the paper's baseline) or "masked" (landmarks ⊕ masked face);
+    checkpoint: a pix2pix generator checkpoint (none ships yet)."""
+
+    name = "pix2pix"
+    family = FAMILY
+    paper = (
+        "Isola, Zhu, Zhou, Efros: pix2pix, CVPR 2017 (a baseline of Maximov et al., CIAGAN, "
+        "CVPR 2020, Table 4)"
+    )
+
+    @classmethod
+    def build(cls, ckpt: dict[str, Any], source: str) -> torch.nn.Module:
+        return gan_common.build_generator(ckpt, source, FAMILY, generator)
