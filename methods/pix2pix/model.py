@@ -2,8 +2,8 @@
 (junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py), with its defaults:
 
 - `UnetGenerator`: `unet_128` = 7 downsamplings (128 px -> 1 x 1), ngf 64, batch norm (no conv
-  bias before a norm), dropout 0.5 in the three innermost decoder blocks after the bottleneck,
-  tanh output in [-1, 1];
+  bias before a norm), dropout 0.5 in the num_downs - 5 = 2 levels at ngf x 8 just outside the
+  innermost one, tanh output in [-1, 1];
 - `PatchDiscriminator`: the 70 x 70 PatchGAN, n_layers 3, ndf 64, LeakyReLU 0.2, batch norm
   (pix2pix) or instance norm without affine parameters (CycleGAN);
 - `init_weights`: N(0, 0.02) for conv weights, N(1, 0.02) for batch-norm scales, zero biases.
