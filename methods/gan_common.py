@@ -34,6 +34,8 @@ FORMAT = "anonbench-gan"
 FORMAT_VERSION = 1
 VARIANTS = {"landmarks": 3, "masked": 6}  # variant -> generator input channels
 IMG_SIZE = 128
+# the generator's precision: "auto" = bf16 autocast on CUDA devices that support it, else fp32
+DTYPES = ("auto", "fp32", "bf16")
 
 
 class GanCheckpointError(AnonbenchError):
@@ -192,7 +194,10 @@ class GanBaseline(Anonymizer):
     """A landmarks -> face generator (pix2pix or CycleGAN) as a method: CIAGAN's 128 px face
     view in, the generated face pasted back into the CIAGAN mask. Deterministic: the generator
     runs in eval mode (batch norm running statistics, no dropout), unlike the reference's
-    test script, which keeps dropout on by default."""
+    test script, which keeps dropout on by default.
+
+    dtype: "auto" (bf16 autocast on CUDA devices that support it, else fp32), "fp32" or
+    "bf16"; compile: torch.compile the generator (CUDA only). Both are in `config()`."""
 
     family: str = ""
     paper: str = ""
@@ -200,7 +205,12 @@ class GanBaseline(Anonymizer):
     package_weights: ClassVar[dict[str, Path]] = {}
 
     def __init__(
-        self, variant: str = "landmarks", checkpoint: str | None = None, device: str = "cpu"
+        self,
+        variant: str = "landmarks",
+        checkpoint: str | None = None,
+        device: str = "cpu",
+        dtype: str = "auto",
+        compile: bool = False,
     ) -> None:
         from anonbench.methods.ciagan.checkpoint import read_bytes
 
@@ -220,6 +230,18 @@ class GanBaseline(Anonymizer):
             raise AnonbenchError(
                 f"{self.name}: device {device!r} requested but CUDA is unavailable"
             )
+        if dtype not in DTYPES:
+            raise AnonbenchError(
+                f"{self.name}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}"
+            )
+        if dtype == "auto":
+            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            dtype = "bf16" if cuda_bf16 else "fp32"
+        self.dtype = dtype
+        self.compile = bool(compile)
+        if self.compile and self.device.type != "cuda":
+            raise AnonbenchError(f"{self.name}: compile=True needs a CUDA device (got {device!r})")
+        self._compiled: torch.nn.Module | None = None
         self.checkpoint = str(path)
         self.sha256 = hashlib.sha256(raw).hexdigest()
         ckpt = parse_checkpoint(raw, self.checkpoint, family)
@@ -257,7 +279,20 @@ class GanBaseline(Anonymizer):
         )
 
     def config(self) -> dict[str, Any]:
-        return {"variant": self.variant, "ngf": self.ngf, "checkpoint_sha256": self.sha256}
+        return {
+            "variant": self.variant,
+            "ngf": self.ngf,
+            "checkpoint_sha256": self.sha256,
+            "dtype": self.dtype,
+            "compile": self.compile,
+        }
+
+    def _net(self) -> torch.nn.Module:
+        if not self.compile:
+            return self.generator_net
+        if self._compiled is None:
+            self._compiled = torch.compile(self.generator_net)
+        return self._compiled
 
     @torch.no_grad()
     def _generate(
@@ -271,7 +306,9 @@ class GanBaseline(Anonymizer):
         if not todo:
             return batch.images.clone()
         x = generator_input(views, self.variant).to(self.device)
-        y = self.generator_net(x).float()
+        bf16 = self.dtype == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            y = self._net()(x).float()
         return paste_faces(batch, todo, views, affines, (y + 1) / 2)
 
 

@@ -115,8 +115,13 @@ def test_checkpoint_round_trip(name, tmp_path):
     assert m.name == name and m.meta.region == "mask"
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert m.meta.checkpoint_sha256 == sha
-    assert m.config() == {"variant": _variant(name), "ngf": 8, "checkpoint_sha256": sha}
+    want = {"variant": _variant(name), "ngf": 8, "checkpoint_sha256": sha}
+    assert m.config() == {**want, "dtype": "fp32", "compile": False}
     assert "baseline only once trained" in m.meta.note and "; " not in m.meta.note
+    with pytest.raises(AnonbenchError, match="needs a CUDA device"):
+        METHODS.create(name, checkpoint=str(path), compile=True)
+    with pytest.raises(AnonbenchError, match="dtype must be one of"):
+        METHODS.create(name, checkpoint=str(path), dtype="fp16")
     # the in-memory net the checkpoint was written from
     mod = _module(name)
     cin = gan_common.VARIANTS[_variant(name)]
@@ -234,3 +239,14 @@ def test_cli_anonymize_changes_the_face_and_nothing_outside_the_mask(tmp_path):
     diff = np.abs(res.astype(int) - img.astype(int)).max(-1)
     assert not diff[~mask].any()  # nothing outside the mask changed
     assert diff[mask].mean() > 5  # the face did
+
+
+def test_bf16_autocast_agrees_with_fp32(tmp_path):
+    path = tmp_path / "cg.pt"
+    _save("cyclegan", path, ngf=8, seed=1)
+    batch = _batch()
+    fp32 = METHODS.create("cyclegan", checkpoint=str(path)).anonymize(batch)
+    m = METHODS.create("cyclegan", checkpoint=str(path), dtype="bf16")
+    assert m.config()["dtype"] == "bf16"
+    bf16 = m.anonymize(batch)
+    assert (fp32 - bf16).abs().max() < 0.05
