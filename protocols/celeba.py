@@ -539,7 +539,8 @@ class CelebAProtocol(Protocol):
         recall_rows: Any,
     ) -> list[dict[str, Any]]:
         """Recall@1 of each per-image recognizer when the attacker restores each anonymized
-        query first (anonbench.metrics.reversal); rows are added through recall_rows."""
+        query first (anonbench.metrics.reversal), added through recall_rows; returns the
+        embedder_no_face rows of the restored queries."""
         from anonbench.evaluate import evaluate_images
         from anonbench.metrics.reversal import known_kernel, parse_reversal, restored
 
@@ -553,6 +554,7 @@ class CelebAProtocol(Protocol):
             else "Gaussian PSF width estimated per image"
         )
         keys = [r.key for r in ok]
+        rows: list[dict[str, Any]] = []
         for attack in attacks:
             items = [
                 (
@@ -578,7 +580,18 @@ class CelebAProtocol(Protocol):
                 recall_rows(
                     f"{e}+{attack}", q, g, f"reversal attack {attack} before embedding, {psf}"
                 )
-        return []
+                rows.append(
+                    {
+                        "dataset": ctx.data.label,
+                        "split": "test",
+                        "metric": "embedder_no_face",
+                        "evaluator": f"{e}+{attack}",
+                        "value": sum(bool(res[k]["embs"][e][1]) for k in keys),
+                        "n": len(keys),
+                        "note": f"restored by {attack}",
+                    }
+                )
+        return rows
 
     def _fid(
         self,

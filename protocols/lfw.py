@@ -383,6 +383,16 @@ class LFWVerification(Protocol):
                 rows.append(
                     {**ev, "metric": metric, "value": m, "std": sd, "n": len(sc), "note": note}
                 )
+            kept = [k for k, _ in items if k not in errs]
+            rows.append(
+                {
+                    **ev,
+                    "metric": "embedder_no_face",
+                    "value": sum(bool(res[k]["embs"][ctx.embedder][1]) for k in kept),
+                    "n": len(kept),
+                    "note": f"restored by {attack}",
+                }
+            )
         return rows
 
 
