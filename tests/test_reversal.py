@@ -99,3 +99,25 @@ def test_parse_reversal():
     assert R.parse_reversal("Wiener") == ["wiener"]
     with pytest.raises(AnonbenchError, match="expected one of"):
         R.parse_reversal("deblur")
+
+
+def test_lfw_reversal_rows_end_to_end(tmp_path):
+    """`--option reversal=wiener` adds TAR, accuracy and no-face rows under
+    '<recognizer>+wiener'; a wrong value stops the run with exit 2."""
+    import pandas as pd
+
+    from anonbench.cli import main
+
+    base = (
+        f"run --methods blur17 --protocol lfw --data lfw:{FIXTURES / 'lfw_tiny'} --quiet "
+        f"--workers 1 --cache-dir {tmp_path / 'c'}"
+    ).split()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--option", "reversal=deblur"]) == 2
+    assert main([*base, "--out", str(tmp_path / "o"), "--option", "reversal=wiener"]) == 0
+    df = pd.read_csv(tmp_path / "o" / "results.csv")
+    rev = df[df["evaluator"] == "dlib-resnet+wiener"]
+    assert sorted(rev["metric"]) == ["accuracy", "embedder_no_face", "tar_far_1e-3"]
+    plain = df[df["evaluator"] == "dlib-resnet"].set_index("metric")
+    r = rev.set_index("metric")
+    assert r.loc["tar_far_1e-3", "n"] == plain.loc["tar_far_1e-3", "n"]  # the same pairs
+    assert "known Gaussian PSF (kernel 17" in r.loc["tar_far_1e-3", "note"]
