@@ -142,6 +142,10 @@ def format_value(
     if _nan(value):
         return "n/a", "", ""
     v = float(value)
+    if spec is not None and spec.name == "fid" and v < 0:
+        # a squared distance: a tiny negative value is round-off, shown as 0 (results.csv
+        # keeps the raw value); KID is not clamped, its negative values are estimator noise
+        v = 0.0
     counted = is_count(spec) if count is None else count
     if counted and v.is_integer() and _nan(std) and _nan(ci_low):
         return (f"{int(v)}" if _nan(n) else f"{int(v)}/{int(float(n))}"), "", ""

@@ -37,7 +37,7 @@ class GaussianBlur(Anonymizer):
     """Gaussian blur with a kernel x kernel window (paper: "Blur 9 by 9", "Blur 17 by 17").
 
     sigma is OpenCV's default for the kernel size, 0.3 * ((kernel - 1) / 2 - 1) + 0.8
-    (1.7 for 9, 2.6 for 17), since the paper gives only the kernel size.
+    (1.7 for 9, 2.9 for 17), since the paper gives only the kernel size.
     """
 
     meta = MethodMeta(paper="CIAGAN (CVPR 2020) baseline", license="-")
