@@ -62,8 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from anonbench.check import format_markdown, format_text, parse_method_map, run_check
+    from anonbench.commands.report import check_writable_file
     from anonbench.errors import AnonbenchError
 
+    check_writable_file(args.markdown, "--markdown")  # before any work: one line, exit 2
     try:
         res = run_check(
             args.run_dir,

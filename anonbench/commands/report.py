@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.html is None and args.latex is None:
         raise AnonbenchError("nothing to write: give --html FILE and/or --latex FILE")
+    for flag, path in (("--html", args.html), ("--latex", args.latex)):
+        check_writable_file(path, flag)  # before any work: one line, exit 2
     if args.html is not None:
         from anonbench.reports.html import write_report
 
@@ -34,3 +36,27 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"latex tables: {write_latex(args.run_dirs, args.latex, not args.no_intervals)}")
     return 0
+
+
+def check_writable_file(path: str | Path | None, flag: str) -> None:
+    """Before any work: `path` (None: not asked for) can be written, i.e. it is not a folder
+    and its folder exists or can be made and takes files. One line (AnonbenchError) when not;
+    creates nothing."""
+    from anonbench.errors import AnonbenchError
+    from anonbench.runner import check_writable_dir
+
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise AnonbenchError(f"{flag} {p}: is a folder, not a file")
+    anc = p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise AnonbenchError(f"{flag} {p}: {anc} is a file, not a folder")
+    try:
+        check_writable_dir(p.parent, "")
+    except AnonbenchError as e:  # '{flag} FILE: DIR is not writable'
+        why = str(e).removeprefix(f" {p.parent}: ")
+        raise AnonbenchError(f"{flag} {p}: {why}") from None

@@ -81,7 +81,7 @@ def read_pairs(path: str | Path) -> list[Pair]:
     body = lines[1:]
     if len(body) != 2 * folds * n:
         raise PairsFormatError(
-            f"{path}: header promises {folds} folds x {2 * n} pairs = "
+            f"{path}:{head_no}: header promises {folds} folds x {2 * n} pairs = "
             f"{2 * folds * n} lines, found {len(body)}"
         )
     pairs = []
