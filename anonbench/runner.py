@@ -50,6 +50,17 @@ class MethodSpec:
 
 
 def parse_method(item: str) -> MethodSpec:
+    spec = _parse_method(item)
+    # a label names files (scores/, missed/, examples/): no path separators, no hidden names
+    if not spec.label or any(c in spec.label for c in "/\\\0") or spec.label.startswith("."):
+        raise AnonbenchError(
+            f"--methods {item!r}: the label {spec.label!r} cannot name a file "
+            "(no '/', '\\', or leading '.'); give LABEL=folder:DIR"
+        )
+    return spec
+
+
+def _parse_method(item: str) -> MethodSpec:
     label, sep, rest = item.partition("=")
     if sep and rest.startswith("folder:"):
         return MethodSpec(label.strip(), folder=rest[len("folder:") :])

@@ -149,7 +149,6 @@ class LFWVerification(Protocol):
 
         from anonbench.evaluate import evaluate_images, warn_fallback
         from anonbench.examples import pick_examples, save_examples, save_missed
-        from anonbench.metrics.verification import kfold_verification
 
         pairs, firsts, seconds = self._keys(ctx)
         org = ctx.originals
@@ -220,13 +219,14 @@ class LFWVerification(Protocol):
             "split": "view2" if pf is not None and pf.name == "pairs.txt" else Path(str(pf)).stem,
             "evaluator": ctx.embedder,
         }
-        if n_folds:
-            res = kfold_verification(
-                scores["score"].to_numpy(),
-                scores["label"].to_numpy(),
-                scores["fold"].to_numpy(),
-                far=FAR,
+        res, why = (
+            _kfold(
+                scores["score"].to_numpy(), scores["label"].to_numpy(), scores["fold"].to_numpy()
             )
+            if n_folds
+            else (None, "no readable pairs")
+        )
+        if res is not None:
             if res.in_sample:
                 note = "single fold: thresholds chosen in-sample (optimistic)"
                 print(f"note: {method.name}: {note}")
@@ -252,15 +252,18 @@ class LFWVerification(Protocol):
                 },
             ]
         else:
-            rows.append(
+            if n_folds:
+                print(f"warning: {method.name}: TAR and accuracy cannot be computed: {why}")
+            rows += [
                 {
                     **base,
-                    "metric": "tar_far_1e-3",
+                    "metric": m,
                     "value": math.nan,
-                    "n": 0,
-                    "note": "no readable pairs",
+                    "n": len(scores),
+                    "note": why if not n_folds else f"cannot be computed: {why}",
                 }
-            )
+                for m in (("tar_far_1e-3",) if not n_folds else ("tar_far_1e-3", "accuracy"))
+            ]
         from anonbench.metrics.retrieval import bootstrap_ci
 
         kept = np.array([not anon[r.key]["embs"][ctx.embedder][1] for r in ok], np.float64) * 100
@@ -334,7 +337,6 @@ class LFWVerification(Protocol):
         (anonbench.metrics.reversal): evaluator '<recognizer>+<attack>'."""
         from anonbench.evaluate import evaluate_images
         from anonbench.metrics.reversal import known_kernel, parse_reversal, restored
-        from anonbench.metrics.verification import kfold_verification
 
         attacks = parse_reversal(ctx.options.get("reversal"))
         kk = known_kernel(method)
@@ -364,7 +366,12 @@ class LFWVerification(Protocol):
             if not len(sc):
                 rows.append({**ev, "metric": "tar_far_1e-3", "value": math.nan, "n": 0})
                 continue
-            out = kfold_verification(sc[:, 3], sc[:, 2].astype(int), sc[:, 0].astype(int), far=FAR)
+            out, why = _kfold(sc[:, 3], sc[:, 2].astype(int), sc[:, 0].astype(int))
+            if out is None:
+                rows.append(
+                    {**ev, "metric": "tar_far_1e-3", "value": math.nan, "n": len(sc), "note": why}
+                )
+                continue
             n_folds = len(set(sc[:, 0].tolist()))
             note = "; ".join(
                 x
@@ -395,6 +402,17 @@ class LFWVerification(Protocol):
                 }
             )
         return rows
+
+
+def _kfold(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> tuple[Any, str]:
+    """k-fold verification, or (None, why) when the folds leave no threshold to choose (e.g.
+    an unreadable image took a fold's last mismatched pair)."""
+    from anonbench.metrics.verification import kfold_verification
+
+    try:
+        return kfold_verification(scores, labels, folds, far=FAR), ""
+    except ValueError as e:
+        return None, str(e)
 
 
 def _safe(name: str) -> str:
