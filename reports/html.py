@@ -273,7 +273,9 @@ def _run_meta(bundle: Bundle) -> list[dict[str, Any]]:
                 "path": str(r.path),
                 "protocols": protos or f"{proto.get('name', '?')} v{proto.get('version', '?')}",
                 "datasets": [(d, is_sample(d)) for d in datasets],
-                "data_root": cfg.get("data_root") or "(embedded sample set)",
+                "data_root": cfg.get("data") or cfg.get("data_root") or "(embedded sample set)",
+                "missing_files": (info.get("dataset") or {}).get("missing_files") or 0,
+                "device": info.get("device"),
                 "methods": r.methods,
                 "checkpoints": ck,
                 "evaluators": [str(e) for e in dict.fromkeys(df["evaluator"]) if str(e) != "nan"],
@@ -341,6 +343,8 @@ def write_run_report(run_dir: Path) -> Path | None:
 def _fmt_seconds(v: Any) -> str:
     if v is None:
         return ""
+    if isinstance(v, dict):  # per-method stages: {"produce": s, "evaluate": s}
+        return " + ".join(f"{k} {_fmt_seconds(x)}" for k, x in v.items())
     try:
         s = float(v)
     except (TypeError, ValueError):
@@ -573,7 +577,10 @@ TEMPLATE = """<!DOCTYPE html>
     <tr><td>data</td><td>{% for d, smp in r.datasets %}<code>{{ d }}</code>
       {%- if smp %}<span class="badge sample">sample</span>{% else %}
       <span class="badge full">full</span>{% endif %} {% endfor %}
-      <span class="note">root: {{ r.data_root }}</span></td></tr>
+      <span class="note">root: {{ r.data_root }}</span>
+      {%- if r.missing_files %} <span class="badge sample">{{ r.missing_files }} files
+      listed in the dataset are missing (left out)</span>{% endif %}</td></tr>
+    {% if r.device %}<tr><td>device</td><td>{{ r.device }}</td></tr>{% endif %}
     <tr><td>methods</td><td>{{ r.methods | join(', ') }}</td></tr>
     {% if r.checkpoints %}<tr><td>checkpoints</td><td class="mono">
       {%- for m, sha in r.checkpoints.items() %}{{ m }}: {{ sha }}…{{ '; ' if not loop.last }}

@@ -857,7 +857,6 @@ def test_celeba_missing_images_counted_on_console_and_in_run_json(tmp_path, caps
     assert (out / "report.html").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="the HTML report does not show dataset.missing_files yet")
 def test_celeba_missing_images_count_in_the_html_report(tmp_path):
     import re
 
