@@ -441,7 +441,7 @@ BUILTINS: tuple[Builtin, ...] = (
         "embedders",
         "dlib-resnet-mmod",
         f"{_F}:DlibResNetEmbedder",
-        "dlib-resnet whose attacker tries the MMOD CNN detector before the fixed box",
+        "dlib-resnet whose attacker tries the MMOD CNN detector before the reference box",
         {"second_detector": "dlib-mmod"},
     ),
     Builtin(

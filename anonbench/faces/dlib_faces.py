@@ -152,8 +152,8 @@ class DlibResNetEmbedder:
     """dlib ResNet face descriptor (128-d; dlib reports 99.38% on LFW with its own pipeline).
 
     Alignment is dlib's own: 5-point shape -> 150x150 chip (padding 0.25). The attacker does not
-    give up: when its HOG detector finds no face overlapping the dataset's face box
-    (IoU >= min_iou), it embeds that fixed box instead and says so.
+    give up: when its HOG detector finds no face overlapping the image's reference box
+    (IoU >= min_iou), it embeds that box instead and says so.
     """
 
     name = "dlib-resnet"
@@ -174,7 +174,7 @@ class DlibResNetEmbedder:
         # device: accepted like every evaluator's; dlib runs on the CPU whatever it says
         self.device, self.batch_size = "cpu", int(batch_size)
         self.detector = HOGDetector(upsample)
-        # tried only when HOG finds nothing, before the fixed box (e.g. "dlib-mmod")
+        # tried only when HOG finds nothing, before the reference box (e.g. "dlib-mmod")
         self.second = MMODDetector(upsample) if second_detector == "dlib-mmod" else None
         if second_detector not in (None, "dlib-mmod"):
             raise ValueError(f"unsupported second detector {second_detector!r}")

@@ -38,7 +38,7 @@ def iou(a: Box, b: Box) -> float:
 
 
 def choose_box(boxes: list[Box], fallback_box: Box, min_iou: float = 0.3) -> tuple[Box, bool]:
-    """The box best overlapping the dataset's face box, or that fixed box itself when no box
+    """The box best overlapping the reference box, or that box itself when no box
     overlaps it by min_iou (returns (box, used_fallback)). An attacker that does not give up."""
     best = max(boxes, key=lambda b: iou(b, fallback_box), default=None)
     if best is not None and iou(best, fallback_box) >= min_iou:
