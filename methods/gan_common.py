@@ -327,3 +327,34 @@ def train_hint(family: str, variant: str) -> str:
         f"training (anonbench train {family}) is not built yet (a later release), so pass "
         f"--checkpoint PATH to a {family} generator checkpoint"
     )
+
+
+def random_checkpoint(
+    family: str,
+    make: Any,
+    norm: str,
+    net_name: str,
+    variant: str,
+    ngf: int,
+    seed: int,
+) -> dict[str, Any]:
+    """A `family` checkpoint whose generator `make(in_ch, 3, ngf)` has N(0, 0.02) weights."""
+    import torch
+
+    from anonbench.methods.pix2pix.model import init_weights
+
+    in_ch = check_variant(variant, family)
+    with torch.random.fork_rng():  # leaves the caller's RNG as it was
+        torch.manual_seed(seed)
+        g = init_weights(make(in_ch, 3, ngf))
+    cfg = {
+        "variant": variant,
+        "ngf": ngf,
+        "norm": norm,
+        "netG": net_name,
+        "in_channels": in_ch,
+        "out_channels": 3,
+        "img_size": IMG_SIZE,
+        "note": "random weights",
+    }
+    return make_checkpoint(family, g, cfg, step=0)

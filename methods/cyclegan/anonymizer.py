@@ -11,7 +11,6 @@ import torch
 
 from anonbench.methods import gan_common
 from anonbench.methods.cyclegan.model import ResnetGenerator
-from anonbench.methods.pix2pix.model import init_weights
 
 FAMILY = "cyclegan"
 
@@ -26,21 +25,9 @@ def generator(
 def random_checkpoint(variant: str = "landmarks", ngf: int = 64, seed: int = 0) -> dict[str, Any]:
     """A checkpoint with N(0, 0.02)-initialised weights: for tests of the plumbing (its faces
     are noise)."""
-    in_ch = gan_common.check_variant(variant, FAMILY)
-    with torch.random.fork_rng():  # leaves the caller's RNG as it was
-        torch.manual_seed(seed)
-        g = init_weights(generator(in_ch, 3, ngf))
-    cfg = {
-        "variant": variant,
-        "ngf": ngf,
-        "norm": "instance",
-        "netG": "resnet_9blocks",
-        "in_channels": in_ch,
-        "out_channels": 3,
-        "img_size": gan_common.IMG_SIZE,
-        "note": "random weights",
-    }
-    return gan_common.make_checkpoint(FAMILY, g, cfg, step=0)
+    return gan_common.random_checkpoint(
+        FAMILY, generator, "instance", "resnet_9blocks", variant, ngf, seed
+    )
 
 
 class CycleGAN(gan_common.GanBaseline):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from anonbench.methods import gan_common
-from anonbench.methods.pix2pix.model import UnetGenerator, init_weights
+from anonbench.methods.pix2pix.model import UnetGenerator
 
 FAMILY = "pix2pix"
 
@@ -22,21 +22,7 @@ def generator(in_ch: int, out_ch: int = 3, ngf: int = 64, norm: str = "batch") -
 def random_checkpoint(variant: str = "landmarks", ngf: int = 64, seed: int = 0) -> dict[str, Any]:
     """A checkpoint with N(0, 0.02)-initialised weights: for tests of the plumbing (its faces
     are noise)."""
-    in_ch = gan_common.check_variant(variant, FAMILY)
-    with torch.random.fork_rng():  # leaves the caller's RNG as it was
-        torch.manual_seed(seed)
-        g = init_weights(generator(in_ch, 3, ngf))
-    cfg = {
-        "variant": variant,
-        "ngf": ngf,
-        "norm": "batch",
-        "netG": "unet_128",
-        "in_channels": in_ch,
-        "out_channels": 3,
-        "img_size": gan_common.IMG_SIZE,
-        "note": "random weights",
-    }
-    return gan_common.make_checkpoint(FAMILY, g, cfg, step=0)
+    return gan_common.random_checkpoint(FAMILY, generator, "batch", "unet_128", variant, ngf, seed)
 
 
 class Pix2Pix(gan_common.GanBaseline):
