@@ -121,7 +121,7 @@ def _atomic_write_image(path: Path, rgb: Any, alpha: Any) -> None:
 def process_photo(
     method: Any, src: Path, dst: Path, analyzer: Any, mapper: Any, opts: Any, name: str
 ) -> dict[str, Any]:
-    """One photo: like methods.ciagan.video.process_image, but read with read_image (alpha
+    """One photo, read with read_image (alpha
     kept: written as PNG, `.png` appended to names whose format has no alpha; 16-bit,
     grayscale and CMYK anonymized as 8-bit RGB and reported) and written atomically."""
     from anonbench.data.images import read_image

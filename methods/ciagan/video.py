@@ -21,7 +21,6 @@ A photo with no detected face counts as a miss of the whole image (blur: the who
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -309,52 +308,6 @@ class Options:
     progress: bool = True
 
 
-def _read_image(path: Path) -> np.ndarray:
-    from anonbench.data.images import read_rgb
-
-    return read_rgb(path)
-
-
-def _write_image(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise AnonbenchError(f"cannot encode {path.suffix} image for {path}")
-    buf.tofile(str(path))
-
-
-def process_image(
-    method: Anonymizer,
-    src: Path,
-    dst: Path,
-    analyzer: Callable[[np.ndarray], Any],
-    mapper: IdentityMapper,
-    opts: Options,
-    name: str,
-) -> dict[str, Any]:
-    img = _read_image(src)
-    faces = analyzer(img)
-    mapper.new_camera(name)
-    rep: dict[str, Any] = {"input": str(src), "output": str(dst), "kind": "image"}
-    if len(faces) == 0:
-        if opts.on_miss == "fail":
-            raise AnonbenchError(f"{src}: no face detected (--on-miss fail)")
-        out = blur_whole(img) if opts.on_miss == "blur" else img
-        rep.update(faces=0, missed=1, identities=[])
-    else:
-        lms, boxes = list(faces.landmarks), list(faces.boxes)
-        # per-camera: every photo is its own camera, its faces different people
-        reid = mapper.mode == "per-source"
-        targets = [mapper.assign(img, b, reid) for b in boxes]
-        out = anonymize_faces(method, img, lms, boxes, targets, name)
-        rep.update(faces=len(faces), missed=0, identities=targets)
-    _write_image(dst, out)
-    return rep
-
-
 def _open_video(path: Path) -> Any:
     import cv2
 
@@ -534,51 +487,3 @@ def collect_inputs(src: Path) -> list[tuple[Path, str]]:
             raise AnonbenchError(f"no images or videos under {src}")
         return [(p, p.relative_to(src).as_posix()) for p in files]
     raise AnonbenchError(f"input not found: {src}")
-
-
-def anonymize_path(
-    method: Anonymizer,
-    src: str | Path,
-    out_dir: str | Path,
-    analyzer: Callable[[np.ndarray], Any],
-    mapper: IdentityMapper,
-    opts: Options,
-) -> dict[str, Any]:
-    """Anonymizes a photo, a video or a folder of them into out_dir (same relative names;
-    videos are written as MPEG-4, `.mp4` appended to other names); writes
-    out_dir/anonymize_report.json and returns the report."""
-    from anonbench.cache import atomic_write_text
-
-    if opts.on_miss not in ("blur", "keep", "fail"):
-        raise AnonbenchError(f"--on-miss must be blur, keep or fail, got {opts.on_miss!r}")
-    src, out_dir = Path(src), Path(out_dir)
-    items = collect_inputs(src)
-    if src.resolve() == out_dir.resolve() or (
-        src.is_dir() and out_dir.resolve().is_relative_to(src.resolve())
-    ):
-        raise AnonbenchError("--output must not be the input folder or inside it")
-    reports = []
-    for path, name in items:
-        dst = out_dir / name
-        if path.suffix.lower() in VIDEO_EXTENSIONS:
-            reports.append(process_video(method, path, dst, analyzer, mapper, opts, name))
-        else:
-            reports.append(process_image(method, path, dst, analyzer, mapper, opts, name))
-    report = {
-        "method": method.name,
-        "meta": dict(method.meta.__dict__),
-        "on_miss": opts.on_miss,
-        "mapping": mapper.mode if mapper.identity is None else f"fixed:{mapper.identity}",
-        "seed": mapper.seed,
-        "inputs": reports,
-        "totals": {
-            "images": sum(r["kind"] == "image" for r in reports),
-            "videos": sum(r["kind"] == "video" for r in reports),
-            "faces": sum(r.get("faces", r.get("detections", 0)) for r in reports),
-            "tracks": sum(r.get("tracks", 0) for r in reports),
-            "missed": sum(r["missed"] for r in reports),
-            "frames_without_face": sum(r.get("frames_without_face", 0) for r in reports),
-        },
-    }
-    atomic_write_text(out_dir / "anonymize_report.json", json.dumps(report, indent=2))
-    return report
