@@ -107,6 +107,10 @@ class Originals:
             self._fallback_rel = None
         return {r.key: self.analyses[r.key] for r in records}
 
+    def readable(self, records: Sequence[ImageRecord]) -> list[ImageRecord]:
+        """The records whose original was read and analysed (unreadable ones left out)."""
+        return [r for r in records if isinstance(self.analyses.get(r.key), Analysis)]
+
     def errors(self, records: Sequence[ImageRecord]) -> dict[str, str]:
         return {r.key: a for r in records if isinstance(a := self.analyses.get(r.key, ""), str)}
 
@@ -194,18 +198,29 @@ def in_workers(evaluator: Any) -> bool:
     return type(evaluator).__module__.endswith(".dlib_faces")
 
 
-def _detections(cache: Cache, det: Any, images: list[np.ndarray], digests: list[str]) -> list:
-    from anonbench.faces.cached import cached_detections
+def run_kwargs(ctx: Any) -> dict[str, Any]:
+    """evaluate_images' settings from a RunContext."""
+    return {
+        "cache_dir": ctx.cache_dir,
+        "workers": ctx.workers,
+        "device": ctx.device,
+        "batch_size": ctx.batch_size,
+        "quiet": ctx.quiet,
+    }
 
-    return cached_detections(cache, det, images, digests)
+
+def real_items(ctx: Any, records: Sequence[ImageRecord]) -> list[tuple[str, Any, Box]]:
+    """(key, ImageRef of the original, reference box) items for evaluate_images."""
+    from anonbench.produce import ImageRef
+
+    return [
+        (r.key, ImageRef(None, str(r.path)), ctx.originals.reference(r.key)[0]) for r in records
+    ]
 
 
-def _embeddings(
-    cache: Cache, emb: Any, images: list[np.ndarray], boxes: list[Box], digests: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    from anonbench.faces.cached import cached_embeddings
-
-    return cached_embeddings(cache, emb, images, boxes, digests)
+def store_items(ctx: Any, records: Sequence[ImageRecord], store: Any) -> list[tuple[str, Any, Box]]:
+    """(key, ImageRef of the method's output, reference box) items for evaluate_images."""
+    return [(r.key, store.ref(r), ctx.originals.reference(r.key)[0]) for r in records]
 
 
 @dataclass
@@ -238,10 +253,12 @@ def _eval_chunk(st: _EvalState, items: list[tuple[str, Any, Box]]) -> list[dict[
             out.append({"key": key, "error": str(e)})
     if not imgs:
         return out
+    from anonbench.faces.cached import cached_detections, cached_embeddings
+
     digests = [array_digest(im) for im in imgs]
-    dets = {n: _detections(st.cache, d, imgs, digests) for n, d in st.detectors.items()}
+    dets = {n: cached_detections(st.cache, d, imgs, digests) for n, d in st.detectors.items()}
     embs = {
-        n: _embeddings(st.cache, e, imgs, [b for _, b in keep], digests)
+        n: cached_embeddings(st.cache, e, imgs, [b for _, b in keep], digests)
         for n, e in st.embedders.items()
     }
     for i, (key, _) in enumerate(keep):

@@ -31,6 +31,7 @@ import numpy as np
 from anonbench.api import Anonymizer, MetricSpec, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
 from anonbench.errors import AnonbenchError, UnknownNameError
+from anonbench.evaluate import real_items, run_kwargs, store_items
 from anonbench.registry import register_protocol
 
 DEFAULT_DETECTORS = "dlib-hog,retinaface,mtcnn"
@@ -109,10 +110,6 @@ def is_trained(evaluator: Any) -> bool:
     return hasattr(evaluator, "fit") and hasattr(evaluator, "training")
 
 
-def load_images(refs: list[Any]) -> list[np.ndarray]:
-    return [r.load() for r in refs]
-
-
 @dataclass
 class _Prepared:
     split: Split
@@ -126,34 +123,12 @@ class _Prepared:
     fid_real: np.ndarray | None = None
 
 
-def _refs_real(ctx: RunContext, records: list[ImageRecord]) -> list[tuple]:
-    from anonbench.produce import ImageRef
-
-    return [
-        (r.key, ImageRef(None, str(r.path)), ctx.originals.reference(r.key)[0]) for r in records
-    ]
-
-
-def _refs_store(ctx: RunContext, records: list[ImageRecord], store: Any) -> list[tuple]:
-    return [(r.key, store.ref(r), ctx.originals.reference(r.key)[0]) for r in records]
-
-
-def _eval_kw(ctx: RunContext) -> dict[str, Any]:
-    return {
-        "cache_dir": ctx.cache_dir,
-        "workers": ctx.workers,
-        "device": ctx.device,
-        "batch_size": ctx.batch_size,
-        "quiet": ctx.quiet,
-    }
-
-
 def embed_trained(
     ctx: RunContext, attacker: Any, items: list[tuple]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of a fitted attacker over (key, ImageRef, box) items, batched, cached."""
     from anonbench.cache import Cache, array_digest
-    from anonbench.evaluate import _embeddings
+    from anonbench.faces.cached import cached_embeddings
 
     cache = Cache(ctx.cache_dir)
     embs, fbs = [], []
@@ -161,7 +136,7 @@ def embed_trained(
     for i in range(0, len(items), step):
         chunk = items[i : i + step]
         imgs = [ref.load() for _, ref, _ in chunk]
-        e, f = _embeddings(
+        e, f = cached_embeddings(
             cache, attacker, imgs, [b for _, _, b in chunk], [array_digest(x) for x in imgs]
         )
         embs.append(e)
@@ -177,8 +152,8 @@ def fit_attacker(
     """Fits a trained attacker on real train images (+ extra (key, ImageRef, box, label))."""
     org = ctx.originals
     org.analyze(records, f"analyse train ({ctx.data.label})")
-    ok = [r for r in records if r.key not in org.errors(records)]
-    images = [ref.load() for _, ref, _ in _refs_real(ctx, ok)]
+    ok = org.readable(records)
+    images = [ref.load() for _, ref, _ in real_items(ctx, ok)]
     boxes = [org.reference(r.key)[0] for r in ok]
     labels = [r.identity for r in ok]
     for _, ref, box, label in extra:
@@ -305,29 +280,32 @@ class CelebAProtocol(Protocol):
         split = load_split(ctx)
         org = ctx.originals
         org.analyze(split.test, f"analyse test ({ctx.data.label})")
-        bad = org.errors(split.test)
-        for e in sorted(bad.values()):
+        for e in sorted(org.errors(split.test).values()):
             print(f"warning: {e} (left out)")
-        ok = [r for r in split.test if r.key not in bad]
+        ok = org.readable(split.test)
         unavailable: dict[str, str] = {}
 
-        def available(reg: Any, n: str) -> bool:
+        def available(reg: Any, n: str) -> Any:
+            """The evaluator, or None (recorded) when its weights are not on disk; a typo
+            (unknown name) still fails the run."""
             try:
-                create_evaluator(reg, n, ctx.device, ctx.batch_size)
+                return create_evaluator(reg, n, ctx.device, ctx.batch_size)
             except UnknownNameError:
                 raise
             except AnonbenchError as e:
                 unavailable[n] = str(e)
-                return False
-            return True
+                return None
 
-        detectors = [n for n in _names(ctx.options["detectors"]) if available(DETECTORS, n)]
+        detectors = [
+            n for n in _names(ctx.options["detectors"]) if available(DETECTORS, n) is not None
+        ]
         embedders: list[str] = []
         trained: dict[str, Any] = {}
         for n in _names(ctx.options["recognizers"]):
-            if not available(EMBEDDERS, n):
+            ev = available(EMBEDDERS, n)
+            if ev is None:
                 continue
-            if is_trained(create_evaluator(EMBEDDERS, n)):
+            if is_trained(ev):
                 extra = {}
                 if n == "pnca" and ctx.options.get("identifier"):
                     extra["checkpoint"] = ctx.options["identifier"]
@@ -345,11 +323,11 @@ class CelebAProtocol(Protocol):
             **org.describe(split.test),
         }
         p.real = evaluate_images(
-            _refs_real(ctx, ok),
+            real_items(ctx, ok),
             detectors,
             embedders,
             desc=f"{self.name} real test images",
-            **_eval_kw(ctx),
+            **run_kwargs(ctx),
         )
         for n, att in trained.items():
             if att.training == "real":
@@ -362,7 +340,7 @@ class CelebAProtocol(Protocol):
                         )
                 else:
                     fit_attacker(ctx, att, split.train)
-                p.gallery[n] = embed_trained(ctx, att, _refs_real(ctx, ok))[0]
+                p.gallery[n] = embed_trained(ctx, att, real_items(ctx, ok))[0]
         self._prep = p
         return p
 
@@ -380,11 +358,11 @@ class CelebAProtocol(Protocol):
         p = self._prepare(ctx)
         org = ctx.originals
         anon = evaluate_images(
-            _refs_store(ctx, p.ok, store),
+            store_items(ctx, p.ok, store),
             p.detectors,
             p.embedders,
             desc=f"{self.name} {method.name}",
-            **_eval_kw(ctx),
+            **run_kwargs(ctx),
         )
         ok = [r for r in p.ok if not anon[r.key]["error"] and not p.real[r.key]["error"]]
         base = {"dataset": ctx.data.label, "split": "test"}
@@ -492,16 +470,16 @@ class CelebAProtocol(Protocol):
         sel = [pos[k] for k in keys]
         for n, att in p.trained.items():
             if att.training == "real":
-                q = embed_trained(ctx, att, _refs_store(ctx, ok, store))[0]
+                q = embed_trained(ctx, att, store_items(ctx, ok, store))[0]
                 recall_rows(n, q, p.gallery[n][sel])
             else:
                 # adaptive: trained on real + this method's outputs of the train identities
-                train = [r for r in p.split.train if r.key not in org.errors(p.split.train)]
+                train = org.readable(p.split.train)
                 extra = [(r.key, store.ref(r), org.reference(r.key)[0], r.identity) for r in train]
                 fresh = trained_attacker(n, ctx)
                 fit_attacker(ctx, fresh, p.split.train, extra)
-                q = embed_trained(ctx, fresh, _refs_store(ctx, ok, store))[0]
-                g = embed_trained(ctx, fresh, _refs_real(ctx, ok))[0]
+                q = embed_trained(ctx, fresh, store_items(ctx, ok, store))[0]
+                g = embed_trained(ctx, fresh, real_items(ctx, ok))[0]
                 recall_rows(n, q, g, "trained on real + this method's anonymized train identities")
         for n, why in p.unavailable.items():
             metric = "detection_rate" if n in _detector_names() else "recall_at_1"
@@ -571,7 +549,7 @@ class CelebAProtocol(Protocol):
                 [],
                 p.embedders,
                 desc=f"{self.name} {method.name} +{attack}",
-                **_eval_kw(ctx),
+                **run_kwargs(ctx),
             )
             bad = sorted(k for k in keys if res[k]["error"])
             if bad:  # the restoration read the same files: should not happen
@@ -643,7 +621,7 @@ class CelebAProtocol(Protocol):
             cache.put(comp, ver, h.hexdigest(), {"features": f})
             return f
 
-        real = feats([ref.load() for _, ref, _ in _refs_real(ctx, ok)], "real test images")
+        real = feats([ref.load() for _, ref, _ in real_items(ctx, ok)], "real test images")
         fa = feats([store.load(r) for r in ok], method.name)
         rows = []
         if "fid" in metrics:

@@ -22,12 +22,10 @@ import numpy as np
 
 from anonbench.api import Anonymizer, MetricSpec, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
+from anonbench.evaluate import real_items, run_kwargs, store_items
 from anonbench.protocols.celeba import (
     SPLIT_OPTIONS,
     Split,
-    _cap,
-    _refs_real,
-    _refs_store,
     embed_trained,
     fit_attacker,
     load_split,
@@ -104,10 +102,10 @@ class LandmarkAttack(Protocol):
         split = load_split(ctx)
         org = ctx.originals
         org.analyze(split.test, f"analyse test ({ctx.data.label})")
-        test = [r for r in split.test if r.key not in org.errors(split.test)]
+        test = org.readable(split.test)
         att = trained_attacker("pnca-landmarks", ctx, cache_dir=ctx.cache_dir)
         fit_attacker(ctx, att, split.train)
-        g, fb = embed_trained(ctx, att, _refs_real(ctx, test))
+        g, fb = embed_trained(ctx, att, real_items(ctx, test))
         keep = ~fb
         gallery = [r for r, k in zip(test, keep, strict=True) if k]
         self._state = {
@@ -131,7 +129,7 @@ class LandmarkAttack(Protocol):
     def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
         st = self._prepare(ctx)
         test: list[ImageRecord] = st["test"]
-        q, fb = embed_trained(ctx, st["att"], _refs_store(ctx, test, store))
+        q, fb = embed_trained(ctx, st["att"], store_items(ctx, test, store))
         ids = [r.identity for r in test]
         v, lo, hi, n = _recall(
             ctx, q, ids, [r.key for r in test], st["gallery"], st["g_ids"], st["g_keys"], ~fb
@@ -217,8 +215,7 @@ class FaceSwapCheck(Protocol):
         if self._split is None:
             self._split = load_split(ctx)
         ctx.originals.analyze(self._split.test, f"analyse test ({ctx.data.label})")
-        bad = ctx.originals.errors(self._split.test)
-        return [r for r in self._split.test if r.key not in bad]
+        return ctx.originals.readable(self._split.test)
 
     def targets(self, method: Anonymizer, ctx: RunContext) -> dict[str, int] | None:
         usable, _ = self._usable(method, ctx)
@@ -243,17 +240,11 @@ class FaceSwapCheck(Protocol):
         gallery = [r for r in ctx.data.records if r.identity in set(usable)]
         org = ctx.originals
         org.analyze(gallery, "analyse target identities")
-        gallery = [r for r in gallery if r.key not in org.errors(gallery)]
+        gallery = org.readable(gallery)
         names = [n.strip() for n in str(ctx.options["recognizers"]).split(",") if n.strip()]
-        kw = {
-            "cache_dir": ctx.cache_dir,
-            "workers": ctx.workers,
-            "device": ctx.device,
-            "batch_size": ctx.batch_size,
-            "quiet": ctx.quiet,
-        }
-        q = evaluate_images(_refs_store(ctx, test, store), [], names, desc="faceswap outputs", **kw)
-        g = evaluate_images(_refs_real(ctx, gallery), [], names, desc="faceswap gallery", **kw)
+        kw = run_kwargs(ctx)
+        q = evaluate_images(store_items(ctx, test, store), [], names, desc="faceswap outputs", **kw)
+        g = evaluate_images(real_items(ctx, gallery), [], names, desc="faceswap gallery", **kw)
         valid = np.array([not store.entries.get(r.key, {}).get("missed", True) for r in test])
         rows = []
         for ev in names:
@@ -285,6 +276,3 @@ class FaceSwapCheck(Protocol):
             "target_identities_in_data": len(usable),
         }
         return rows
-
-
-__all__ = ["FaceSwapCheck", "LandmarkAttack", "_cap"]

@@ -129,41 +129,26 @@ class LFWVerification(Protocol):
     def records(self, method: Anonymizer, ctx: RunContext) -> list[ImageRecord]:
         return self._keys(ctx)[2]
 
-    def _items(self, ctx: RunContext, records: list[ImageRecord], store: Any) -> list[tuple]:
-        from anonbench.produce import ImageRef
-
-        org = ctx.originals
-        bad = org.errors(records)
-        return [
-            (
-                r.key,
-                store.ref(r) if store is not None else ImageRef(None, str(r.path)),
-                org.reference(r.key)[0],
-            )
-            for r in records
-            if r.key not in bad
-        ]
-
     def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
         import pandas as pd
 
-        from anonbench.evaluate import evaluate_images, warn_fallback
+        from anonbench.evaluate import (
+            evaluate_images,
+            real_items,
+            run_kwargs,
+            store_items,
+            warn_fallback,
+        )
         from anonbench.examples import pick_examples, save_examples, save_missed
 
         pairs, firsts, seconds = self._keys(ctx)
         org = ctx.originals
-        kw = dict(
-            cache_dir=ctx.cache_dir,
-            workers=ctx.workers,
-            device=ctx.device,
-            batch_size=ctx.batch_size,
-            quiet=ctx.quiet,
-        )
+        kw = run_kwargs(ctx)
         todo = [r for r in firsts if r.key not in self._reference]
         if todo:
             self._reference.update(
                 evaluate_images(
-                    self._items(ctx, todo, None),
+                    real_items(ctx, org.readable(todo)),
                     [],
                     [ctx.embedder],
                     desc=f"lfw reference ({ctx.data.label})",
@@ -171,7 +156,7 @@ class LFWVerification(Protocol):
                 )
             )
         anon = evaluate_images(
-            self._items(ctx, seconds, store),
+            store_items(ctx, org.readable(seconds), store),
             [],
             [ctx.embedder],
             desc=f"lfw {method.name} ({ctx.data.label})",
