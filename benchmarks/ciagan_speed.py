@@ -87,8 +87,8 @@ def _generator_inputs(
 
 
 def _trainer(args: argparse.Namespace, dev: torch.device, amp: str, graphs: bool = False) -> Any:
-    from anonbench.methods.ciagan.data import TrainData
     from anonbench.methods.ciagan.train import TrainConfig, Trainer
+    from anonbench.methods.landmark_data import TrainData
 
     g = torch.Generator().manual_seed(0)
     n = args.batch * 12 * 2  # two epochs' worth of distinct images

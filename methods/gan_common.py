@@ -1,7 +1,7 @@
 """What the pix2pix and CycleGAN baselines share: their checkpoint format and the registered
 method around a generator, which sees exactly CIAGAN's 128 px face input and is pasted back
 into the CIAGAN mask like CIAGAN (the crop, landmark drawing, mask and paste-back are CIAGAN's
-own functions: anonbench.methods.ciagan.data / .preprocess).
+own functions: anonbench.methods.landmark_data / .preprocess).
 
 Input variants:
 - "landmarks" (3 channels): CIAGAN's landmark drawing alone, the paper's pix2pix / CycleGAN
@@ -61,7 +61,7 @@ def check_variant(variant: str, family: str) -> int:
 def face_views(batch: FaceBatch, size: int = IMG_SIZE) -> tuple[list[int], Any, list[Any]]:
     """CIAGAN's inference views of each face with finite landmarks: (indices of those faces,
     data.Views at size x size on the CPU, the image -> view affine of each)."""
-    from anonbench.methods.ciagan.data import crop_boxes, face_canvas, make_views
+    from anonbench.methods.landmark_data import crop_boxes, face_canvas, make_views
 
     images = batch.images.detach().float().cpu()
     u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -93,7 +93,7 @@ def paste_faces(
 ) -> torch.Tensor:
     """faces (len(todo) x 3 x S x S in [0, 1]) put into each view's mask, pasted back into a
     copy of the batch images like CIAGAN does; faces not in todo stay as they were."""
-    from anonbench.methods.ciagan.preprocess import paste_back
+    from anonbench.methods.landmark_input import paste_back
 
     out = batch.images.detach().float().cpu().clone()
     if not todo:

@@ -18,13 +18,6 @@ from anonbench.data.lfw import sample_root
 from anonbench.errors import AnonbenchError
 from anonbench.faces.mask import ciagan_mask
 from anonbench.methods.ciagan import checkpoint as ckpt_io
-from anonbench.methods.ciagan.data import (
-    PairSampler,
-    TrainData,
-    crop_boxes,
-    face_canvas,
-    make_views,
-)
 from anonbench.methods.ciagan.model import (
     Critic,
     Generator,
@@ -34,7 +27,15 @@ from anonbench.methods.ciagan.model import (
     ResBlockDown,
     ResBlockUp,
 )
-from anonbench.methods.ciagan.preprocess import (
+from anonbench.methods.ciagan.train import TrainConfig, Trainer, contrastive_loss
+from anonbench.methods.landmark_data import (
+    PairSampler,
+    TrainData,
+    crop_boxes,
+    face_canvas,
+    make_views,
+)
+from anonbench.methods.landmark_input import (
     LINES,
     CropTransform,
     crop_image,
@@ -42,7 +43,6 @@ from anonbench.methods.ciagan.preprocess import (
     official_box,
     paste_back,
 )
-from anonbench.methods.ciagan.train import TrainConfig, Trainer, contrastive_loss
 
 TINY = dict(img_size=32, gen_width=8, critic_width=8, id_width=8)
 
@@ -472,7 +472,7 @@ def test_method_note_reaches_every_result_row(tmp_path, fixtures, capsys):
 
 
 def test_prepared_data_round_trip(tmp_path):
-    from anonbench.methods.ciagan.data import load_prepared, save_prepared
+    from anonbench.methods.landmark_data import load_prepared, save_prepared
 
     data = _tiny_data(3, 2)
     # smooth images: JPEG keeps them close (random noise would not survive any lossy codec)
@@ -511,7 +511,7 @@ def test_prepared_data_round_trip(tmp_path):
 def test_identity_split_matches_the_celeba_protocol(fixtures):
     from anonbench.data.celeba import load_celeba
     from anonbench.data.splits import identity_split
-    from anonbench.methods.ciagan.data import load_records
+    from anonbench.methods.landmark_data import load_records
 
     spec = f"celeba:{fixtures / 'celeba_tiny'}"
     tr = load_records(spec, "identity-train", split_seed=0)
@@ -569,7 +569,7 @@ def test_cli_export_data_then_train_from_it(tmp_path, fixtures, capsys):
 
 @pytest.mark.shared
 def test_preprocessing_agrees_with_the_official_sample(shared_data):
-    from anonbench.methods.ciagan.preprocess import official_sample_agreement
+    from anonbench.methods.landmark_input import official_sample_agreement
 
     r = official_sample_agreement(shared_data / "ciagan_sample")
     assert r["images"] == 150 and r["no_face"] == 0

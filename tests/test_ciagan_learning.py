@@ -24,10 +24,10 @@ import pytest
 import torch
 
 from anonbench.errors import AnonbenchError
-from anonbench.methods.ciagan.data import PairSampler
 from anonbench.methods.ciagan.learning import LEARNING_CONFIG, identity_effect, synthetic_faces
 from anonbench.methods.ciagan.model import Generator
 from anonbench.methods.ciagan.train import TrainConfig, Trainer
+from anonbench.methods.landmark_data import PairSampler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -19,7 +19,7 @@ TINY = dict(img_size=32, gen_width=8, critic_width=8, id_width=8)
 
 
 def _tiny_prepared(path: Path) -> str:
-    from anonbench.methods.ciagan.data import TrainData, save_prepared
+    from anonbench.methods.landmark_data import TrainData, save_prepared
 
     g = torch.Generator().manual_seed(1)
     canvas = torch.randint(0, 256, (8, 5, 144, 144), generator=g, dtype=torch.uint8)

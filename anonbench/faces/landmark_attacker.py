@@ -2,7 +2,7 @@
 
 For each image, the dlib HOG face best overlapping the image's reference box (IoU >= 0.3;
 68-point landmarks, analysis cached by content) is drawn as the CIAGAN landmark image (jaw,
-nose bridge, inner lips in the official 178x218 crop, `anonbench.methods.ciagan.preprocess`)
+nose bridge, inner lips in the official 178x218 crop, `anonbench.methods.landmark_input`)
 and the drawing is embedded by a Proxy-NCA net trained on drawings of real train identities.
 An image with no face there has nothing to draw: a zero vector, flagged (`fell_back`), which
 the protocol counts as a miss.
@@ -76,7 +76,7 @@ class LandmarkAttacker(PNCAAttackerBase):
         """The 218 x 178 x 3 uint8 landmark drawing of the dlib face best overlapping box
         (IoU >= 0.3), or None when there is none."""
         from anonbench.faces.mask import choose_box
-        from anonbench.methods.ciagan.preprocess import crop_face, landmark_rgb
+        from anonbench.methods.landmark_input import crop_face, landmark_rgb
 
         a = self.analyzer(image)
         if len(a) == 0:

@@ -206,8 +206,8 @@ class CIAGAN(Anonymizer):
     ) -> torch.Tensor:
         import torch.nn.functional as F
 
-        from anonbench.methods.ciagan.data import crop_boxes, face_canvas, make_views
-        from anonbench.methods.ciagan.preprocess import paste_back
+        from anonbench.methods.landmark_data import crop_boxes, face_canvas, make_views
+        from anonbench.methods.landmark_input import paste_back
 
         net = self._net()
         ids = self.choose_targets(batch.keys, targets, generator)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from anonbench.methods.ciagan.data import TrainData, Views, crop_boxes, make_views
-from anonbench.methods.ciagan.preprocess import CANVAS, LINES
+from anonbench.methods.landmark_data import TrainData, Views, crop_boxes, make_views
+from anonbench.methods.landmark_input import CANVAS, LINES
 
 # the learning test's configuration of the paper's architecture (train.TrainConfig fields)
 LEARNING_CONFIG: dict[str, Any] = dict(
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from anonbench.methods.ciagan.data import load_prepared
+    from anonbench.methods.landmark_data import load_prepared
 
     p = argparse.ArgumentParser(prog="python -m anonbench.methods.ciagan.learning")
     p.add_argument("checkpoint")

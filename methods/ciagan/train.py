@@ -48,14 +48,14 @@ import torch.nn.functional as F
 
 from anonbench.errors import AnonbenchError
 from anonbench.methods.ciagan import checkpoint as ckpt_io
-from anonbench.methods.ciagan.data import (
+from anonbench.methods.ciagan.model import build_models
+from anonbench.methods.landmark_data import (
     PairSampler,
     TrainData,
     Views,
     crop_boxes,
     make_views,
 )
-from anonbench.methods.ciagan.model import build_models
 
 # the recipe v1 values of the recipe fields: what a checkpoint without them was trained with
 LEGACY_RECIPE: dict[str, Any] = {
@@ -862,7 +862,7 @@ def _write_losses(path: Path, rows: list[dict[str, float]], keep_upto: int | Non
 
 
 def load_data(cfg: TrainConfig) -> TrainData:
-    from anonbench.methods.ciagan.data import (
+    from anonbench.methods.landmark_data import (
         load_prepared,
         load_records,
         parse_data_spec,
@@ -987,7 +987,7 @@ def train(cfg: TrainConfig, resume: bool = False, given: set[str] | None = None)
 
 def export_data(cfg: TrainConfig, dest: str) -> int:
     """Preprocesses cfg.data and writes it to dest (`--export-data`)."""
-    from anonbench.methods.ciagan.data import parse_data_spec, save_prepared
+    from anonbench.methods.landmark_data import parse_data_spec, save_prepared
 
     if parse_data_spec(cfg.data)[0] == "prepared":
         raise AnonbenchError("--export-data needs celeba:PATH or folders:PATH data")
@@ -996,7 +996,7 @@ def export_data(cfg: TrainConfig, dest: str) -> int:
         k: getattr(cfg, k)
         for k in ("data", "split", "split_seed", "test_fraction", "detector", "min_images")
     }
-    from anonbench.methods.ciagan.data import PREP_VERSION
+    from anonbench.methods.landmark_data import PREP_VERSION
 
     save_prepared(data, dest, {**source, "prep_version": PREP_VERSION})
     mb = Path(dest).stat().st_size / 2**20

@@ -1,5 +1,6 @@
-"""CIAGAN training data: the official preprocessing of every image (cached), kept in memory as
-144 x 144 uint8 canvases, pair sampling and the 128 x 128 views made on the training device.
+"""Training data of the landmark-conditioned GANs (CIAGAN, pix2pix, CycleGAN): CIAGAN's official
+preprocessing of every image (cached), kept in memory as 144 x 144 uint8 canvases, pair
+sampling and the 128 x 128 views made on the training device.
 
 A canvas stacks 5 channels: RGB image, landmark-line alpha, mask (all after the official
 Lanczos resize of the 178 x 218 crop to 144 x 144). Views are cut from it with one batched
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from anonbench.cache import Cache, atomic_open, file_sha256
 from anonbench.data.records import ImageRecord
 from anonbench.errors import AnonbenchError
-from anonbench.methods.ciagan.preprocess import (
+from anonbench.methods.landmark_input import (
     CANVAS,
     LINE_RGB,
     VIEW,

@@ -1,4 +1,5 @@
-"""The official CIAGAN preprocessing: crop, landmark drawing, mask, and the 128x128 view.
+"""The official CIAGAN preprocessing: crop, landmark drawing, mask, and the 128x128 view. Shared
+by every landmark-conditioned generator here (CIAGAN, pix2pix, CycleGAN) and their training data.
 
 Facts from dvl-tum/ciagan (`process_data.py`, `util_data.py`), re-implemented:
 
@@ -12,7 +13,7 @@ Facts from dvl-tum/ciagan (`process_data.py`, `util_data.py`), re-implemented:
 - points are mapped into the crop with int((x - x0) * 178 / (2 w)), as the official code does;
 - the network view: the 178x218 crop resized to 144x144 (Lanczos; 144 = 1.125 * 128, which
   squashes the face vertically), then a 128x128 crop: random during training, the centre
-  [8, 136) for inference (see data.make_views);
+  [8, 136) for inference (see landmark_data.make_views);
 - the mask after resizing is binarised at 0.2 (official `(1 - msk) > 0.2`).
 
 The transform is kept (`CropTransform`) so a generated view can be pasted back.
