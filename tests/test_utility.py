@@ -1,0 +1,156 @@
+"""Face-geometry utility metrics (anonbench.metrics.utility) against brute force and synthetic
+faces with known pose and expression."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from anonbench.metrics import utility as U
+
+
+def _project(points3d: np.ndarray, rot: np.ndarray, t: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Pinhole projection with U.camera_matrix, written out by hand."""
+    cam = (rot @ points3d.T).T + t
+    f = max(h, w)
+    return np.stack([f * cam[:, 0] / cam[:, 2] + w / 2, f * cam[:, 1] / cam[:, 2] + h / 2], 1)
+
+
+def _face68(rot: np.ndarray, h: int = 218, w: int = 178) -> np.ndarray:
+    """68 landmarks whose six PnP points are the generic model seen with rotation rot; the other
+    points are filled with noise (the fit must ignore them)."""
+    lm = np.random.default_rng(0).uniform(0, w, (68, 2))
+    lm[list(U.IBUG68.pnp)] = _project(U.GENERIC_FACE_3D, rot, np.array([5.0, -8.0, 2000.0]), h, w)
+    return lm
+
+
+def test_euler_round_trip_matches_scipy():
+    from scipy.spatial.transform import Rotation
+
+    for yaw, pitch, roll in [(20, -10, 5), (-35, 25, -12), (0, 0, 0), (60, -40, 30)]:
+        r = U.rotation_from_euler(yaw, pitch, roll)
+        # independent: intrinsic z-y-x = Rz(roll) Ry(yaw) Rx(pitch)
+        ref = Rotation.from_euler("ZYX", [roll, yaw, pitch], degrees=True).as_matrix()
+        np.testing.assert_allclose(r, ref, atol=1e-12)
+        assert U.euler_from_rotation(r) == pytest.approx((yaw, pitch, roll), abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "angles", [(0, 0, 0), (20, -10, 5), (-30, 15, -8), (10, 25, 12), (-45, -5, 20)]
+)
+def test_pose_from_synthetic_landmarks_within_one_degree(angles):
+    rot = U.rotation_from_euler(*angles)
+    got = U.head_pose(_face68(rot), 218, 178)
+    assert got is not None
+    assert U.euler_from_rotation(got) == pytest.approx(angles, abs=1.0)
+    assert U.pose_difference(rot, got).angle < 1.0
+
+
+def test_pose_difference_of_known_rotations():
+    a = U.rotation_from_euler(10, -5, 3)
+    b = U.rotation_from_euler(25, 5, -4)
+    d = U.pose_difference(a, b)
+    assert (d.yaw, d.pitch, d.roll) == pytest.approx((15, 10, 7), abs=1e-9)
+    # geodesic angle: the rotation angle of a^T b, from its axis-angle form
+    from scipy.spatial.transform import Rotation
+
+    ref = np.degrees(np.linalg.norm(Rotation.from_matrix(a.T @ b).as_rotvec()))
+    assert d.angle == pytest.approx(ref, abs=1e-6)
+    # fitted from landmarks: within a degree of the truth on each axis
+    fa, fb = U.head_pose(_face68(a), 218, 178), U.head_pose(_face68(b), 218, 178)
+    fd = U.pose_difference(fa, fb)
+    assert (fd.yaw, fd.pitch, fd.roll) == pytest.approx((15, 10, 7), abs=1.0)
+    # wrap-around: 179 and -179 degrees of roll are 2 apart
+    w = U.pose_difference(U.rotation_from_euler(0, 0, 179), U.rotation_from_euler(0, 0, -179))
+    assert w.roll == pytest.approx(2.0, abs=1e-9) and w.angle == pytest.approx(2.0, abs=1e-6)
+
+
+def test_pose_with_mediapipe_layout_uses_its_points():
+    rot = U.rotation_from_euler(15, 8, -6)
+    lm = np.random.default_rng(1).uniform(0, 200, (468, 2))
+    lm[list(U.MEDIAPIPE468.pnp)] = _project(
+        U.GENERIC_FACE_3D, rot, np.array([0.0, 0.0, 1500.0]), 256, 256
+    )
+    got = U.head_pose(lm, 256, 256)
+    assert U.euler_from_rotation(got) == pytest.approx((15, 8, -6), abs=1.0)
+
+
+@pytest.mark.parametrize("k", [68, 468])
+def test_nme_against_brute_force(k):
+    rng = np.random.default_rng(k)
+    ref = rng.uniform(20, 180, (5, k, 2))
+    pred = ref + rng.normal(0, 3, ref.shape)
+    lay = U.LAYOUTS[k]
+    got = U.nme(pred, ref)
+    for n in range(5):
+        total = 0.0
+        for i in range(k):
+            total += math.sqrt(
+                (pred[n, i, 0] - ref[n, i, 0]) ** 2 + (pred[n, i, 1] - ref[n, i, 1]) ** 2
+            )
+        a, b = lay.eye_outer
+        iod = math.hypot(ref[n, a, 0] - ref[n, b, 0], ref[n, a, 1] - ref[n, b, 1])
+        assert got[n] == pytest.approx(total / k / iod, rel=1e-12)
+    assert U.nme(ref[0], ref[0]) == 0.0
+    # a uniform shift of the whole face by the inter-ocular distance is NME 1
+    iod0 = U.interocular(ref[0])
+    assert U.nme(ref[0] + [iod0, 0], ref[0]) == pytest.approx(1.0)
+
+
+def test_layout_points_are_the_named_parts():
+    """Indices checked against the layouts' geometry on a real dlib face: eyes above the nose
+    tip, the chin lowest, left points left of right ones."""
+    from anonbench.data.images import read_rgb
+    from anonbench.data.lfw import sample_root
+    from anonbench.faces.analysis import FaceAnalyzer
+
+    img = read_rgb(sorted((sample_root() / "images").glob("*/*.jpg"))[0])
+    lm = FaceAnalyzer()(img).landmarks[0]
+    nose, chin, el, er, ml, mr = (lm[i] for i in U.IBUG68.pnp)
+    assert el[1] < nose[1] < ml[1] < chin[1] and er[1] < nose[1] < mr[1] < chin[1]
+    assert el[0] < nose[0] < er[0] and ml[0] < mr[0]
+    assert U.mouth_ratio(lm) >= 0 and 0.1 < U.eye_ratio(lm) < 0.5
+    # a near-frontal LFW face: small yaw and roll
+    yaw, _, roll = U.euler_from_rotation(U.head_pose(lm, *img.shape[:2]))
+    assert abs(yaw) < 30 and abs(roll) < 20
+
+
+def _eye(cx: float, cy: float, w: float, h: float) -> np.ndarray:
+    """Six EAR points of an eye w wide and h open: corners, two upper and two lower lid points
+    in EAR order (p1 above p5, p2 above p4)."""
+    c0, c3 = (cx - w / 2, cy), (cx + w / 2, cy)
+    up1, up2 = (cx - w / 6, cy - h / 2), (cx + w / 6, cy - h / 2)
+    lo1, lo2 = (cx - w / 6, cy + h / 2), (cx + w / 6, cy + h / 2)
+    # p0 corner, p1, p2 upper, p3 other corner, p4 (below p2), p5 (below p1)
+    return np.array([c0, up1, up2, c3, lo2, lo1])
+
+
+@pytest.mark.parametrize("layout", [U.IBUG68, U.MEDIAPIPE468])
+def test_mouth_and_eye_ratios_of_synthetic_faces(layout):
+    lm = np.zeros((layout.points, 2))
+    for eye, cx in zip(layout.eyes, (60.0, 120.0), strict=True):
+        lm[list(eye)] = _eye(cx, 80, 30, 9)
+    up, lo, left, right = layout.mouth
+    lm[[left, right]] = [(70, 150), (110, 150)]  # 40 wide
+    lm[[up, lo]] = [(90, 145), (90, 155)]  # 10 open
+    assert U.eye_ratio(lm) == pytest.approx(9 / 30)
+    assert U.mouth_ratio(lm) == pytest.approx(10 / 40)
+    closed = lm.copy()
+    closed[[up, lo]] = [(90, 150), (90, 150)]
+    for eye in layout.eyes:  # eyes half as open
+        pts = closed[list(eye)]
+        pts[:, 1] = 80 + (pts[:, 1] - 80) / 2
+        closed[list(eye)] = pts
+    ch = U.expression_change(closed, lm)
+    assert ch.mouth == pytest.approx(0.25) and ch.eye == pytest.approx(4.5 / 30)
+    assert ch.value == pytest.approx((0.25 + 0.15) / 2)
+
+
+def test_failures_count_at_the_ceiling():
+    e = np.array([0.1, 0.9, np.nan, 0.2])
+    failed = np.array([False, False, False, True])
+    np.testing.assert_allclose(U.with_ceiling(e, failed, 0.5), [0.1, 0.5, 0.5, 0.5])
+    with pytest.raises(ValueError):
+        U.with_ceiling(e, failed[:2], 0.5)
