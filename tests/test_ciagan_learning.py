@@ -175,14 +175,15 @@ def test_step_logs_the_instrumentation():
 
 
 def test_old_checkpoints_resume_with_the_old_recipe():
-    from anonbench.methods.ciagan.train import LEGACY_RECIPE, _merge_resume
+    from anonbench.methods.ciagan.train import LEGACY_RECIPE
+    from anonbench.methods.gan_train import merge_resume
 
     saved = TrainConfig().to_dict()
     for k in LEGACY_RECIPE:
         del saved[k]  # a checkpoint written before the recipe fields existed
-    merged = _merge_resume(saved, TrainConfig(), set())
+    merged = merge_resume(saved, TrainConfig(), set(), LEGACY_RECIPE)
     assert {k: getattr(merged, k) for k in LEGACY_RECIPE} == LEGACY_RECIPE
-    new = _merge_resume(TrainConfig().to_dict(), TrainConfig(), set())
+    new = merge_resume(TrainConfig().to_dict(), TrainConfig(), set(), LEGACY_RECIPE)
     assert new.target_sampling == "different" and new.identity_init == "kaiming"
 
 

@@ -34,11 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
-import json
 import math
-import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +43,10 @@ import torch
 import torch.nn.functional as F
 
 from anonbench.errors import AnonbenchError
+from anonbench.methods import gan_train as core
 from anonbench.methods.ciagan import checkpoint as ckpt_io
 from anonbench.methods.ciagan.model import build_models
+from anonbench.methods.gan_train import GanTrainConfig, GanTrainer, grad_norm, set_grad
 from anonbench.methods.landmark_data import (
     PairSampler,
     TrainData,
@@ -65,23 +63,6 @@ LEGACY_RECIPE: dict[str, Any] = {
     "range_weight": 0.0,
     "identity_eval": False,
 }
-# fields a resumed run may change; every other field is fixed by the checkpoint
-RUNTIME_FIELDS = (
-    "data",
-    "out",
-    "epochs",
-    "device",
-    "amp",
-    "max_steps",
-    "workers",
-    "cache_dir",
-    "save_every",
-    "max_minutes",
-    "save_minutes",
-    "cuda_graphs",
-    "progress",
-    "prepared_source",
-)
 LOSS_COLUMNS = [
     "step",
     "epoch",
@@ -123,14 +104,13 @@ COMPUTED = (
 
 
 @dataclass
-class TrainConfig:
-    data: str = ""
-    out: str = ""
+class TrainConfig(GanTrainConfig):
+    """CIAGAN's training config: the core's fields (data, schedule, device, checkpoints) with
+    CIAGAN's defaults, and its own."""
+
     epochs: int = 60
     batch_size: int = 16
     lr: float = 1e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
     critic_iters: int = 5
     identity_iters: int = 1
     identity_weight: float = 1.0
@@ -148,36 +128,10 @@ class TrainConfig:
     identity_pretrain: str = "pnca"  # the paper; "none" = the official code
     pnca_epochs: float = 5.0
     proxy_lr: float = 1e-2
-    img_size: int = 128
-    crop_min: float = 0.75
-    crop_max: float = 1.0
     gen_width: int = 32
     critic_width: int = 64
     id_width: int = 64
     embed_dim: int = 0  # 0: the number of identities (official)
-    seed: int = 0
-    device: str = "cpu"
-    amp: str = "auto"  # auto: bf16 autocast on CUDA when supported; bf16; off
-    max_steps: int = 0  # 0: no limit
-    workers: int = 1
-    cache_dir: str = ""
-    split: str = "all"
-    split_seed: int = 0  # identity-train/identity-test: the celeba protocol's seed
-    test_fraction: float = 0.5  # and its test fraction
-    min_images: int = 2
-    detector: str = "dlib-hog"
-    save_every: int = 0  # steps between extra checkpoints; 0: at epoch ends only
-    cuda_graphs: bool = False  # capture each step's compute in one CUDA graph
-    max_minutes: float = 0.0  # stop (and save) after this much training time; 0: no limit
-    save_minutes: float = 0.0  # epoch-end grid + checkpoint at most this often; 0: every epoch
-    grid_sources: int = 4
-    progress: bool = True
-    # with --data prepared:FILE, how that file was made (data spec, split, seed, detector):
-    # recorded so a checkpoint says which identities it was trained on
-    prepared_source: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def contrastive_loss(
@@ -202,12 +156,6 @@ def proxy_nca_loss(
     return (pos + torch.logsumexp(-neg, 1)).mean()
 
 
-def _grad_norm(params: Any, device: torch.device) -> torch.Tensor:
-    """L2 norm of the gradients of params (0 when none), without a host sync."""
-    sq = [p.grad.float().pow(2).sum() for p in params if p.grad is not None]
-    return torch.stack(sq).sum().sqrt() if sq else torch.zeros((), device=device)
-
-
 def init_identity_branch(g: torch.nn.Module) -> None:
     """Recipe v2: Kaiming-normal weights for LeakyReLU(0.2) and zero biases in the identity
     branch's 7 FC layers. With PyTorch's default init each layer shrinks its input's variance
@@ -220,53 +168,37 @@ def init_identity_branch(g: torch.nn.Module) -> None:
             torch.nn.init.zeros_(m.bias)
 
 
-def _resolve_device(name: str) -> torch.device:
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AnonbenchError(f"--device {name}: CUDA is not available on this machine")
-    return dev
+class Trainer(GanTrainer):
+    """CIAGAN's generator, critic and identity network on the GAN training core: `step()`
+    runs one training step (identity net, critic iterations, generator)."""
 
-
-class Trainer:
-    """Holds the models, optimisers and sampling state; `step()` runs one training step."""
+    family = "ciagan"
+    format = ckpt_io.FORMAT
+    format_version = ckpt_io.FORMAT_VERSION
+    computed = COMPUTED
+    loss_columns = LOSS_COLUMNS
 
     def __init__(self, cfg: TrainConfig, data: TrainData, device: torch.device) -> None:
-        self.cfg = cfg
-        self.device = device
+        super().__init__(cfg, device)
+        self.cfg: TrainConfig = cfg
         self.data = data.to(device)
         self.n_ids = data.num_identities
         torch.manual_seed(cfg.seed)  # weight init
         nets = build_models(cfg.to_dict(), self.n_ids)
         if cfg.identity_init == "kaiming":
             init_identity_branch(nets["generator"])
-        cl = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        cl = self.memory_format
         self.G = nets["generator"].to(device, memory_format=cl)
         self.D = nets["critic"].to(device, memory_format=cl)
         self.S = nets["identity"].to(device, memory_format=cl)
-        self.memory_format = cl
-        betas = (cfg.beta1, cfg.beta2)
-        self.graphs = bool(cfg.cuda_graphs)
-        if self.graphs and device.type != "cuda":
-            raise AnonbenchError("--cuda-graphs needs --device cuda")
-        # capturable: Adam keeps its step count on the device, as graph replay requires
-        adam = {"lr": cfg.lr, "betas": betas, "capturable": self.graphs}
-        self.opt_G = torch.optim.Adam(self.G.parameters(), **adam)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **adam)
-        self.opt_S = torch.optim.Adam(
-            self.S.parameters(), **{**adam, "lr": cfg.lr * cfg.identity_lr_scale}
-        )
+        self.opt_G = self.adam(self.G.parameters(), cfg.lr)
+        self.opt_D = self.adam(self.D.parameters(), cfg.lr)
+        self.opt_S = self.adam(self.S.parameters(), cfg.lr * cfg.identity_lr_scale)
+        self.nets = {"generator": self.G, "critic": self.D, "identity": self.S}
+        self.optimizers = {"generator": self.opt_G, "critic": self.opt_D, "identity": self.opt_S}
         self.labels_dev = data.labels.to(device)
-        self._graph: Any = None
-        self._static: dict[str, torch.Tensor] = {}
-        self._static_out = torch.zeros(len(COMPUTED))
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # every data draw comes from here
         self.sampler = PairSampler(data.labels, self.n_ids)
-        self.step_count = 0
         self.pnca_done = cfg.identity_pretrain != "pnca"
-        amp = cfg.amp
-        if amp == "auto":
-            amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
-        self.amp = amp == "bf16"
 
     # -- helpers ----------------------------------------------------------------------------
     @property
@@ -274,23 +206,12 @@ class Trainer:
         per_step = 2 * self.cfg.critic_iters + 1 + self.cfg.identity_iters
         return max(1, len(self.data) // (self.cfg.batch_size * per_step))
 
-    def autocast(self) -> AbstractContextManager[Any]:
-        if not self.amp:
-            return nullcontext()
-        # graph capture needs autocast's cast cache off (cached casts would outlive it)
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.graphs)
-
     def views(self, idx: torch.Tensor, augment: bool = True) -> Views:
         """Views of images idx: random training crops (drawn now), or the centre crop."""
         boxes = crop_boxes(
             len(idx), self.gen if augment else None, self.cfg.crop_min, self.cfg.crop_max
         )
         return self._views_at(idx.to(self.device), boxes)
-
-    @staticmethod
-    def _set_grad(net: torch.nn.Module, on: bool) -> None:
-        for p in net.parameters():
-            p.requires_grad_(on)
 
     def generate(self, v: Views, onehot: torch.Tensor) -> torch.Tensor:
         """Composite G * mask + image * (1 - mask) (not clamped, as in the official code)."""
@@ -360,7 +281,7 @@ class Trainer:
             src, tgt = d["id_src"][i], d["id_tgt"][i]
             same = self.labels_dev[src] == self.labels_dev[tgt]
             a, b = self._views_at(src, d["id_box_a"][i]), self._views_at(tgt, d["id_box_b"][i])
-            self._set_grad(self.S, True)
+            set_grad(self.S, True)
             with self.autocast():
                 e = self.S(torch.cat([a.image, b.image]))
             loss = contrastive_loss(e[:B], e[B:], same, cfg.margin)
@@ -379,7 +300,7 @@ class Trainer:
         with torch.no_grad(), self.autocast():
             comp = self.generate(fv, self._onehot_at(d["fake_tgt"]))
         fake_in = torch.cat([comp, fv.landmarks], 1)
-        self._set_grad(self.D, True)
+        set_grad(self.D, True)
         d_total = torch.zeros((), device=self.device)
         real_total = torch.zeros((), device=self.device)
         for k in range(K):
@@ -399,8 +320,8 @@ class Trainer:
         # generator: LSGAN + identity loss towards a real image of the target identity
         sv = self._views_at(d["gen_src"], d["gen_box_s"])
         tv = self._views_at(d["gen_tgt"], d["gen_box_t"])
-        self._set_grad(self.D, False)
-        self._set_grad(self.S, False)
+        set_grad(self.D, False)
+        set_grad(self.S, False)
         if cfg.identity_eval:  # optional: running BatchNorm statistics, not the batch's
             self.S.eval()
         with self.autocast():
@@ -429,9 +350,9 @@ class Trainer:
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
-            grad_id = _grad_norm(self.G.identity.parameters(), self.device)
-            grad_onehot = _grad_norm([self.G.identity.fc[0].weight], self.device)
-            grad_all = _grad_norm(self.G.parameters(), self.device)
+            grad_id = grad_norm(self.G.identity.parameters(), self.device)
+            grad_onehot = grad_norm([self.G.identity.fc[0].weight], self.device)
+            grad_all = grad_norm(self.G.parameters(), self.device)
             gen_same = (self.labels_dev[d["gen_src"]] == self.labels_dev[d["gen_tgt"]]).float()
             gen_dist = (e_fake.float() - e_real.float()).norm(dim=1).mean()
             out_of_range = (over != 0).float().sum() / area
@@ -456,68 +377,22 @@ class Trainer:
             ]
         ).float()
 
-    def _state_tensors(self) -> list[torch.Tensor]:
-        ts = [t for net in (self.G, self.D, self.S) for t in (*net.parameters(), *net.buffers())]
-        for opt in (self.opt_G, self.opt_D, self.opt_S):
-            for st in opt.state.values():
-                ts += [v for v in st.values() if torch.is_tensor(v)]
-        return ts
+    def derived(self, vals: dict[str, float]) -> dict[str, float]:
+        return {"critic_fake": vals["critic"] - vals["critic_real"]}
 
-    def warm_up(self, d: dict[str, torch.Tensor], n: int) -> None:
-        """Runs compute(d) n times (autotuning, lazy optimizer state), then puts every weight,
-        buffer and optimizer state back as it was: warm-up leaves no trace in training.
-        Optimizer state that warm-up created is zeroed, which is a fresh optimizer's state."""
-        before = {id(t): t.detach().clone() for t in self._state_tensors()}
-        for _ in range(n):
-            self.compute(d)
-        with torch.no_grad():
-            for t in self._state_tensors():
-                if id(t) in before:
-                    t.copy_(before[id(t)])
-                else:
-                    t.zero_()
-        for opt in (self.opt_G, self.opt_D, self.opt_S):
-            opt.zero_grad(set_to_none=True)
-
-    def _graph_compute(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
-        """compute() through one captured CUDA graph: inputs are copied into static buffers
-        and the graph replayed. The first call warms up (cuDNN autotuning, optimizer state)
-        on a side stream, puts every weight, buffer and optimizer state back as it was, so
-        warm-up leaves no trace in training, and captures."""
-        if self._graph is None:
-            self._static = {k: v.to(self.device) for k, v in d.items()}
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                self.warm_up(self._static, 2)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._static_out = self.compute(self._static)
-            self._graph = graph
-        for k, v in d.items():
-            self._static[k].copy_(v, non_blocking=True)
-        self._graph.replay()
-        return self._static_out
-
-    def step(self) -> dict[str, float]:
-        t0 = time.perf_counter()
-        self.G.train(), self.D.train(), self.S.train()
-        d = self.draw()
-        if self.graphs:
-            losses = self._graph_compute(d)
-        else:
-            losses = self.compute({k: v.to(self.device) for k, v in d.items()})
-        vals = dict(zip(COMPUTED, losses.tolist(), strict=True))
-        self.step_count += 1
-        row = {
-            "step": self.step_count,
-            "epoch": (self.step_count - 1) // self.steps_per_epoch + 1,
-            **vals,
-            "critic_fake": vals["critic"] - vals["critic_real"],
-            "seconds": time.perf_counter() - t0,
+    def postfix(self, row: dict[str, float]) -> dict[str, str]:
+        return {
+            "D": f"{row['critic']:.3f}",
+            "G": f"{row['gen_gan']:.3f}",
+            "id": f"{row['gen_identity']:.3f}",
+            "S": f"{row['identity']:.3f}",
         }
-        return {k: row[k] for k in LOSS_COLUMNS}
+
+    def before_training(self, out: Path) -> bool:
+        if self.pnca_done:
+            return False
+        self.pretrain_identity(out / "pnca_losses.csv")
+        return True
 
     # -- Proxy-NCA pretraining of the identity network ---------------------------------------
     def pretrain_identity(self, log_path: Path | None = None) -> list[float]:
@@ -539,7 +414,7 @@ class Trainer:
             betas=(cfg.beta1, cfg.beta2),
         )
         self.S.train()
-        self._set_grad(self.S, True)
+        set_grad(self.S, True)
         losses = []
         bar = tqdm(range(steps), desc="identity net (Proxy-NCA)", disable=not cfg.progress)
         for _ in bar:
@@ -562,58 +437,15 @@ class Trainer:
         return losses
 
     # -- state ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        rng: dict[str, Any] = {"data": self.gen.get_state(), "torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "format": ckpt_io.FORMAT,
-            "format_version": ckpt_io.FORMAT_VERSION,
-            "config": self.cfg.to_dict(),
             "num_identities": self.n_ids,
             "img_size": self.cfg.img_size,
             "identity_names": list(self.data.identity_names),
-            "models": {
-                "generator": self.G.state_dict(),
-                "critic": self.D.state_dict(),
-                "identity": self.S.state_dict(),
-            },
-            "optimizers": {
-                "generator": self.opt_G.state_dict(),
-                "critic": self.opt_D.state_dict(),
-                "identity": self.opt_S.state_dict(),
-            },
-            "rng": rng,
-            "step": self.step_count,
-            "epoch": self.step_count // self.steps_per_epoch,  # completed epochs
             "pnca_done": self.pnca_done,
         }
 
-    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
-        for name, net in (("generator", self.G), ("critic", self.D), ("identity", self.S)):
-            if name not in state["models"]:
-                raise ckpt_io.CheckpointError(f"{source} holds no {name} weights: cannot resume")
-            ckpt_io.check_fits(net, state["models"][name], f"{source} ({name})")
-            net.load_state_dict(state["models"][name])
-        for name, opt in (
-            ("generator", self.opt_G),
-            ("critic", self.opt_D),
-            ("identity", self.opt_S),
-        ):
-            opt.load_state_dict(state["optimizers"][name])
-            # load_state_dict restores the saving run's `capturable` and the device of its step
-            # counts; a resume may switch --cuda-graphs or device, so both follow this run
-            for group in opt.param_groups:
-                group["capturable"] = self.graphs
-            for st in opt.state.values():
-                if torch.is_tensor(st.get("step")):
-                    where = self.device if self.graphs else torch.device("cpu")
-                    st["step"] = st["step"].to(where, torch.float32)
-        self.gen.set_state(state["rng"]["data"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if self.device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        self.step_count = int(state["step"])
+    def load_extra_state(self, state: dict[str, Any], source: str) -> None:
         self.pnca_done = bool(state["pnca_done"])
 
     # -- sample grid ------------------------------------------------------------------------
@@ -656,26 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train CIAGAN (generator, critic, identity network) on identity-labelled "
         "faces. Writes last.pt, losses.csv, samples/epoch_NNNN.png and config.json to --out.",
     )
-    p.add_argument(
-        "--data",
-        required=True,
-        help="celeba:PATH (aligned CelebA), folders:PATH, or prepared:FILE.npz (see --export-data)",
-    )
-    p.add_argument("--out", help="output folder (required unless --export-data)")
-    p.add_argument(
-        "--export-data",
-        metavar="FILE",
-        help="only preprocess --data and write the faces to FILE.npz, for training on a "
-        "machine without dlib (--data prepared:FILE.npz); then exit",
-    )
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (official 1e-4)")
+    core.add_common_arguments(p, d)
     p.add_argument("--identity-pretrain", choices=["pnca", "none"], default=d.identity_pretrain)
     p.add_argument("--pnca-epochs", type=float, default=d.pnca_epochs)
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after N steps")
     p.add_argument("--critic-iters", type=int, default=d.critic_iters)
     p.add_argument("--identity-weight", type=float, default=d.identity_weight)
     p.add_argument(
@@ -720,50 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
         "identity lr 1x, no range penalty, identity net in train mode); overrides the five "
         "flags above",
     )
-    p.add_argument(
-        "--crop-range",
-        type=float,
-        nargs=2,
-        default=(d.crop_min, d.crop_max),
-        metavar=("MIN", "MAX"),
-        help="training crop side as a fraction of the 144 px canvas (official: 0.5 0.75)",
-    )
     p.add_argument("--img-size", type=int, default=d.img_size, help="128 (paper); 4*2^k")
     p.add_argument("--gen-width", type=int, default=d.gen_width)
     p.add_argument("--critic-width", type=int, default=d.critic_width)
     p.add_argument("--id-width", type=int, default=d.id_width)
     p.add_argument("--embed-dim", type=int, default=d.embed_dim, help="0: number of identities")
-    p.add_argument("--amp", choices=["auto", "bf16", "off"], default=d.amp)
-    p.add_argument(
-        "--cuda-graphs",
-        action="store_true",
-        help="replay each training step as one captured CUDA graph (CUDA only; faster when "
-        "kernel launches, not the GPU, bound the step)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers, help="preprocessing processes")
-    p.add_argument("--cache-dir", default=d.cache_dir, help="default $ANONBENCH_CACHE")
-    p.add_argument(
-        "--split",
-        choices=["all", "train", "val", "test", "identity-train", "identity-test"],
-        default=d.split,
-        help="train/val/test: the dataset's partition; identity-train/-test: the seeded "
-        "identity split of the celeba protocol (--split-seed, --test-fraction)",
-    )
-    p.add_argument("--split-seed", type=int, default=d.split_seed)
-    p.add_argument("--test-fraction", type=float, default=d.test_fraction)
-    p.add_argument(
-        "--max-minutes", type=float, default=d.max_minutes, help="stop after this long; 0: no limit"
-    )
-    p.add_argument(
-        "--save-minutes",
-        type=float,
-        default=d.save_minutes,
-        help="write the epoch grid and checkpoint at most this often (0: every epoch)",
-    )
-    p.add_argument("--min-images", type=int, default=d.min_images, help="per identity")
-    p.add_argument("--save-every", type=int, default=d.save_every, help="extra checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -775,48 +551,25 @@ def _recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
+        **core.common_config(args),
         critic_iters=args.critic_iters,
         identity_weight=args.identity_weight,
         **_recipe_from_args(args),
         identity_pretrain=args.identity_pretrain,
         pnca_epochs=args.pnca_epochs,
         img_size=args.img_size,
-        crop_min=args.crop_range[0],
-        crop_max=args.crop_range[1],
         gen_width=args.gen_width,
         critic_width=args.critic_width,
         id_width=args.id_width,
         embed_dim=args.embed_dim,
-        seed=args.seed,
-        device=args.device,
-        amp=args.amp,
-        max_steps=args.max_steps,
-        workers=args.workers,
-        cache_dir=args.cache_dir,
-        split=args.split,
-        split_seed=args.split_seed,
-        test_fraction=args.test_fraction,
-        max_minutes=args.max_minutes,
-        cuda_graphs=args.cuda_graphs,
-        save_minutes=args.save_minutes,
-        min_images=args.min_images,
-        save_every=args.save_every,
-        progress=not args.no_progress,
     )
 
 
 def _validate(cfg: TrainConfig) -> None:
-    if cfg.batch_size < 2:
-        raise AnonbenchError("--batch-size must be >= 2 (pairs of same and different ids)")
-    if not 0 < cfg.crop_min <= cfg.crop_max <= 1.25:
-        raise AnonbenchError("--crop-range needs 0 < MIN <= MAX <= 1.25")
-    if cfg.epochs < 1 or cfg.critic_iters < 1 or cfg.lr <= 0:
-        raise AnonbenchError("--epochs and --critic-iters must be >= 1, --lr > 0")
+    # pairs of the same and of different identities
+    core.validate_common(cfg, min_batch=2)
+    if cfg.critic_iters < 1:
+        raise AnonbenchError("--critic-iters must be >= 1")
     if cfg.target_sampling not in ("different", "official"):
         raise AnonbenchError("--target-sampling must be 'different' or 'official'")
     if cfg.identity_init not in ("kaiming", "default"):
@@ -825,201 +578,32 @@ def _validate(cfg: TrainConfig) -> None:
         raise AnonbenchError("--identity-lr-scale must be >= 0")
 
 
-def _merge_resume(saved: dict[str, Any], cli: TrainConfig, given: set[str]) -> TrainConfig:
-    """The checkpoint's config with the runtime fields from the command line; other flags
-    that differ from the checkpoint are reported and ignored (they would break resuming)."""
-    base = TrainConfig().to_dict()  # the defaults (default_factory fields included)
-    # a checkpoint from before the recipe fields was trained with recipe v1
-    merged = {**base, **LEGACY_RECIPE, **{k: v for k, v in saved.items() if k in base}}
-    ignored = []
-    for k, v in cli.to_dict().items():
-        if k in RUNTIME_FIELDS:
-            merged[k] = v
-        elif k in given and merged.get(k) != v:
-            ignored.append(f"{k}={v!r} (checkpoint: {merged.get(k)!r})")
-    if ignored:
-        print("anonbench: resuming keeps the checkpoint's settings; ignored: " + ", ".join(ignored))
-    return TrainConfig(**merged)
-
-
-def _write_losses(path: Path, rows: list[dict[str, float]], keep_upto: int | None = None) -> None:
-    """Appends rows; with keep_upto, first drops logged steps after it (a resumed run redoes
-    them, so the log matches the checkpoint exactly)."""
-    if keep_upto is not None and path.is_file():
-        with open(path, newline="") as f:
-            old = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_upto]
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, LOSS_COLUMNS)
-            w.writeheader()
-            w.writerows(old)
-    new = not path.is_file()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, LOSS_COLUMNS)
-        if new:
-            w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-
-
-def load_data(cfg: TrainConfig) -> TrainData:
-    from anonbench.methods.landmark_data import (
-        load_prepared,
-        load_records,
-        parse_data_spec,
-        prepare,
-    )
-
-    kind, path = parse_data_spec(cfg.data)
-    if kind == "prepared":
-        data = load_prepared(path)
-        made = data.source.get("split", "all")
-        # a resumed run keeps its split; the file must have been made with it
-        if cfg.split not in ("all", made):
-            raise AnonbenchError(
-                f"--split {cfg.split}: {path} was prepared with split {made!r} (--split "
-                "applies when preparing data)"
-            )
-        print(f"ciagan: {len(data)} prepared faces of {data.num_identities} identities from {path}")
-        return data
-    records = load_records(cfg.data, cfg.split, cfg.split_seed, cfg.test_fraction)
-    data = prepare(
-        records,
-        cache_dir=cfg.cache_dir or None,
-        workers=cfg.workers,
-        detector=cfg.detector,
-        min_images=cfg.min_images,
-        progress=cfg.progress,
-    )
-    print(
-        f"ciagan: {len(data)} faces of {data.num_identities} identities "
-        f"({len(data.skipped)} images without a detected face skipped)"
-    )
-    return data
-
-
-def train(cfg: TrainConfig, resume: bool = False, given: set[str] | None = None) -> Path:
-    """Runs training; returns the path of last.pt."""
-    from tqdm.auto import tqdm
-
-    out = Path(cfg.out)
-    last = out / "last.pt"
-    saved = None
-    if last.is_file():
-        if not resume:
-            raise AnonbenchError(f"{last} exists: pass --resume to continue, or another --out")
-        saved = ckpt_io.load(last)
-        cfg = _merge_resume(saved["config"], cfg, given or set())
-    _validate(cfg)
-    device = _resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    data = load_data(cfg)
-    if saved is not None and list(saved.get("identity_names", [])) != data.identity_names:
+def _check_resume(saved: dict[str, Any], data: TrainData, last: Path, cfg: TrainConfig) -> None:
+    if list(saved.get("identity_names", [])) != data.identity_names:
         raise ckpt_io.CheckpointError(
             f"{last} was trained on {saved['num_identities']} identities that differ from the "
             f"{data.num_identities} in {cfg.data}: cannot resume on other data"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = dataclasses.replace(cfg, prepared_source=dict(data.source))
-    trainer = Trainer(cfg, data, device)
-    losses_csv = out / "losses.csv"
-    if saved is not None:
-        trainer.load_state_dict(saved, str(last))
-        _write_losses(losses_csv, [], keep_upto=trainer.step_count)
-        print(f"ciagan: resumed at step {trainer.step_count}")
-    else:
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        _write_losses(losses_csv, [], keep_upto=0)
-        if not trainer.pnca_done:
-            trainer.pretrain_identity(out / "pnca_losses.csv")
-            ckpt_io.save_atomic(trainer.state_dict(), last)
-    spe = trainer.steps_per_epoch
-    total = cfg.epochs * spe
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    pending: list[dict[str, float]] = []
-    saved_at = [trainer.step_count if last.is_file() else -1]
-
-    def save() -> None:
-        _write_losses(losses_csv, pending)
-        pending.clear()
-        ckpt_io.save_atomic(trainer.state_dict(), last)
-        saved_at[0] = trainer.step_count
-
-    bar = tqdm(
-        total=total, initial=min(trainer.step_count, total), desc="ciagan", disable=not cfg.progress
-    )
-    t_start = last_save = time.monotonic()
-    while trainer.step_count < total:
-        if cfg.max_minutes and time.monotonic() - t_start >= 60 * cfg.max_minutes:
-            print(f"ciagan: --max-minutes {cfg.max_minutes:g} reached at step {trainer.step_count}")
-            break
-        row = trainer.step()
-        pending.append(row)
-        bar.update(1)
-        bar.set_postfix(
-            ep=row["epoch"],
-            D=f"{row['critic']:.3f}",
-            G=f"{row['gen_gan']:.3f}",
-            id=f"{row['gen_identity']:.3f}",
-            S=f"{row['identity']:.3f}",
-        )
-        if not all(math.isfinite(v) for v in row.values()):
-            save()
-            raise AnonbenchError(f"non-finite loss at step {trainer.step_count}: {row}")
-        s = trainer.step_count
-        due = not cfg.save_minutes or time.monotonic() - last_save >= 60 * cfg.save_minutes
-        if s % spe == 0 and due:
-            trainer.sample_grid(out / "samples" / f"epoch_{s // spe:04d}.png")
-            save()
-            last_save = time.monotonic()
-        elif s == total or (cfg.save_every and s % cfg.save_every == 0):
-            save()
-        elif len(pending) >= 50:
-            _write_losses(losses_csv, pending)
-            pending.clear()
-    bar.close()
-    if pending or saved_at[0] != trainer.step_count:  # also: zero steps left on resume
-        save()
-    trainer.sample_grid(out / "samples" / "last.png")  # after the save: it cannot cost steps
-    return last
 
 
-def export_data(cfg: TrainConfig, dest: str) -> int:
-    """Preprocesses cfg.data and writes it to dest (`--export-data`)."""
-    from anonbench.methods.landmark_data import parse_data_spec, save_prepared
+FAMILY = core.Family(
+    name="ciagan",
+    config_cls=TrainConfig,
+    make=Trainer,
+    load_data=lambda cfg: core.load_landmark_data(cfg, "ciagan"),
+    load=ckpt_io.load,
+    save=ckpt_io.save_atomic,
+    validate=_validate,
+    check_resume=_check_resume,
+    legacy=LEGACY_RECIPE,  # a checkpoint from before the recipe fields was trained with v1
+)
 
-    if parse_data_spec(cfg.data)[0] == "prepared":
-        raise AnonbenchError("--export-data needs celeba:PATH or folders:PATH data")
-    data = load_data(cfg)
-    source = {
-        k: getattr(cfg, k)
-        for k in ("data", "split", "split_seed", "test_fraction", "detector", "min_images")
-    }
-    from anonbench.methods.landmark_data import PREP_VERSION
 
-    save_prepared(data, dest, {**source, "prep_version": PREP_VERSION})
-    mb = Path(dest).stat().st_size / 2**20
-    print(f"ciagan: wrote {len(data)} prepared faces to {dest} ({mb:.1f} MiB)")
-    return 0
+def train(cfg: TrainConfig, resume: bool = False, given: set[str] | None = None) -> Path:
+    """Runs training on the GAN core; returns the path of last.pt."""
+    return core.train(FAMILY, cfg, resume, given)
 
 
 def main(argv: list[str]) -> int:
     """Entry point of `anonbench train ciagan` (registered in anonbench.registry.TRAINERS)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    given = {
-        a.dest
-        for a in parser._actions
-        if any(x == o or x.startswith(o + "=") for o in a.option_strings for x in argv)
-    }
-    given = {"crop_min" if g == "crop_range" else g for g in given} | (
-        {"crop_max"} if "crop_range" in given else set()
-    )
-    if args.export_data:
-        return export_data(config_from_args(args), args.export_data)
-    if not args.out:
-        parser.error("--out is required (unless --export-data)")
-    path = train(config_from_args(args), resume=args.resume, given=given)
-    print(f"ciagan: checkpoint {path}")
-    return 0
+    return core.run_command(FAMILY, build_parser(), argv, config_from_args)

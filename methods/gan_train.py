@@ -1,0 +1,634 @@
+"""The GAN training core shared by CIAGAN, pix2pix and CycleGAN.
+
+It owns what every family needs the same way: the loop, the time budget (`--max-minutes`),
+checkpoints (atomic, with metadata, read back with `weights_only`), exact resume (weights,
+optimizers, the data RNG, torch's RNG), the loss log (losses.csv), sample grids throttled by
+`--save-minutes`, the NaN guard, bf16 autocast and the optional CUDA-graph step.
+
+A model family subclasses `GanTrainer` and supplies its networks and optimizers (registered
+in `nets` / `optimizers`, in a fixed order), `draw()` (every random draw of a step, on the
+CPU), `compute()` (the step's updates on device tensors, returning the losses named in
+`computed`), its data loading and its sample grid. The draw/compute split is what lets a CUDA
+graph capture a whole step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from anonbench.errors import AnonbenchError
+
+# fields a resumed run may change; every other field is fixed by the checkpoint
+RUNTIME_FIELDS = (
+    "data",
+    "out",
+    "epochs",
+    "device",
+    "amp",
+    "max_steps",
+    "workers",
+    "cache_dir",
+    "save_every",
+    "max_minutes",
+    "save_minutes",
+    "cuda_graphs",
+    "progress",
+    "prepared_source",
+)
+SPLITS = ("all", "train", "val", "test", "identity-train", "identity-test")
+
+
+@dataclass
+class GanTrainConfig:
+    """What every family's training config has (data, schedule, device, checkpoints)."""
+
+    data: str = ""
+    out: str = ""
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    img_size: int = 128
+    crop_min: float = 0.75
+    crop_max: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    amp: str = "auto"  # auto: bf16 autocast on CUDA when supported; bf16; off
+    max_steps: int = 0  # 0: no limit
+    workers: int = 1
+    cache_dir: str = ""
+    split: str = "all"
+    split_seed: int = 0  # identity-train/identity-test: the celeba protocol's seed
+    test_fraction: float = 0.5  # and its test fraction
+    min_images: int = 2
+    detector: str = "dlib-hog"
+    save_every: int = 0  # steps between extra checkpoints; 0: at epoch ends only
+    cuda_graphs: bool = False  # capture each step's compute in one CUDA graph
+    max_minutes: float = 0.0  # stop (and save) after this much training time; 0: no limit
+    save_minutes: float = 0.0  # epoch-end grid + checkpoint at most this often; 0: every epoch
+    grid_sources: int = 4
+    progress: bool = True
+    # with --data prepared:FILE, how that file was made (data spec, split, seed, detector):
+    # recorded so a checkpoint says which identities it was trained on
+    prepared_source: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AnonbenchError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def grad_norm(params: Iterable[torch.nn.Parameter], device: torch.device) -> torch.Tensor:
+    """L2 norm of the gradients of params (0 when none), without a host sync."""
+    sq = [p.grad.float().pow(2).sum() for p in params if p.grad is not None]
+    return torch.stack(sq).sum().sqrt() if sq else torch.zeros((), device=device)
+
+
+def set_grad(net: torch.nn.Module, on: bool) -> None:
+    for p in net.parameters():
+        p.requires_grad_(on)
+
+
+class GanTrainer:
+    """One family's networks, optimizers and sampling state; `step()` runs one training step.
+
+    Subclasses set, in __init__ after calling this one: `nets` and `optimizers` (name -> object,
+    the order fixes the checkpoint and warm-up order), and implement draw, compute,
+    steps_per_epoch, sample_grid; optionally derived, extra_state, load_extra_state,
+    before_training, before_step, header, postfix."""
+
+    family: ClassVar[str] = ""
+    format: ClassVar[str] = ""
+    format_version: ClassVar[int] = 1
+    computed: ClassVar[tuple[str, ...]] = ()  # what compute() returns, in order
+    loss_columns: ClassVar[list[str]] = []  # losses.csv columns (step, epoch, ..., seconds)
+    graphs_supported: ClassVar[bool] = True
+
+    def __init__(self, cfg: GanTrainConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.graphs = bool(cfg.cuda_graphs)
+        if self.graphs and device.type != "cuda":
+            raise AnonbenchError("--cuda-graphs needs --device cuda")
+        if self.graphs and not self.graphs_supported:
+            raise AnonbenchError(f"--cuda-graphs is not supported by {self.family} training")
+        cl = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        self.memory_format = cl
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # every data draw comes from here
+        self.step_count = 0
+        self.nets: dict[str, torch.nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._graph: Any = None
+        self._static: dict[str, torch.Tensor] = {}
+        self._static_out = torch.zeros(len(self.computed))
+        amp = cfg.amp
+        if amp == "auto":
+            amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+        self.amp = amp == "bf16"
+
+    def adam(self, params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+        """Adam with the config's betas; capturable (step counts on the device) when steps
+        are replayed as CUDA graphs, which requires it."""
+        betas = (self.cfg.beta1, self.cfg.beta2)
+        return torch.optim.Adam(params, lr=lr, betas=betas, capturable=self.graphs)
+
+    # -- what a family supplies ---------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def draw(self) -> dict[str, torch.Tensor]:
+        """Every random draw of one step, made on the CPU from self.gen in a fixed order."""
+        raise NotImplementedError
+
+    def compute(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The step's updates on device draws; the detached losses named in `computed`, as one
+        tensor (read once per step, which keeps the GPU queue full)."""
+        raise NotImplementedError
+
+    def sample_grid(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def derived(self, vals: dict[str, float]) -> dict[str, float]:
+        """Loss-log columns computed from `computed` values."""
+        return {}
+
+    def before_step(self) -> None:
+        """Called before each step's draw (e.g. a learning-rate schedule)."""
+
+    def before_training(self, out: Path) -> bool:
+        """Runs once before the first step of a new run (not on resume); True: a checkpoint
+        should be written after it."""
+        return False
+
+    def extra_state(self) -> dict[str, Any]:
+        """Family fields of the checkpoint, besides weights, optimizers, RNG and step."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any], source: str) -> None:
+        pass
+
+    def postfix(self, row: dict[str, float]) -> dict[str, str]:
+        """Progress-bar fields of a loss-log row."""
+        return {}
+
+    # -- the step -------------------------------------------------------------------------------
+    def autocast(self) -> AbstractContextManager[Any]:
+        if not self.amp:
+            return nullcontext()
+        # graph capture needs autocast's cast cache off (cached casts would outlive it)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.graphs)
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        ts = [t for net in self.nets.values() for t in (*net.parameters(), *net.buffers())]
+        for opt in self.optimizers.values():
+            for st in opt.state.values():
+                ts += [v for v in st.values() if torch.is_tensor(v)]
+        return ts
+
+    def warm_up(self, d: dict[str, torch.Tensor], n: int) -> None:
+        """Runs compute(d) n times (autotuning, lazy optimizer state), then puts every weight,
+        buffer and optimizer state back as it was: warm-up leaves no trace in training.
+        Optimizer state that warm-up created is zeroed, which is a fresh optimizer's state."""
+        before = {id(t): t.detach().clone() for t in self._state_tensors()}
+        for _ in range(n):
+            self.compute(d)
+        with torch.no_grad():
+            for t in self._state_tensors():
+                if id(t) in before:
+                    t.copy_(before[id(t)])
+                else:
+                    t.zero_()
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+
+    def _graph_compute(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
+        """compute() through one captured CUDA graph: inputs are copied into static buffers
+        and the graph replayed. The first call warms up (cuDNN autotuning, optimizer state)
+        on a side stream, restores the state (warm_up), and captures."""
+        if self._graph is None:
+            self._static = {k: v.to(self.device) for k, v in d.items()}
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self.warm_up(self._static, 2)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._static_out = self.compute(self._static)
+            self._graph = graph
+        for k, v in d.items():
+            self._static[k].copy_(v, non_blocking=True)
+        self._graph.replay()
+        return self._static_out
+
+    def step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        for net in self.nets.values():
+            net.train()
+        self.before_step()
+        d = self.draw()
+        if self.graphs:
+            losses = self._graph_compute(d)
+        else:
+            losses = self.compute({k: v.to(self.device) for k, v in d.items()})
+        vals = dict(zip(self.computed, losses.tolist(), strict=True))
+        self.step_count += 1
+        row = {
+            "step": self.step_count,
+            "epoch": (self.step_count - 1) // self.steps_per_epoch + 1,
+            **vals,
+            **self.derived(vals),
+            "seconds": time.perf_counter() - t0,
+        }
+        return {k: row[k] for k in self.loss_columns}
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {"data": self.gen.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": self.format,
+            "format_version": self.format_version,
+            "config": self.cfg.to_dict(),
+            **self.extra_state(),
+            "models": {k: net.state_dict() for k, net in self.nets.items()},
+            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "rng": rng,
+            "step": self.step_count,
+            "epoch": self.step_count // self.steps_per_epoch,  # completed epochs
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        from anonbench.methods.ciagan.checkpoint import CheckpointError, check_fits
+
+        for name, net in self.nets.items():
+            if name not in state.get("models", {}):
+                raise CheckpointError(f"{source} holds no {name} weights: cannot resume")
+            check_fits(net, state["models"][name], f"{source} ({name})")
+            net.load_state_dict(state["models"][name])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+            # load_state_dict restores the saving run's `capturable` and the device of its step
+            # counts; a resume may switch --cuda-graphs or device, so both follow this run
+            for group in opt.param_groups:
+                group["capturable"] = self.graphs
+            for st in opt.state.values():
+                if torch.is_tensor(st.get("step")):
+                    where = self.device if self.graphs else torch.device("cpu")
+                    st["step"] = st["step"].to(where, torch.float32)
+        self.gen.set_state(state["rng"]["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.step_count = int(state["step"])
+        self.load_extra_state(state, source)
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Family:
+    """How the core runs one family's training.
+
+    make(cfg, data, device) builds its trainer; load_data(cfg) reads --data; load(path) reads
+    its checkpoint (header checked); validate(cfg) refuses bad settings in one line;
+    check_resume(saved, data, path, cfg) refuses to resume on other data; legacy: config values a
+    checkpoint without those fields was trained with."""
+
+    name: str
+    config_cls: type[GanTrainConfig]
+    make: Callable[[Any, Any, torch.device], GanTrainer]
+    load_data: Callable[[Any], Any]
+    load: Callable[[Path], dict[str, Any]]
+    save: Callable[[dict[str, Any], Path], None]
+    validate: Callable[[Any], None]
+    check_resume: Callable[[dict[str, Any], Any, Path, Any], None] = lambda s, d, p, c: None
+    legacy: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def merge_resume(
+    saved: dict[str, Any], cli: GanTrainConfig, given: set[str], legacy: dict[str, Any]
+) -> GanTrainConfig:
+    """The checkpoint's config with the runtime fields from the command line; other flags
+    that differ from the checkpoint are reported and ignored (they would break resuming)."""
+    cls = type(cli)
+    base = cls().to_dict()  # the defaults (default_factory fields included)
+    # a checkpoint from before a field existed was trained with its legacy value
+    merged = {**base, **legacy, **{k: v for k, v in saved.items() if k in base}}
+    ignored = []
+    for k, v in cli.to_dict().items():
+        if k in RUNTIME_FIELDS:
+            merged[k] = v
+        elif k in given and merged.get(k) != v:
+            ignored.append(f"{k}={v!r} (checkpoint: {merged.get(k)!r})")
+    if ignored:
+        print("anonbench: resuming keeps the checkpoint's settings; ignored: " + ", ".join(ignored))
+    return cls(**merged)
+
+
+def write_losses(
+    path: Path, rows: list[dict[str, float]], columns: list[str], keep_upto: int | None = None
+) -> None:
+    """Appends rows; with keep_upto, first drops logged steps after it (a resumed run redoes
+    them, so the log matches the checkpoint exactly)."""
+    if keep_upto is not None and path.is_file():
+        with open(path, newline="") as f:
+            old = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_upto]
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, columns)
+            w.writeheader()
+            w.writerows(old)
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, columns)
+        if new:
+            w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def train(
+    family: Family, cfg: GanTrainConfig, resume: bool = False, given: set[str] | None = None
+) -> Path:
+    """Runs a family's training to OUT/last.pt (new, or resumed with --resume); returns it."""
+    from tqdm.auto import tqdm
+
+    name = family.name
+    out = Path(cfg.out)
+    last = out / "last.pt"
+    saved = None
+    if last.is_file():
+        if not resume:
+            raise AnonbenchError(f"{last} exists: pass --resume to continue, or another --out")
+        saved = family.load(last)
+        cfg = merge_resume(saved["config"], cfg, given or set(), family.legacy)
+    family.validate(cfg)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    data = family.load_data(cfg)
+    if saved is not None:
+        family.check_resume(saved, data, last, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(cfg, prepared_source=dict(data.source))
+    trainer = family.make(cfg, data, device)
+    columns = trainer.loss_columns
+    losses_csv = out / "losses.csv"
+    if saved is not None:
+        trainer.load_state_dict(saved, str(last))
+        write_losses(losses_csv, [], columns, keep_upto=trainer.step_count)
+        print(f"{name}: resumed at step {trainer.step_count}")
+    else:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_losses(losses_csv, [], columns, keep_upto=0)
+        if trainer.before_training(out):
+            family.save(trainer.state_dict(), last)
+    spe = trainer.steps_per_epoch
+    total = cfg.epochs * spe
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    pending: list[dict[str, float]] = []
+    saved_at = [trainer.step_count if last.is_file() else -1]
+
+    def save() -> None:
+        write_losses(losses_csv, pending, columns)
+        pending.clear()
+        family.save(trainer.state_dict(), last)
+        saved_at[0] = trainer.step_count
+
+    bar = tqdm(
+        total=total, initial=min(trainer.step_count, total), desc=name, disable=not cfg.progress
+    )
+    t_start = last_save = time.monotonic()
+    while trainer.step_count < total:
+        if cfg.max_minutes and time.monotonic() - t_start >= 60 * cfg.max_minutes:
+            print(f"{name}: --max-minutes {cfg.max_minutes:g} reached at step {trainer.step_count}")
+            break
+        row = trainer.step()
+        pending.append(row)
+        bar.update(1)
+        bar.set_postfix(ep=row["epoch"], **trainer.postfix(row))
+        if not all(math.isfinite(v) for v in row.values()):
+            save()
+            raise AnonbenchError(f"non-finite loss at step {trainer.step_count}: {row}")
+        s = trainer.step_count
+        due = not cfg.save_minutes or time.monotonic() - last_save >= 60 * cfg.save_minutes
+        if s % spe == 0 and due:
+            trainer.sample_grid(out / "samples" / f"epoch_{s // spe:04d}.png")
+            save()
+            last_save = time.monotonic()
+        elif s == total or (cfg.save_every and s % cfg.save_every == 0):
+            save()
+        elif len(pending) >= 50:
+            write_losses(losses_csv, pending, columns)
+            pending.clear()
+    bar.close()
+    if pending or saved_at[0] != trainer.step_count:  # also: zero steps left on resume
+        save()
+    trainer.sample_grid(out / "samples" / "last.png")  # after the save: it cannot cost steps
+    return last
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
+    """The options every family's `anonbench train` command has (d: that family's defaults)."""
+    p.add_argument(
+        "--data",
+        required=True,
+        help="celeba:PATH (aligned CelebA), folders:PATH, or prepared:FILE.npz (see --export-data)",
+    )
+    p.add_argument("--out", help="output folder (required unless --export-data)")
+    p.add_argument(
+        "--export-data",
+        metavar="FILE",
+        help="only preprocess --data and write the faces to FILE.npz, for training on a "
+        "machine without dlib (--data prepared:FILE.npz); then exit",
+    )
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after N steps")
+    p.add_argument(
+        "--crop-range",
+        type=float,
+        nargs=2,
+        default=(d.crop_min, d.crop_max),
+        metavar=("MIN", "MAX"),
+        help="training crop side as a fraction of the 144 px canvas (CIAGAN official: 0.5 0.75)",
+    )
+    p.add_argument("--amp", choices=["auto", "bf16", "off"], default=d.amp)
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each training step as one captured CUDA graph (CUDA only; faster when "
+        "kernel launches, not the GPU, bound the step)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers, help="preprocessing processes")
+    p.add_argument("--cache-dir", default=d.cache_dir, help="default $ANONBENCH_CACHE")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=d.split,
+        help="train/val/test: the dataset's partition; identity-train/-test: the seeded "
+        "identity split of the celeba protocol (--split-seed, --test-fraction)",
+    )
+    p.add_argument("--split-seed", type=int, default=d.split_seed)
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    p.add_argument(
+        "--max-minutes", type=float, default=d.max_minutes, help="stop after this long; 0: no limit"
+    )
+    p.add_argument(
+        "--save-minutes",
+        type=float,
+        default=d.save_minutes,
+        help="write the epoch grid and checkpoint at most this often (0: every epoch)",
+    )
+    p.add_argument("--min-images", type=int, default=d.min_images, help="per identity")
+    p.add_argument("--save-every", type=int, default=d.save_every, help="extra checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def common_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The GanTrainConfig fields from parsed common arguments."""
+    return dict(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        crop_min=args.crop_range[0],
+        crop_max=args.crop_range[1],
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        max_steps=args.max_steps,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        split=args.split,
+        split_seed=args.split_seed,
+        test_fraction=args.test_fraction,
+        max_minutes=args.max_minutes,
+        cuda_graphs=args.cuda_graphs,
+        save_minutes=args.save_minutes,
+        min_images=args.min_images,
+        save_every=args.save_every,
+        progress=not args.no_progress,
+    )
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Config fields whose options appear in argv (a resume reports those it ignores)."""
+    given = {
+        a.dest
+        for a in parser._actions
+        if any(x == o or x.startswith(o + "=") for o in a.option_strings for x in argv)
+    }
+    if "crop_range" in given:
+        given = (given - {"crop_range"}) | {"crop_min", "crop_max"}
+    return given
+
+
+def validate_common(cfg: GanTrainConfig, min_batch: int = 1) -> None:
+    if cfg.batch_size < min_batch:
+        raise AnonbenchError(f"--batch-size must be >= {min_batch}")
+    if not 0 < cfg.crop_min <= cfg.crop_max <= 1.25:
+        raise AnonbenchError("--crop-range needs 0 < MIN <= MAX <= 1.25")
+    if cfg.epochs < 1 or cfg.lr <= 0:
+        raise AnonbenchError("--epochs must be >= 1 and --lr > 0")
+
+
+def load_landmark_data(cfg: GanTrainConfig, name: str) -> Any:
+    """The landmark/mask training data of --data (prepared file, or preprocessed now)."""
+    from anonbench.methods.landmark_data import (
+        load_prepared,
+        load_records,
+        parse_data_spec,
+        prepare,
+    )
+
+    kind, path = parse_data_spec(cfg.data)
+    if kind == "prepared":
+        data = load_prepared(path)
+        made = data.source.get("split", "all")
+        # a resumed run keeps its split; the file must have been made with it
+        if cfg.split not in ("all", made):
+            raise AnonbenchError(
+                f"--split {cfg.split}: {path} was prepared with split {made!r} (--split "
+                "applies when preparing data)"
+            )
+        print(f"{name}: {len(data)} prepared faces of {data.num_identities} identities from {path}")
+        return data
+    records = load_records(cfg.data, cfg.split, cfg.split_seed, cfg.test_fraction)
+    data = prepare(
+        records,
+        cache_dir=cfg.cache_dir or None,
+        workers=cfg.workers,
+        detector=cfg.detector,
+        min_images=cfg.min_images,
+        progress=cfg.progress,
+    )
+    print(
+        f"{name}: {len(data)} faces of {data.num_identities} identities "
+        f"({len(data.skipped)} images without a detected face skipped)"
+    )
+    return data
+
+
+def export_data(cfg: GanTrainConfig, dest: str, name: str) -> int:
+    """Preprocesses cfg.data and writes it to dest (`--export-data`)."""
+    from anonbench.methods.landmark_data import PREP_VERSION, parse_data_spec, save_prepared
+
+    if parse_data_spec(cfg.data)[0] == "prepared":
+        raise AnonbenchError("--export-data needs celeba:PATH or folders:PATH data")
+    data = load_landmark_data(cfg, name)
+    source = {
+        k: getattr(cfg, k)
+        for k in ("data", "split", "split_seed", "test_fraction", "detector", "min_images")
+    }
+    save_prepared(data, dest, {**source, "prep_version": PREP_VERSION})
+    mb = Path(dest).stat().st_size / 2**20
+    print(f"{name}: wrote {len(data)} prepared faces to {dest} ({mb:.1f} MiB)")
+    return 0
+
+
+def run_command(
+    family: Family,
+    parser: argparse.ArgumentParser,
+    argv: list[str],
+    config: Callable[[argparse.Namespace], GanTrainConfig],
+) -> int:
+    """`anonbench train FAMILY ...`: --export-data, or training to --out."""
+    args = parser.parse_args(argv)
+    if args.export_data:
+        return export_data(config(args), args.export_data, family.name)
+    if not args.out:
+        parser.error("--out is required (unless --export-data)")
+    path = train(family, config(args), resume=args.resume, given=given_options(parser, argv))
+    print(f"{family.name}: checkpoint {path}")
+    return 0
