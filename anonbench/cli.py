@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from anonbench.errors import AnonbenchError
 
@@ -49,6 +50,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         width = max((len(n) for n, _ in entries), default=0)
         for name, desc in entries:
             print(f"  {name:<{width}}  {desc}")
+            if reg is registry.TRAINERS:
+                _print_trainer_options(reg, name)
             if reg is not registry.PROTOCOLS:
                 continue
             # a protocol's typed options (--option name=value), from its class: resolving it
@@ -61,6 +64,38 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             for opt in options:
                 print(f"    --option {describe_option(opt)}")
     return 0
+
+
+def _print_trainer_options(reg: Any, name: str) -> None:
+    """A trainer's options, from the `build_parser()` beside its entry point (if it has one):
+    resolving it imports the trainer's option module, which imports no torch."""
+    import importlib
+
+    try:
+        main = reg.entry(name).factory
+        build = getattr(importlib.import_module(main.__module__), "build_parser", None)
+        parser = build() if build is not None else None
+    except Exception as e:  # a broken plug-in must not hide the rest of the listing
+        print(f"    (options not available: {type(e).__name__}: {e})")
+        return
+    if parser is None:
+        return
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        flag = max(action.option_strings, key=len)
+        if action.required:
+            what = "required"
+        elif action.default is None or action.default is False or action.default == "":
+            what = ""
+        elif isinstance(action.default, (list, tuple)):
+            what = "default " + " ".join(str(v) for v in action.default)
+        else:
+            what = f"default {action.default}"
+        choices = f" {{{','.join(map(str, action.choices))}}}" if action.choices else ""
+        helptext = (action.help or "").split(". ")[0]
+        head = f"{flag}{choices}" + (f" ({what})" if what else "")
+        print(f"    {head}: {helptext}" if helptext else f"    {head}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -98,6 +133,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         compile=args.compile,
         force=args.force,
         allow_empty=args.allow_empty,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        max_retries=args.max_retries,
     )
     if args.no_cache:
         import tempfile
@@ -194,6 +232,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-empty",
         action="store_true",
         help="exit 0 even when no metric could be computed (every image unreadable, no face)",
+    )
+    r.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where shards run: local (process pool, default) or ray (tasks and actors on a "
+        "local Ray instance of --workers CPUs, or the cluster at --ray-address; needs "
+        "pip install -e '.[ray]')",
+    )
+    r.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="join this Ray cluster (e.g. HEAD:6379 after `ray start --head`); --cache-dir "
+        "and --out must then be on a filesystem every node shares",
+    )
+    r.add_argument(
+        "--max-retries",
+        type=int,
+        default=3,
+        help="ray: times a shard whose worker died is retried before the run stops (default 3)",
     )
     r.set_defaults(func=_cmd_run)
 

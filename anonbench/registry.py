@@ -416,7 +416,8 @@ BUILTINS: tuple[Builtin, ...] = (
         "protocols",
         "celeba",
         f"{_P}.celeba:CelebAProtocol",
-        "identity data (celeba:/folders:): detection rate, identity Recall@1, FID",
+        "identity data (celeba:/folders:): detection rate, identity Recall@1, FID, KID; "
+        "utility: landmark_nme, pose_error, expression_change",
     ),
     Builtin(
         "protocols",
@@ -521,7 +522,7 @@ BUILTINS: tuple[Builtin, ...] = (
     Builtin(
         "trainers",
         "ciagan",
-        "anonbench.methods.ciagan.train:main",
+        "anonbench.methods.ciagan.options:main",
         "train CIAGAN (generator, critic, identity discriminator)",
     ),
     Builtin(

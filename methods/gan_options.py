@@ -1,0 +1,203 @@
+"""Options of the GAN trainers (`anonbench train ciagan|pix2pix|cyclegan`): the config fields
+every family shares and their command-line options. Free of torch, so `anonbench ls trainers`
+can list each trainer's options without importing it; training itself is in gan_train."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from anonbench.errors import AnonbenchError
+
+# fields a resumed run may change; every other field is fixed by the checkpoint
+RUNTIME_FIELDS = (
+    "data",
+    "out",
+    "epochs",
+    "device",
+    "amp",
+    "max_steps",
+    "workers",
+    "cache_dir",
+    "save_every",
+    "max_minutes",
+    "save_minutes",
+    "cuda_graphs",
+    "progress",
+    "prepared_source",
+)
+SPLITS = ("all", "train", "val", "test", "identity-train", "identity-test")
+
+
+@dataclass
+class GanTrainConfig:
+    """What every family's training config has (data, schedule, device, checkpoints)."""
+
+    data: str = ""
+    out: str = ""
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    img_size: int = 128
+    crop_min: float = 0.75
+    crop_max: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    amp: str = "auto"  # auto: bf16 autocast on CUDA when supported; bf16; off
+    max_steps: int = 0  # 0: no limit
+    workers: int = 1
+    cache_dir: str = ""
+    split: str = "all"
+    split_seed: int = 0  # identity-train/identity-test: the celeba protocol's seed
+    test_fraction: float = 0.5  # and its test fraction
+    min_images: int = 2
+    detector: str = "dlib-hog"
+    save_every: int = 0  # steps between extra checkpoints; 0: at epoch ends only
+    cuda_graphs: bool = False  # capture each step's compute in one CUDA graph
+    max_minutes: float = 0.0  # stop (and save) after this much training time; 0: no limit
+    save_minutes: float = 0.0  # epoch-end grid + checkpoint at most this often; 0: every epoch
+    grid_sources: int = 4
+    progress: bool = True
+    # with --data prepared:FILE, how that file was made (data spec, split, seed, detector):
+    # recorded so a checkpoint says which identities it was trained on
+    prepared_source: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
+    """The options every family's `anonbench train` command has (d: that family's defaults)."""
+    p.add_argument(
+        "--data",
+        required=True,
+        help="celeba:PATH (aligned CelebA), folders:PATH, or prepared:FILE.npz (see --export-data)",
+    )
+    p.add_argument("--out", help="output folder (required unless --export-data)")
+    p.add_argument(
+        "--export-data",
+        metavar="FILE",
+        help="only preprocess --data and write the faces to FILE.npz, for training on a "
+        "machine without dlib (--data prepared:FILE.npz); then exit",
+    )
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after N steps")
+    p.add_argument(
+        "--crop-range",
+        type=float,
+        nargs=2,
+        default=(d.crop_min, d.crop_max),
+        metavar=("MIN", "MAX"),
+        help="training crop side as a fraction of the 144 px canvas (CIAGAN official: 0.5 0.75)",
+    )
+    p.add_argument("--amp", choices=["auto", "bf16", "off"], default=d.amp)
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each training step as one captured CUDA graph (CUDA only; faster when "
+        "kernel launches, not the GPU, bound the step)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers, help="preprocessing processes")
+    p.add_argument("--cache-dir", default=d.cache_dir, help="default $ANONBENCH_CACHE")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=d.split,
+        help="train/val/test: the dataset's partition; identity-train/-test: the seeded "
+        "identity split of the celeba protocol (--split-seed, --test-fraction)",
+    )
+    p.add_argument("--split-seed", type=int, default=d.split_seed)
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    p.add_argument(
+        "--max-minutes", type=float, default=d.max_minutes, help="stop after this long; 0: no limit"
+    )
+    p.add_argument(
+        "--save-minutes",
+        type=float,
+        default=d.save_minutes,
+        help="write the epoch grid and checkpoint at most this often (0: every epoch)",
+    )
+    p.add_argument("--min-images", type=int, default=d.min_images, help="per identity")
+    p.add_argument("--save-every", type=int, default=d.save_every, help="extra checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def common_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The GanTrainConfig fields from parsed common arguments."""
+    return dict(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        crop_min=args.crop_range[0],
+        crop_max=args.crop_range[1],
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        max_steps=args.max_steps,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        split=args.split,
+        split_seed=args.split_seed,
+        test_fraction=args.test_fraction,
+        max_minutes=args.max_minutes,
+        cuda_graphs=args.cuda_graphs,
+        save_minutes=args.save_minutes,
+        min_images=args.min_images,
+        save_every=args.save_every,
+        progress=not args.no_progress,
+    )
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Config fields whose options appear in argv (a resume reports those it ignores)."""
+    given = {
+        a.dest
+        for a in parser._actions
+        if any(x == o or x.startswith(o + "=") for o in a.option_strings for x in argv)
+    }
+    if "crop_range" in given:
+        given = (given - {"crop_range"}) | {"crop_min", "crop_max"}
+    return given
+
+
+def validate_common(cfg: GanTrainConfig, min_batch: int = 1) -> None:
+    if cfg.batch_size < min_batch:
+        raise AnonbenchError(f"--batch-size must be >= {min_batch}")
+    if not 0 < cfg.crop_min <= cfg.crop_max <= 1.25:
+        raise AnonbenchError("--crop-range needs 0 < MIN <= MAX <= 1.25")
+    if cfg.epochs < 1 or cfg.lr <= 0:
+        raise AnonbenchError("--epochs must be >= 1 and --lr > 0")
+
+
+def run_command(
+    family: Any,
+    parser: argparse.ArgumentParser,
+    argv: list[str],
+    config: Callable[[argparse.Namespace], GanTrainConfig],
+) -> int:
+    """`anonbench train FAMILY ...`: --export-data, or training to --out."""
+    from anonbench.methods.gan_train import export_data, train
+
+    args = parser.parse_args(argv)
+    if args.export_data:
+        return export_data(config(args), args.export_data, family.name)
+    if not args.out:
+        parser.error("--out is required (unless --export-data)")
+    path = train(family, config(args), resume=args.resume, given=given_options(parser, argv))
+    print(f"{family.name}: checkpoint {path}")
+    return 0
