@@ -201,7 +201,9 @@ class Landmarker(TypingProtocol):
     version: str
 
     def landmarks(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-        """68 x 2 float32 pixel coordinates for the face in box."""
+        """K x 2 float32 pixel coordinates for the face in box, K fixed per landmarker (68 for
+        dlib-68, 468 for mediapipe); 0 x 2 when it finds no face there. An optional
+        `detector` attribute names the detector whose boxes it expects (default dlib-hog)."""
         ...
 
 

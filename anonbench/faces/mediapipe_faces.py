@@ -11,7 +11,6 @@ face-mesh graph options need its pre-5 descriptor API), attrs, flatbuffers and m
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,8 +30,6 @@ class MediaPipeUnavailable(AnonbenchError):
 
 def _solutions() -> tuple[Any, Any, str]:
     """(face_detection module, face_mesh module, mediapipe version)."""
-    # glog/absl INFO and WARNING lines from the graph runner flood the progress bars
-    os.environ.setdefault("GLOG_minloglevel", "2")
     try:
         import mediapipe
         from mediapipe.python.solutions import face_detection, face_mesh
@@ -111,6 +108,7 @@ class MediaPipeLandmarker:
 
     name = "mediapipe"
     points = 468
+    detector = "mediapipe"  # the detector the utility metrics pair it with (its own BlazeFace)
 
     def __init__(
         self,

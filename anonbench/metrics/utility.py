@@ -168,8 +168,12 @@ def pose_difference(rot_a: np.ndarray, rot_b: np.ndarray) -> PoseDifference:
     ea, eb = euler_from_rotation(rot_a), euler_from_rotation(rot_b)
     d = [abs(_wrap(b - a)) for a, b in zip(ea, eb, strict=True)]
     rel = np.asarray(rot_a, np.float64).T @ np.asarray(rot_b, np.float64)
-    cos = np.clip((np.trace(rel) - 1.0) / 2.0, -1.0, 1.0)
-    return PoseDifference(d[0], d[1], d[2], float(np.degrees(np.arccos(cos))))
+    # atan2 of the sine (skew part) and cosine (trace) of the angle: exact near 0, where
+    # arccos of the trace alone loses half the digits
+    cos = (np.trace(rel) - 1.0) / 2.0
+    skew = np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]])
+    sin = np.linalg.norm(skew) / 2.0
+    return PoseDifference(d[0], d[1], d[2], float(np.degrees(np.arctan2(sin, cos))))
 
 
 def mouth_ratio(landmarks: np.ndarray, layout: Layout | None = None) -> np.ndarray:
