@@ -263,6 +263,9 @@ class RunContext:
     originals: Any = None  # anonbench.evaluate.Originals: analyses and reference faces
     # protocols put what run.json must record here (e.g. the identity split)
     extra: dict[str, Any] = field(default_factory=dict)
+    # anonbench.executors.Executor that runs the shards of both stages (local pool or Ray);
+    # protocols reach it through evaluate.run_kwargs, None = the local pool of `workers`
+    executor: Any = None
 
 
 class Protocol:

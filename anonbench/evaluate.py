@@ -7,8 +7,9 @@ a fallback box is derived from the dataset itself: the median reference box, in 
 relative to the image size. Nothing here knows a dataset's geometry.
 
 dlib evaluators run in CPU worker processes (one thread each); torch evaluators run in the
-main process, batched, on the run's device. Only small results (boxes, embeddings) travel
-back from the workers, never whole images.
+main process, batched, on the run's device. With the ray executor (anonbench.executors) both
+run on Ray actors, torch ones asking for a GPU on `--device cuda`. Only small results (boxes,
+embeddings) travel back from the workers, never whole images.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def _build_analyzer(cache_dir: str) -> Any:
     return FaceAnalyzer(cache=Cache(cache_dir))
 
 
+def _analyze_chunk(analyzer: Any, items: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+    return [_analyze(analyzer, it) for it in items]
+
+
 def _analyze(analyzer: Any, item: tuple[str, str]) -> tuple[str, Analysis | str]:
     from anonbench.data.images import ImageReadError, read_rgb
 
@@ -85,25 +90,38 @@ class Originals:
     quiet: bool = False
     analyses: dict[str, Analysis | str] = field(default_factory=dict)
     _fallback_rel: tuple[float, float, float, float] | None = None
+    executor: Any = None  # anonbench.executors.Executor; None: the local process pool
 
     def analyze(self, records: Sequence[ImageRecord], desc: str) -> dict[str, Analysis | str]:
         """Analyses of the records (cached by content on disk and here in memory)."""
         from tqdm.auto import tqdm
 
-        from anonbench.parallel import map_items
+        from anonbench.executors import LocalExecutor, chunked, key_range
 
         todo = [(r.key, str(r.path)) for r in records if r.key not in self.analyses]
         if todo:
+            ex = self.executor or LocalExecutor(self.workers)
             builder = functools.partial(_build_analyzer, self.cache_dir)
-            for key, a in tqdm(
-                map_items(_analyze, builder, todo, workers=self.workers),
-                total=len(todo),
-                desc=desc,
-                unit="img",
-                dynamic_ncols=True,
-                disable=self.quiet,
-            ):
-                self.analyses[key] = a
+            chunks = chunked(todo, 8)
+            done: dict[int, list[tuple[str, Any]]] = {}
+            with tqdm(
+                total=len(todo), desc=desc, unit="img", dynamic_ncols=True, disable=self.quiet
+            ) as bar:
+                try:
+                    for i, res in ex.map(
+                        _analyze_chunk,
+                        builder,
+                        chunks,
+                        key=f"analysis|{self.cache_dir}",
+                        what=desc,
+                        names=[key_range([k for k, _ in c]) for c in chunks],
+                    ):
+                        done[i] = res
+                        bar.update(len(res))
+                finally:
+                    # in chunk order, whatever order the shards finished in
+                    for i in sorted(done):
+                        self.analyses.update(done[i])
             self._fallback_rel = None
         return {r.key: self.analyses[r.key] for r in records}
 
@@ -206,6 +224,7 @@ def run_kwargs(ctx: Any) -> dict[str, Any]:
         "device": ctx.device,
         "batch_size": ctx.batch_size,
         "quiet": ctx.quiet,
+        "executor": getattr(ctx, "executor", None),
     }
 
 
@@ -230,12 +249,18 @@ class _EvalState:
     cache: Cache
 
 
-def _build_eval_state(det_names: list[str], emb_names: list[str], cache_dir: str) -> _EvalState:
+def _build_eval_state(
+    det_names: list[str],
+    emb_names: list[str],
+    cache_dir: str,
+    device: str = "cpu",
+    batch_size: int = 32,
+) -> _EvalState:
     from anonbench.registry import DETECTORS, EMBEDDERS
 
     return _EvalState(
-        {n: create_evaluator(DETECTORS, n) for n in det_names},
-        {n: create_evaluator(EMBEDDERS, n) for n in emb_names},
+        {n: create_evaluator(DETECTORS, n, device, batch_size) for n in det_names},
+        {n: create_evaluator(EMBEDDERS, n, device, batch_size) for n in emb_names},
         Cache(cache_dir),
     )
 
@@ -284,12 +309,14 @@ def evaluate_images(
     batch_size: int = 32,
     quiet: bool = False,
     desc: str = "evaluate",
+    executor: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """Runs detectors and embedders over items (key, ImageRef, reference box). Returns key ->
-    {"error", "dets": {name: N x 4}, "embs": {name: (vector, fell_back)}}."""
+    {"error", "dets": {name: N x 4}, "embs": {name: (vector, fell_back)}}. executor:
+    anonbench.executors.Executor (None: the local pool of `workers` processes)."""
     from tqdm.auto import tqdm
 
-    from anonbench.parallel import map_items
+    from anonbench.executors import LocalExecutor, chunked, key_range
     from anonbench.registry import DETECTORS, EMBEDDERS
 
     items = list(items)
@@ -315,29 +342,47 @@ def evaluate_images(
             cur["dets"].update(r["dets"])
             cur["embs"].update(r["embs"])
 
-    chunk = 8
+    ex = executor or LocalExecutor(workers)
+
+    def shards(builder: Any, chunks: list[Any], key: str, what: str, gpu: bool) -> None:
+        """Runs the chunks on the executor; results merged by key (any finishing order)."""
+        with tqdm(
+            total=len(items), desc=what, unit="img", dynamic_ncols=True, disable=quiet
+        ) as bar:
+            for _, rs in ex.map(
+                _eval_chunk,
+                builder,
+                chunks,
+                key=key,
+                what=what,
+                names=[key_range([k for k, _, _ in c]) for c in chunks],
+                gpu=gpu,
+            ):
+                merge(rs)
+                bar.update(len(rs))
+
     if w_dets or w_embs:
         builder = functools.partial(_build_eval_state, w_dets, w_embs, cache_dir)
-        chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-        bar = tqdm(total=len(items), desc=desc, unit="img", dynamic_ncols=True, disable=quiet)
-        for rs in map_items(_eval_chunk, builder, chunks, workers=workers, chunksize=1):
-            merge(rs)
-            bar.update(len(rs))
-        bar.close()
+        key = f"eval|{w_dets}|{w_embs}|{cache_dir}"
+        shards(builder, chunked(items, 8), key, desc, False)
     if main.detectors or main.embedders:
         names = ", ".join([*main.detectors, *main.embedders])
-        bar = tqdm(
-            total=len(items),
-            desc=f"{desc} [{names} on {device}]",
-            unit="img",
-            dynamic_ncols=True,
-            disable=quiet,
-        )
+        what = f"{desc} [{names} on {device}]"
         step = max(1, batch_size)
-        for i in range(0, len(items), step):
-            merge(_eval_chunk(main, items[i : i + step]))
-            bar.update(min(step, len(items) - i))
-        bar.close()
+        if ex.distributed:
+            # torch evaluators on Ray actors, batched, a GPU each on cuda (Ray assigns the GPU
+            # through CUDA_VISIBLE_DEVICES, so a worker's device is plain "cuda")
+            dev = "cuda" if device.startswith("cuda") else device
+            tn = (list(main.detectors), list(main.embedders))
+            builder = functools.partial(_build_eval_state, *tn, cache_dir, dev, batch_size)
+            key = f"eval|{tn}|{cache_dir}|{dev}|{batch_size}"
+            shards(builder, chunked(items, step), key, what, dev.startswith("cuda"))
+        else:
+            bar = tqdm(total=len(items), desc=what, unit="img", dynamic_ncols=True, disable=quiet)
+            for i in range(0, len(items), step):
+                merge(_eval_chunk(main, items[i : i + step]))
+                bar.update(min(step, len(items) - i))
+            bar.close()
     return results
 
 

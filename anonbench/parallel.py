@@ -1,5 +1,6 @@
 """A small process pool for per-image work: each worker builds its state once and uses one
-thread (several processes each using every core ran 10-25x slower on 2-core machines)."""
+thread (several processes each using every core ran 10-25x slower on 2-core machines). This is
+the `local` executor; anonbench.executors also has `ray`, whose workers run worker_setup too."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 _STATE: Any = None
 
 
-def _init(builder: Callable[[], Any]) -> None:
-    global _STATE
+def worker_setup() -> None:
+    """One thread per worker process (the pool's and Ray's): run once in each worker."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import torch
@@ -19,6 +20,11 @@ def _init(builder: Callable[[], Any]) -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
+
+
+def _init(builder: Callable[[], Any]) -> None:
+    global _STATE
+    worker_setup()
     _STATE = builder()
 
 

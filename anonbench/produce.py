@@ -7,6 +7,12 @@ name + config + checkpoint sha256 + face-analysis version + target policy, and p
 its key and the sha256 of its file, so every protocol and every rerun reuses one production.
 A folder of pre-computed outputs (`folder:DIR`) is an external store: a missing file is a leak
 (the original is scored in its place, counted and listed as missed).
+
+With the ray executor, chunks of records (batch-size records, the same batches as in-process)
+are Ray tasks on the run's actors: each worker fetches the method once, reads the originals,
+writes the PNGs atomically into the store on the shared cache path and returns only its
+manifest entries; the parent merges them by key and writes the manifest (also when a shard
+fails or the run is interrupted, so a rerun produces only what is missing).
 """
 
 from __future__ import annotations
@@ -174,6 +180,86 @@ def anonymize_batch(
     return [np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8) for a in arr]
 
 
+def _produce_chunk(
+    method: Anonymizer,
+    root: Path,
+    chunk: Sequence[tuple[ImageRecord, str]],
+    analyses: dict[str, Any],
+    targets: dict[str, int] | None,
+) -> dict[str, dict[str, Any]]:
+    """Anonymizes one chunk of (record, file sha256), equal-size images in one batch, writes
+    the PNGs into the store at `root`; returns their manifest entries (unreadable: none)."""
+    from anonbench.data.images import ImageReadError, read_rgb
+
+    entries: dict[str, dict[str, Any]] = {}
+    loaded = []
+    for r, sha in chunk:
+        try:
+            loaded.append((r, sha, read_rgb(r.path)))
+        except ImageReadError:
+            continue
+    by_shape: dict[tuple[int, ...], list[tuple[ImageRecord, str, np.ndarray]]] = {}
+    for item in loaded:
+        by_shape.setdefault(item[2].shape, []).append(item)
+    for group in by_shape.values():
+        t0 = time.perf_counter()
+        outs = anonymize_batch(
+            method,
+            [g[2] for g in group],
+            [analyses[g[0].key] for g in group],
+            [g[0].key for g in group],
+            [None if targets is None else targets.get(g[0].key) for g in group],
+        )
+        per_image = (time.perf_counter() - t0) / len(group)
+        for (r, sha, img), out in zip(group, outs, strict=True):
+            a = analyses[r.key]
+            h, w = img.shape[:2]
+            changed = _bbox(np.any(out != img, axis=2))
+            name = output_name(r.key) if len(a) else None
+            if name is not None:
+                _write_png(root / name, out)
+            entries[r.key] = {
+                "source_sha256": sha,
+                "faces": len(a),
+                "missed": len(a) == 0,
+                "boxes": [[round(float(v), 1) for v in b] for b in a.boxes],
+                "regions": _region_boxes(method.meta, a, h, w),
+                "changed": changed,
+                "file": name,
+                "target": None if targets is None else targets.get(r.key),
+                "seconds": round(per_image, 5),
+            }
+    return entries
+
+
+@dataclass
+class _Shard:
+    """A production shard for a Ray task: records with their analyses and targets (small)."""
+
+    root: str
+    chunk: list[tuple[ImageRecord, str]]
+    analyses: dict[str, Any]
+    targets: dict[str, int] | None
+
+
+def _produce_shard(method: Anonymizer, shard: _Shard) -> dict[str, dict[str, Any]]:
+    return _produce_chunk(method, Path(shard.root), shard.chunk, shard.analyses, shard.targets)
+
+
+def _ship_method(method: Anonymizer, label: str) -> list[Any]:
+    """The method in the Ray object store, once per production (its weights included), held
+    in a list so each worker fetches it once (anonbench.executors.ray_deref)."""
+    import ray
+
+    try:
+        return [ray.put(method)]
+    except Exception as e:  # pickling errors vary (TypeError, PicklingError, RuntimeError)
+        raise AnonbenchError(
+            f"method {label!r} cannot be sent to Ray workers ({type(e).__name__}: {e}); "
+            "use --executor local"
+        ) from None
+
+
 def produce(
     method: Anonymizer,
     label: str,
@@ -185,12 +271,14 @@ def produce(
     targets: dict[str, int] | None = None,
     quiet: bool = False,
     desc: str | None = None,
+    executor: Any = None,
+    device: str = "cpu",
 ) -> OutputStore:
     """Anonymizes the records (reusing what the store already holds) and returns the store.
-    `analyses`: key -> FaceAnalysis of the original, or an error string (unreadable: skipped)."""
+    `analyses`: key -> FaceAnalysis of the original, or an error string (unreadable: skipped).
+    executor: anonbench.executors.Executor; a distributed one (ray) runs chunks as tasks, a GPU
+    each when `device` is cuda; otherwise batches run here."""
     from tqdm.auto import tqdm
-
-    from anonbench.data.images import ImageReadError, read_rgb
 
     sid = store_id(method, label, targets, analysis_version())
     root = Path(cache_dir) / "outputs" / sid
@@ -226,52 +314,82 @@ def produce(
             disable=quiet,
         )
         last_save = time.monotonic()
-        for start in range(0, len(todo), max(1, batch_size)):
-            chunk = todo[start : start + batch_size]
-            loaded = []
-            for r, sha in chunk:
-                try:
-                    loaded.append((r, sha, read_rgb(r.path)))
-                except ImageReadError:
-                    continue
-            by_shape: dict[tuple[int, ...], list[tuple[ImageRecord, str, np.ndarray]]] = {}
-            for item in loaded:
-                by_shape.setdefault(item[2].shape, []).append(item)
-            for group in by_shape.values():
-                t0 = time.perf_counter()
-                outs = anonymize_batch(
+        step = max(1, batch_size)
+        chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
+        try:
+            if executor is not None and executor.distributed:
+                _produce_distributed(
+                    executor,
                     method,
-                    [g[2] for g in group],
-                    [analyses[g[0].key] for g in group],
-                    [g[0].key for g in group],
-                    [None if targets is None else targets.get(g[0].key) for g in group],
+                    label,
+                    sid,
+                    root,
+                    chunks,
+                    analyses,
+                    targets,
+                    entries,
+                    bar,
+                    device,
                 )
-                per_image = (time.perf_counter() - t0) / len(group)
-                for (r, sha, img), out in zip(group, outs, strict=True):
-                    a = analyses[r.key]
-                    h, w = img.shape[:2]
-                    changed = _bbox(np.any(out != img, axis=2))
-                    name = output_name(r.key) if len(a) else None
-                    if name is not None:
-                        _write_png(root / name, out)
-                    entries[r.key] = {
-                        "source_sha256": sha,
-                        "faces": len(a),
-                        "missed": len(a) == 0,
-                        "boxes": [[round(float(v), 1) for v in b] for b in a.boxes],
-                        "regions": _region_boxes(method.meta, a, h, w),
-                        "changed": changed,
-                        "file": name,
-                        "target": None if targets is None else targets.get(r.key),
-                        "seconds": round(per_image, 5),
-                    }
-            bar.update(len(chunk))
-            if time.monotonic() - last_save > 30:
-                _write_manifest(root, info, entries)
-                last_save = time.monotonic()
-        bar.close()
-        _write_manifest(root, info, entries)
+            else:
+                for chunk in chunks:
+                    entries.update(_produce_chunk(method, root, chunk, analyses, targets))
+                    bar.update(len(chunk))
+                    if time.monotonic() - last_save > 30:
+                        _write_manifest(root, info, entries)
+                        last_save = time.monotonic()
+        finally:
+            # also after a failed shard or Ctrl-C: the finished outputs are kept for a rerun
+            bar.close()
+            _write_manifest(root, info, entries)
     return OutputStore(label, root, entries, external=False, info=info)
+
+
+def _produce_distributed(
+    executor: Any,
+    method: Anonymizer,
+    label: str,
+    sid: str,
+    root: Path,
+    chunks: list[list[tuple[ImageRecord, str]]],
+    analyses: dict[str, Any],
+    targets: dict[str, int] | None,
+    entries: dict[str, dict[str, Any]],
+    bar: Any,
+    device: str,
+) -> None:
+    """Production shards on the executor; entries merged in chunk order, so the manifest does
+    not depend on which shard finished first."""
+    import functools
+
+    from anonbench.executors import key_range, ray_deref
+
+    executor.start()
+    shards = [
+        _Shard(
+            str(root),
+            c,
+            {r.key: analyses[r.key] for r, _ in c},
+            None if targets is None else {r.key: targets[r.key] for r, _ in c if r.key in targets},
+        )
+        for c in chunks
+    ]
+    done: dict[int, dict[str, dict[str, Any]]] = {}
+    try:
+        for i, res in executor.map(
+            _produce_shard,
+            functools.partial(ray_deref, _ship_method(method, label)),
+            shards,
+            key=f"method|{sid}",
+            what=f"produce {label}",
+            names=[key_range([r.key for r, _ in c]) for c in chunks],
+            gpu=device.startswith("cuda"),
+        ):
+            done[i] = res
+            bar.update(len(chunks[i]))
+    finally:
+        for i in sorted(done):
+            entries.update(done[i])
 
 
 def _read_manifest(root: Path) -> dict[str, dict[str, Any]]:

@@ -38,6 +38,11 @@ class RunConfig:
     compile: bool = False  # torch.compile for methods that take it (CIAGAN, on CUDA)
     force: bool = False  # recompute methods whose rows are complete and inputs unchanged
     allow_empty: bool = False  # a run that measured nothing exits 0
+    # where shards run (anonbench.executors): "local" (process pool) or "ray"; a Ray cluster
+    # address to join (None: a local instance of `workers` CPUs); Ray's retries per shard
+    executor: str = "local"
+    ray_address: str | None = None
+    max_retries: int = 3
 
 
 @dataclass
@@ -323,6 +328,12 @@ def run(cfg: RunConfig) -> Path:
         )
     device = resolve_device(cfg.device)
     cfg.device = device
+    from anonbench.executors import create_executor
+
+    # a missing ray extra or a bad executor option is one line before any work
+    executor = create_executor(
+        cfg.executor, workers=cfg.workers, address=cfg.ray_address, max_retries=cfg.max_retries
+    )
     ds = open_dataset(cfg.data, proto.datasets[0], pairs=str(options.get("pairs", "pairs.txt")))
     if ds.kind not in proto.datasets:
         raise AnonbenchError(
@@ -346,19 +357,23 @@ def run(cfg: RunConfig) -> Path:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res)
+        with executor:  # a Ray instance it started is shut down however the run ends
+            return _run(
+                cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res, executor
+            )
     except BaseException:
         if created:  # a run that failed before writing anything leaves no empty folder
             _remove_if_empty(out)
         raise
 
 
-def _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res) -> Path:
+def _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res, executor):
     import uuid
 
     import pandas as pd
 
     from anonbench.evaluate import Originals
+    from anonbench.executors import ShardError
     from anonbench.produce import open_folder_store, produce
     from anonbench.results import append_run_info, make_row, merge_and_write
 
@@ -379,7 +394,8 @@ def _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, re
         batch_size=cfg.batch_size,
         options=options,
         quiet=cfg.quiet,
-        originals=Originals(cache_dir, cfg.workers, cfg.quiet),
+        originals=Originals(cache_dir, cfg.workers, cfg.quiet, executor=executor),
+        executor=executor,
     )
     info: dict[str, Any] = {
         "run_id": uuid.uuid4().hex,
@@ -391,6 +407,7 @@ def _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, re
         "config": {**cfg.__dict__, "cache_dir": cache_dir, "options": options},
         "dataset": ds.describe(),
         "device": device,
+        "executor": executor.describe(),
         "protocol": {
             "name": proto.name,
             "version": proto.version,
@@ -461,6 +478,8 @@ def _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, re
                     batch_size=cfg.batch_size,
                     targets=targets,
                     quiet=cfg.quiet,
+                    executor=executor,
+                    device=device,
                 )
             else:
                 store = None
@@ -507,12 +526,21 @@ def _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, re
             finished.append(name)
         doing = "writing run.json"
         info["timings_s"]["total"] = round(time.perf_counter() - t_run, 2)
+        info["executor"] = executor.describe()  # with the cluster's size once it started
         info["protocol"]["details"] = (
             ctx.extra if prepared else (prev.get("protocol") or {}).get("details", {})
         )
         info["finished_at"] = now()
         info["status"] = "finished"
         append_run_info(run_json, info)
+    except ShardError as e:
+        _mark(run_json, info, f"failed: {e}", recorded)
+        kept = f" ({', '.join(finished)})" if finished else ""
+        raise ShardError(
+            f"stopped while {doing}: {e}; results.csv and run.json keep the "
+            f"{len(finished)} method(s) finished before it{kept}; a rerun computes only "
+            "what is missing"
+        ) from None
     except OSError as e:
         _mark(run_json, info, f"failed: {e}", recorded)
         kept = f" ({', '.join(finished)})" if finished else ""
