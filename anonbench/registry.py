@@ -527,8 +527,20 @@ BUILTINS: tuple[Builtin, ...] = (
     ),
     Builtin(
         "trainers",
+        "pix2pix",
+        "anonbench.methods.pix2pix.options:main",
+        "train a pix2pix landmarks -> face generator (unet_128 + PatchGAN, GAN + 100 L1)",
+    ),
+    Builtin(
+        "trainers",
+        "cyclegan",
+        "anonbench.methods.cyclegan.options:main",
+        "train a CycleGAN landmarks <-> faces (ResNet-9 generators, LSGAN, cycle 10)",
+    ),
+    Builtin(
+        "trainers",
         "identifier",
-        "anonbench.faces.pnca:train_main",
+        "anonbench.faces.pnca_options:main",
         "train the Proxy-NCA identity network on identity-labelled faces",
     ),
 )

@@ -201,3 +201,54 @@ def run_command(
     path = train(family, config(args), resume=args.resume, given=given_options(parser, argv))
     print(f"{family.name}: checkpoint {path}")
     return 0
+
+
+# -- pix2pix and CycleGAN ---------------------------------------------------------------------
+
+
+@dataclass
+class BaselineTrainConfig(GanTrainConfig):
+    """What pix2pix and CycleGAN training share: the reference's optimizer (Adam 2e-4,
+    betas 0.5/0.999), batch size 1 and schedule (constant lr for the first half of the
+    epochs, then linear decay towards 0), the input variant and the network widths."""
+
+    epochs: int = 200  # the reference: n_epochs 100 + n_epochs_decay 100
+    batch_size: int = 1
+    lr: float = 2e-4
+    min_images: int = 1  # identities do not matter to these models
+    variant: str = "landmarks"  # or "masked" (landmarks ⊕ masked face, CIAGAN's input)
+    ngf: int = 64
+    ndf: int = 64
+
+
+VARIANT_CHOICES = ("landmarks", "masked")
+
+
+def add_baseline_arguments(p: argparse.ArgumentParser, d: BaselineTrainConfig) -> None:
+    add_common_arguments(p, d)
+    p.add_argument(
+        "--variant",
+        choices=VARIANT_CHOICES,
+        default=d.variant,
+        help="landmarks: the landmark drawing alone (the paper's baseline); masked: "
+        "landmarks + masked face (CIAGAN's input)",
+    )
+    p.add_argument("--ngf", type=int, default=d.ngf, help="generator width (reference 64)")
+    p.add_argument("--ndf", type=int, default=d.ndf, help="discriminator width (reference 64)")
+
+
+def baseline_config(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(common_config(args), variant=args.variant, ngf=args.ngf, ndf=args.ndf)
+
+
+def validate_baseline(cfg: BaselineTrainConfig) -> None:
+    validate_common(cfg, min_batch=1)
+    if cfg.variant not in VARIANT_CHOICES:
+        raise AnonbenchError(f"--variant must be one of {', '.join(VARIANT_CHOICES)}")
+    if cfg.ngf < 1 or cfg.ndf < 1:
+        raise AnonbenchError("--ngf and --ndf must be >= 1")
+    if cfg.img_size != 128:
+        raise AnonbenchError("pix2pix/CycleGAN train at 128 px (unet_128), the CIAGAN view")
+    if cfg.cuda_graphs:
+        # their steps change the learning rate (decay) and keep an image pool on the host
+        raise AnonbenchError("--cuda-graphs is supported by ciagan training only")

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from anonbench.errors import AnonbenchError
+from anonbench.faces.pnca_options import DEFAULT_EPOCHS
 
 Box = tuple[float, float, float, float]
 
@@ -191,7 +192,7 @@ def proxy_nca_loss(
 
 @dataclass
 class PNCAConfig:
-    epochs: int = 20
+    epochs: int = DEFAULT_EPOCHS
     batch_size: int = 64
     lr: float = 1e-3
     proxy_lr: float = 1e-2
@@ -525,27 +526,16 @@ def centre_face_box(image: np.ndarray, analyzer: Any) -> tuple[Box, bool]:
     return tuple(float(v) for v in a.boxes[i]), True  # type: ignore[return-value]
 
 
-def train_main(argv: list[str]) -> int:
-    """`anonbench train identifier --data celeba:PATH --out DIR [--epochs N] [--seed S]`.
+def train_from_args(a: Any) -> int:
+    """`anonbench train identifier` (options: anonbench.faces.pnca_options).
 
     The reference box of each image is the dlib HOG face nearest the image centre (cached
     analysis); an image where dlib finds none is used whole (its `whole_image_box`)."""
-    import argparse
-
     from anonbench.cache import Cache, atomic_open, atomic_write_text
     from anonbench.data.images import read_rgb
     from anonbench.data.splits import identity_split, load_identity_dataset
     from anonbench.faces.analysis import FaceAnalyzer
 
-    p = argparse.ArgumentParser(prog="anonbench train identifier")
-    p.add_argument("--data", required=True, help="celeba:PATH or folders:PATH")
-    p.add_argument("--out", required=True, help="output folder (pnca.pt, config.json)")
-    p.add_argument("--epochs", type=int, default=PNCAConfig.epochs)
-    p.add_argument("--seed", type=int, default=0, help="split and training seed")
-    p.add_argument("--test-fraction", type=float, default=0.5)
-    p.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
-    p.add_argument("--cache-dir", default=None, help="face analysis cache (default as `run`)")
-    a = p.parse_args(argv)
     records = load_identity_dataset(a.data)
     train_ids, test_ids = identity_split([r.identity for r in records], a.seed, a.test_fraction)
     train = [r for r in records if r.identity in set(train_ids)]
