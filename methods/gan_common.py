@@ -358,3 +358,35 @@ def random_checkpoint(
         "note": "random weights",
     }
     return make_checkpoint(family, g, cfg, step=0)
+
+
+def export_generator(src: str | Path, dst: str | Path, half: bool = True) -> dict[str, Any]:
+    """Writes the generator-only checkpoint of a training checkpoint (OUT/last.pt): format
+    header, the inference config, the step, and the generator, fp16 by default (half the size;
+    the method computes in fp32 or bf16 either way). Returns what it wrote."""
+    from anonbench.methods.ciagan.checkpoint import read_bytes
+
+    raw = read_bytes(src)
+    if raw is None:
+        raise GanCheckpointError(f"checkpoint not found: {src}")
+    ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    family = str(ckpt.get("family", "")) if isinstance(ckpt, dict) else ""
+    ckpt = parse_checkpoint(raw, str(src), family)
+    gen = {
+        k: v.half() if half and v.is_floating_point() else v for k, v in ckpt["generator"].items()
+    }
+    keys = ("variant", "ngf", "norm", "netG", "in_channels", "out_channels", "img_size")
+    cfg = {k: ckpt["config"][k] for k in keys if k in ckpt["config"]}
+    train_keys = ("data", "split", "epochs", "batch_size", "lr", "seed", "prepared_source")
+    train = {k: ckpt["config"][k] for k in train_keys if k in ckpt["config"]}
+    out = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "family": family,
+        "config": cfg,
+        "generator": gen,
+        "step": int(ckpt.get("step", 0)),
+        "training": train,
+    }
+    save_checkpoint(out, dst)
+    return out
