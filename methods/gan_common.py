@@ -58,9 +58,11 @@ def check_variant(variant: str, family: str) -> int:
 # -- face input and paste-back --------------------------------------------------------------
 
 
-def face_views(batch: FaceBatch, size: int = IMG_SIZE) -> tuple[list[int], Any, list[Any]]:
+def face_views(
+    batch: FaceBatch, size: int = IMG_SIZE, device: torch.device | str = "cpu"
+) -> tuple[list[int], Any, list[Any]]:
     """CIAGAN's inference views of each face with finite landmarks: (indices of those faces,
-    data.Views at size x size on the CPU, the image -> view affine of each)."""
+    landmark_data.Views at size x size on `device`, the image -> view affine of each)."""
     from anonbench.methods.landmark_data import crop_boxes, face_canvas, make_views
 
     images = batch.images.detach().float().cpu()
@@ -74,7 +76,7 @@ def face_views(batch: FaceBatch, size: int = IMG_SIZE) -> tuple[list[int], Any, 
         c, t = face_canvas(u8[i], lms[i])
         canvases.append(c)
         affines.append(t.view_affine(size=size))
-    canvas = torch.from_numpy(np.stack(canvases))
+    canvas = torch.from_numpy(np.stack(canvases)).to(device)
     return todo, make_views(canvas, crop_boxes(len(todo), None, 0, 0), size), affines
 
 
@@ -98,8 +100,9 @@ def paste_faces(
     out = batch.images.detach().float().cpu().clone()
     if not todo:
         return out.to(batch.images.device, batch.images.dtype)
-    faces = faces.detach().float().cpu()
-    comp = (faces * views.mask + views.image * (1 - views.mask)).clamp(0, 1)
+    faces = faces.detach().float()
+    mask, image = views.mask.to(faces.device), views.image.to(faces.device)
+    comp = (faces * mask + image * (1 - mask)).clamp(0, 1).cpu()
     comp_np = comp.permute(0, 2, 3, 1).numpy()
     for j, i in enumerate(todo):
         full = out[i].permute(1, 2, 0).numpy()

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from anonbench.api import Anonymizer, FaceBatch, MethodMeta
@@ -206,34 +205,17 @@ class CIAGAN(Anonymizer):
     ) -> torch.Tensor:
         import torch.nn.functional as F
 
-        from anonbench.methods.landmark_data import crop_boxes, face_canvas, make_views
-        from anonbench.methods.landmark_input import paste_back
+        from anonbench.methods.gan_common import face_views, paste_faces
 
         net = self._net()
         ids = self.choose_targets(batch.keys, targets, generator)
-        images = batch.images.detach().float().cpu()
-        u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        lms = batch.landmarks.detach().cpu().numpy()
-        todo = [i for i in range(len(batch)) if np.isfinite(lms[i]).all()]
-        out = images.clone()
+        todo, v, affines = face_views(batch, self.img_size, self.device)
         if not todo:
-            return out.to(batch.images.device, batch.images.dtype)
-        canvases, affines = [], []
-        for i in todo:
-            c, t = face_canvas(u8[i], lms[i])
-            canvases.append(c)
-            affines.append(t.view_affine(size=self.img_size))
-        canvas = torch.from_numpy(np.stack(canvases)).to(self.device)
-        v = make_views(canvas, crop_boxes(len(todo), None, 0, 0), self.img_size)
+            return batch.images.detach().clone()
         onehot = F.one_hot(torch.tensor([ids[i] for i in todo]), self.num_identities)
         inp = torch.cat([v.landmarks, v.image * (1 - v.mask)], 1)
         use_bf16 = self.dtype == "bf16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             raw = net(inp, onehot.float().to(self.device)).float()
-        comp = (raw * v.mask + v.image * (1 - v.mask)).clamp(0, 1)
-        comp_np = comp.permute(0, 2, 3, 1).cpu().numpy()
-        for j, i in enumerate(todo):
-            full = out[i].permute(1, 2, 0).numpy()
-            pasted = paste_back(full, comp_np[j], affines[j])
-            out[i] = torch.from_numpy(pasted).permute(2, 0, 1)
-        return out.to(batch.images.device, batch.images.dtype)
+        # the raw output is pasted into the CIAGAN mask like the pix2pix/CycleGAN faces
+        return paste_faces(batch, todo, v, affines, raw)
