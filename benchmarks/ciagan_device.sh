@@ -30,34 +30,8 @@ CHECK_EXTRA=${CHECK_EXTRA:-}
 DEVICE=${DEVICE:-cuda}
 TRAIN_EXTRA=${TRAIN_EXTRA:-}
 BENCH_EXTRA=${BENCH_EXTRA:-}
-export PYTHONUNBUFFERED=1
-mkdir -p "$OUT"
-OUT=$(realpath "$OUT")
-DATA=$(realpath "$DATA")
-REPO=$PWD
-exec > >(tee -a "$OUT/log.txt") 2>&1
-left() { echo $((BUDGET - (SECONDS - T0))); }
-# seconds for a step that must leave `keep` seconds for what follows; at least 1 (a 0 would
-# switch GNU timeout off, a negative number makes it fail)
-limit() { local t=$(($(left) - $1)); echo $((t > 0 ? t : 1)); }
-stamp() { echo "== [$((SECONDS - T0)) s] $*"; }
-
-# the package without installing it: anonbench/ with methods/, protocols/, reports/ inside
-SITE=$(mktemp -d)
-mkdir -p "$SITE/anonbench"
-cp -r anonbench/. "$SITE/anonbench/"
-for d in methods protocols reports; do cp -r "$d" "$SITE/anonbench/$d"; done
-export PYTHONPATH=$SITE
-WORK=$(mktemp -d)
-# run from outside the checkout: with the repo root first on sys.path, its anonbench/ (which
-# lacks methods/ etc.) would shadow the assembled package
-cd "$WORK" || exit 1
-
-stamp "setup"
-nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv || true
-python3 -c "import torch, anonbench.methods.ciagan.train as t
-print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'anonbench', t.__file__)"
-git -C "$REPO" log -1 --format='commit %H %s' 2>/dev/null || true
+# shellcheck source=benchmarks/device_common.sh
+source "$(dirname "$0")/device_common.sh"
 
 train() {
   timeout "$(limit 150)" python3 -m anonbench train ciagan --data "prepared:$DATA" \

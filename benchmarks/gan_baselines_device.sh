@@ -29,29 +29,8 @@ P2P_NGF=${P2P_NGF:-32}
 CG_NGF=${CG_NGF:-64}
 P2P_EPOCHS=${P2P_EPOCHS:-40}
 CG_EPOCHS=${CG_EPOCHS:-10}
-export PYTHONUNBUFFERED=1
-mkdir -p "$OUT"
-OUT=$(realpath "$OUT")
-DATA=$(realpath "$DATA")
-REPO=$PWD
-exec > >(tee -a "$OUT/log.txt") 2>&1
-left() { echo $((BUDGET - (SECONDS - T0))); }
-limit() { local t=$(($(left) - $1)); echo $((t > 0 ? t : 1)); }
-stamp() { echo "== [$((SECONDS - T0)) s] $*"; }
-
-# the package without installing it: anonbench/ with methods/, protocols/, reports/ inside
-SITE=$(mktemp -d)
-mkdir -p "$SITE/anonbench"
-cp -r anonbench/. "$SITE/anonbench/"
-for d in methods protocols reports; do cp -r "$d" "$SITE/anonbench/$d"; done
-export PYTHONPATH=$SITE
-WORK=$(mktemp -d)
-cd "$WORK" || exit 1
-
-stamp "setup"
-nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv 2>/dev/null || true
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-git -C "$REPO" log -1 --format='commit %H %s' 2>/dev/null || true
+# shellcheck source=benchmarks/device_common.sh
+source "$(dirname "$0")/device_common.sh"
 
 # train FAMILY NGF EPOCHS KEEP: trains into $WORK/FAMILY, leaving KEEP seconds for the rest
 train_one() {
