@@ -2,7 +2,11 @@
 
 Entries are .npz files written atomically (temporary file in the same folder, then
 os.replace), so an interrupted run never leaves a half-written entry behind, and several
-worker processes can fill the same cache.
+worker processes, or several nodes of a Ray cluster sharing the folder over a network
+filesystem, can fill the same cache. Two writers of one entry each write their own temporary
+file (named after host and process) and rename it over the entry: the last rename wins, and a
+reader sees one whole entry or the other, never a mix. The data is written and closed before
+the rename, which is what NFS's close-to-open consistency needs for other nodes to see it whole.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -27,6 +32,7 @@ def _umask() -> int:
 
 # mkstemp creates 0600 files; results and caches are meant to be shared like normal files
 FILE_MODE = 0o666 & ~_umask()
+_HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40] or "host"
 
 
 def default_cache_dir() -> Path:
@@ -89,7 +95,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kw: Any) -> It
     old or the new file, never half of one; on any error it is removed and path untouched."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
+    # host and pid in the name: writers on other nodes never share one, and a file left by a
+    # killed worker says where it came from
+    fd, tmp = tempfile.mkstemp(
+        dir=p.parent, prefix=f".{p.name[:80]}.{_HOST}.{os.getpid()}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, mode, **kw) as f:
             yield f
