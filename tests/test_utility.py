@@ -251,3 +251,16 @@ def test_protocol_dlib_nme_matches_an_independent_recomputation(utility_run):
     row = _rows(utility_run, "landmark_nme", "dlib-68")["blur17"]
     assert row["n"] == len(files)
     assert row["value"] == pytest.approx(sum(per_image) / len(per_image), rel=1e-6)
+
+
+def test_utility_metrics_are_lower_is_better_utility_for_check():
+    """`anonbench check --preset ci` treats them as utility (a plain lower-is-better number,
+    like FID), and the counts of failures have no direction."""
+    from anonbench.check import role
+    from anonbench.registry import PROTOCOLS
+
+    specs = {m.name: m for m in PROTOCOLS.entry("celeba").factory.metrics}
+    for name in ("landmark_nme", "pose_error", "expression_change"):
+        assert specs[name].higher_is_better is False and role(specs[name]) == "utility"
+        assert specs[name].tolerance is not None
+    assert specs["landmarks_no_face"].higher_is_better is None
