@@ -1,1 +1,2 @@
-"""Metrics: verification (TAR@FAR, accuracy, k-fold), later retrieval, FID, detection rate."""
+"""Metrics: verification (TAR@FAR, accuracy, k-fold), retrieval (Recall@k, bootstrap intervals),
+FID, KID, reversal attacks, and face-geometry utility (landmark NME, head pose, expression)."""
