@@ -264,3 +264,27 @@ def test_utility_metrics_are_lower_is_better_utility_for_check():
         assert specs[name].higher_is_better is False and role(specs[name]) == "utility"
         assert specs[name].tolerance is not None
     assert specs["landmarks_no_face"].higher_is_better is None
+
+
+def test_unavailable_landmarker_is_reported_not_substituted(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from anonbench.cli import main
+    from anonbench.faces import mediapipe_faces
+
+    def missing():
+        raise mediapipe_faces.MediaPipeUnavailable("mediapipe face models unavailable (test)")
+
+    monkeypatch.setattr(mediapipe_faces, "_solutions", missing)
+    argv = (
+        f"run --methods blur9 --protocol celeba --data-root {CELEBA_SMALL} --out {tmp_path} "
+        f"--cache-dir {tmp_path / 'cache'} --workers 1 --quiet --option detectors=dlib-hog "
+        "--option recognizers= --option fid=0 --option landmarkers=mediapipe,dlib-68"
+    )
+    assert main(argv.split()) == 0
+    df = pd.read_csv(tmp_path / "results.csv")
+    for metric in ("landmark_nme", "pose_error", "expression_change"):
+        mp = df[(df.metric == metric) & (df.evaluator == "mediapipe")].iloc[0]
+        assert np.isnan(mp.value) and "unavailable" in mp.note
+        dl = df[(df.metric == metric) & (df.evaluator == "dlib-68")].iloc[0]
+        assert np.isfinite(dl.value) and dl.n > 0
