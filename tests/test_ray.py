@@ -167,6 +167,34 @@ def test_executor_options_are_checked():
     assert isinstance(create_executor("local", workers=2), LocalExecutor)
 
 
+def test_a_failed_shard_stops_the_run_in_one_line_keeping_finished_methods(
+    fixtures, tmp_path, monkeypatch, capsys
+):
+    """What the runner makes of a ShardError (a shard past its retries): exit 1, one line
+    naming the shard and the methods kept, results.csv holding the finished method's rows."""
+    from anonbench.executors import ShardError
+    from anonbench.protocols.lfw import LFWVerification
+
+    real = LFWVerification.evaluate
+
+    def evaluate(self, method, store, ctx):
+        if method.name == "blur17":
+            raise ShardError("lfw blur17 (lfw_tiny): shard 1/1 (a.jpg) failed after 3 retries")
+        return real(self, method, store, ctx)
+
+    monkeypatch.setattr(LFWVerification, "evaluate", evaluate)
+    out = tmp_path / "run"
+    argv = ["run", "--methods", "original,blur17", "--protocol", "lfw", "--quiet"]
+    argv += ["--data-root", str(fixtures / "lfw_tiny"), "--out", str(out)]
+    code = _run([*argv, "--cache-dir", str(tmp_path / "c"), "--workers", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert "shard 1/1 (a.jpg) failed after 3 retries" in err[0]
+    assert "keep the 1 method(s) finished before it (original)" in err[0]
+    assert set(pd.read_csv(out / "results.csv").method) == {"original"}
+    assert json.loads((out / "run.json").read_text())["status"].startswith("failed")
+
+
 # -- the ray executor itself: states, retries, errors ---------------------------------------------
 
 
