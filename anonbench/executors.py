@@ -364,7 +364,9 @@ class RayExecutor(Executor):
             if isinstance(cause, AnonbenchError):
                 raise type(cause)(*cause.args) from None  # one line, as in the main process
             if isinstance(cause, BaseException):
-                raise ShardError(f"{shard} failed: {type(cause).__name__}: {cause}") from None
+                raise ShardError(
+                    f"{shard} failed: {type(cause).__name__}: {_one_line(cause)}"
+                ) from None
             raise ShardError(f"{shard} failed: {_one_line(e)}") from None
         except (rex.RayActorError, rex.WorkerCrashedError, rex.ObjectLostError) as e:
             raise ShardError(
@@ -375,7 +377,7 @@ class RayExecutor(Executor):
             raise ShardError(f"{shard} failed: {type(e).__name__}: {_one_line(e)}") from None
 
 
-def _one_line(e: BaseException, limit: int = 160) -> str:
+def _one_line(e: BaseException, limit: int = 300) -> str:
     text = " ".join(str(e).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
