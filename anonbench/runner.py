@@ -367,7 +367,9 @@ def run(cfg: RunConfig) -> Path:
         raise
 
 
-def _run(cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res, executor):
+def _run(
+    cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res, executor
+) -> Path:
     import uuid
 
     import pandas as pd

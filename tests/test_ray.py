@@ -230,10 +230,11 @@ def _raise(kind: str, state: object, chunk: list[int]) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def ray_instance():
-    """One local Ray instance (2 CPUs) for the executor-level tests; this module's functions
-    travel to the workers by value (the workers cannot import the test module)."""
+    """One local Ray instance (2 CPUs) for the executor-level tests (torn down before the
+    whole runs, which start their own); this module's functions travel to the workers by value
+    (the workers cannot import the test module)."""
     import ray
     from ray import cloudpickle
 
@@ -249,88 +250,89 @@ def ray_instance():
 
 
 @needs_ray
-def test_ray_states_are_built_once_per_worker_and_kept_across_stages(ray_instance):
-    from anonbench.executors import RayExecutor
+class TestRayExecutor:
+    """The executor on its own: states, retries, errors."""
 
-    ex = RayExecutor(num_cpus=2)
-    try:
-        chunks = [[i, i + 1] for i in range(0, 24, 2)]
-        first = dict(ex.map(_where, _state, chunks, key="k", what="stage one"))
-        assert sorted(first) == list(range(len(chunks)))
-        assert [s for _, _, s in (first[i] for i in range(len(chunks)))] == [sum(c) for c in chunks]
-        states = {}
-        for pid, sid, _ in first.values():
-            states.setdefault(pid, set()).add(sid)
-        assert len(states) == 2 and all(len(v) == 1 for v in states.values()), states
-        # the next stage with the same key finds the same states on the same actors
-        again = dict(ex.map(_where, _state, chunks[:4], key="k", what="stage two"))
-        assert all(sid in states[pid] for pid, sid, _ in again.values())
-        assert set(ex.actor_pids()) == set(states)
-    finally:
-        ex.close()
-    assert ray_instance.is_initialized()  # not this executor's instance: left running
+    def test_ray_states_are_built_once_per_worker_and_kept_across_stages(self, ray_instance):
+        from anonbench.executors import RayExecutor
 
+        ex = RayExecutor(num_cpus=2)
+        try:
+            chunks = [[i, i + 1] for i in range(0, 24, 2)]
+            first = dict(ex.map(_where, _state, chunks, key="k", what="stage one"))
+            assert sorted(first) == list(range(len(chunks)))
+            assert [s for _, _, s in (first[i] for i in range(len(chunks)))] == [
+                sum(c) for c in chunks
+            ]
+            states = {}
+            for pid, sid, _ in first.values():
+                states.setdefault(pid, set()).add(sid)
+            assert len(states) == 2 and all(len(v) == 1 for v in states.values()), states
+            # the next stage with the same key finds the same states on the same actors
+            again = dict(ex.map(_where, _state, chunks[:4], key="k", what="stage two"))
+            assert all(sid in states[pid] for pid, sid, _ in again.values())
+            assert set(ex.actor_pids()) == set(states)
+        finally:
+            ex.close()
+        assert ray_instance.is_initialized()  # not this executor's instance: left running
 
-@needs_ray
-def test_ray_retries_a_shard_whose_worker_was_killed(ray_instance, tmp_path):
-    from anonbench.executors import RayExecutor
+    def test_ray_retries_a_shard_whose_worker_was_killed(self, ray_instance, tmp_path):
+        from anonbench.executors import RayExecutor
 
-    ex = RayExecutor(max_retries=2)
-    try:
-        fn = functools.partial(_die_once, str(tmp_path))
-        out = dict(ex.map(fn, _state, [[i] for i in range(5)], key="k", what="retry"))
-    finally:
-        ex.close()
-    assert (tmp_path / "died").exists()  # the worker was killed once
-    assert out == {i: i * 10 for i in range(5)}
+        ex = RayExecutor(max_retries=2)
+        try:
+            fn = functools.partial(_die_once, str(tmp_path))
+            out = dict(ex.map(fn, _state, [[i] for i in range(5)], key="k", what="retry"))
+        finally:
+            ex.close()
+        assert (tmp_path / "died").exists()  # the worker was killed once
+        assert out == {i: i * 10 for i in range(5)}
 
+    def test_ray_shard_dying_past_its_retries_is_one_line_naming_it(self, ray_instance):
+        from anonbench.executors import RayExecutor, ShardError
 
-@needs_ray
-def test_ray_shard_dying_past_its_retries_is_one_line_naming_it(ray_instance):
-    from anonbench.executors import RayExecutor, ShardError
-
-    ex = RayExecutor(max_retries=1)
-    try:
-        with pytest.raises(ShardError) as e:
-            list(
-                ex.map(
-                    _die_always,
-                    _state,
-                    [[0], [1], [2], [3]],
-                    key="k",
-                    what="lfw blur17",
-                    names=["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
+        ex = RayExecutor(max_retries=1)
+        try:
+            with pytest.raises(ShardError) as e:
+                list(
+                    ex.map(
+                        _die_always,
+                        _state,
+                        [[0], [1], [2], [3]],
+                        key="k",
+                        what="lfw blur17",
+                        names=["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
+                    )
                 )
-            )
-    finally:
-        ex.close()
-    msg = str(e.value)
-    assert msg.startswith("lfw blur17: shard 3/4 (c.jpg) failed after 1 retries: its worker died")
-    assert "\n" not in msg and e.value.exit_code == 1
+        finally:
+            ex.close()
+        msg = str(e.value)
+        assert msg.startswith(
+            "lfw blur17: shard 3/4 (c.jpg) failed after 1 retries: its worker died"
+        )
+        assert "\n" not in msg and e.value.exit_code == 1
 
+    def test_ray_shard_errors_keep_their_message(self, ray_instance):
+        from anonbench.executors import RayExecutor, ShardError
 
-@needs_ray
-def test_ray_shard_errors_keep_their_message(ray_instance):
-    from anonbench.executors import RayExecutor, ShardError
-
-    ex = RayExecutor()
-    try:
-        with pytest.raises(ShardError, match=r"^evaluate: shard 2/3 failed: ValueError: boom$"):
-            list(
-                ex.map(
-                    functools.partial(_raise, "v"),
-                    _state,
-                    [[0], [1], [2]],
-                    key="k",
-                    what="evaluate",
+        ex = RayExecutor()
+        try:
+            with pytest.raises(ShardError, match=r"^evaluate: shard 2/3 failed: ValueError: boom$"):
+                list(
+                    ex.map(
+                        functools.partial(_raise, "v"),
+                        _state,
+                        [[0], [1], [2]],
+                        key="k",
+                        what="evaluate",
+                    )
                 )
-            )
-        # a user-fixable error raised in a worker is the same one line as in the main process
-        with pytest.raises(AnonbenchError, match=r"^weights file x\.pt missing$") as e:
-            list(ex.map(functools.partial(_raise, "ab"), _state, [[0], [1]], key="k", what="e"))
-        assert not isinstance(e.value, ShardError)
-    finally:
-        ex.close()
+            # a user-fixable error raised in a worker is the same one line as in the main process
+            with pytest.raises(AnonbenchError, match=r"^weights file x\.pt missing$") as e:
+                list(ex.map(functools.partial(_raise, "ab"), _state, [[0], [1]], key="k", what="e"))
+            assert not isinstance(e.value, ShardError)
+        finally:
+            ex.close()
 
 
 # -- whole runs on the embedded LFW sample ---------------------------------------------------------
