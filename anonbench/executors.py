@@ -142,10 +142,15 @@ class _Worker:
     built on the first call that needs it, not in the constructor, so a failure to build it is
     the error of a shard (with its message) rather than an actor that died."""
 
-    def __init__(self) -> None:
+    def __init__(self, cwd: str | None = None) -> None:
         from anonbench.parallel import worker_setup
 
         worker_setup()
+        # the driver's working folder, where it exists on this node (a shared filesystem
+        # mounted at the same path): relative --data and --cache-dir paths then resolve as
+        # they do in the parent
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)
         self.states: dict[str, Any] = {}
 
     def run(
@@ -208,9 +213,17 @@ class RayExecutor(Executor):
             try:
                 ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
             except Exception as e:  # ConnectionError, ValueError, RuntimeError across versions
+                why = f"{e} {e.__cause__ or ''}".lower()
+                hint = (
+                    "the cluster uses token authentication (ray start's default in recent "
+                    "Ray): set RAY_AUTH_MODE=token here and give this machine the cluster's "
+                    "token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+                    if "token" in why or "authenticat" in why
+                    else "is `ray start --head` running there?"
+                )
                 raise AnonbenchError(
                     f"--ray-address {self.address}: cannot join the Ray cluster "
-                    f"({_one_line(e)}); is `ray start --head` running there?"
+                    f"({_one_line(e)}); {hint}"
                 ) from None
             self._owned = True  # a driver connection: shutdown leaves, the cluster stays
         else:
@@ -308,7 +321,7 @@ class RayExecutor(Executor):
                 max_task_retries=self.max_retries,
                 scheduling_strategy="SPREAD",
             )
-            pool += [cls.remote() for _ in range(want - len(pool))]
+            pool += [cls.remote(os.getcwd()) for _ in range(want - len(pool))]
         return pool
 
     def actor_pids(self) -> list[int]:
