@@ -520,6 +520,12 @@ BUILTINS: tuple[Builtin, ...] = (
         "trained attacker: Proxy-NCA on CIAGAN landmark drawings of real train identities",
     ),
     Builtin(
+        "embedders",
+        "pnca-face",
+        "anonbench.faces.pnca_face:FaceProxyNCAAttacker",
+        "shipped attacker: ResNet-18 Proxy-NCA on 112-px face crops (celeba default train ids)",
+    ),
+    Builtin(
         "trainers",
         "ciagan",
         "anonbench.methods.ciagan.options:main",
