@@ -1,0 +1,186 @@
+"""`pnca-face`: the face crop on any geometry, the shipped checkpoint, its training identities,
+the protocol's overlap refusal, and its Recall@1 against a brute-force computation."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anonbench.cli import main
+from anonbench.faces import pnca_face as pf
+
+SMALL = Path(__file__).parent / "fixtures" / "celeba_small"
+LFW = Path(pf.__file__).parents[1] / "data" / "sample" / "lfw" / "images"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# --- the crop -----------------------------------------------------------------------------------
+
+
+def _pattern(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A smooth colour pattern of coordinates in units of the box side (0, 0 = box centre)."""
+    r = 128 + 100 * np.sin(3 * u)
+    g = 128 + 100 * np.cos(4 * v)
+    b = 128 + 60 * np.sin(2 * u + 3 * v)
+    return np.stack([r, g, b], -1)
+
+
+def _render(h: int, w: int, box: tuple[float, float, float, float]) -> np.ndarray:
+    """An h x w image of the pattern placed relative to box (its centre and larger side)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    side = max(box[2] - box[0], box[3] - box[1])
+    y, x = np.mgrid[0:h, 0:w] + 0.5
+    return np.round(_pattern((x - cx) / side, (y - cy) / side)).astype(np.uint8)
+
+
+def test_crop_follows_the_box_on_any_image_size():
+    """The crop is the square of FACE_FACTOR x the box's larger side around its centre, at
+    112 px, wherever the box is and whatever the image size."""
+    i = (np.arange(pf.INPUT_SIZE) + 0.5) / pf.INPUT_SIZE - 0.5  # crop pixel centres
+    v, u = np.meshgrid(i * pf.FACE_FACTOR, i * pf.FACE_FACTOR, indexing="ij")
+    expected = _pattern(u, v)
+    geometries = [
+        (218, 178, (46.0, 86.0, 135.0, 176.0)),  # aligned CelebA, dlib HOG box
+        (480, 640, (300.0, 120.0, 500.0, 330.0)),  # a large photo, face off-centre
+        (160, 120, (20.0, 30.0, 100.0, 110.0)),  # a small image
+    ]
+    crops = []
+    for h, w, box in geometries:
+        crop = pf.face_crop_112(_render(h, w, box), box)
+        assert crop.shape == (pf.INPUT_SIZE, pf.INPUT_SIZE, 3) and crop.dtype == np.uint8
+        # resampling (area / bilinear, integer square) costs a few grey levels, not more
+        assert np.abs(crop.astype(float) - expected).mean() < 4, (h, w, box)
+        crops.append(crop)
+    # a wrong factor or centre would be far off: the test can fail
+    wrong = pf.face_crop(_render(218, 178, geometries[0][2]), geometries[0][2], 112, 2.0)
+    assert np.abs(wrong.astype(float) - expected).mean() > 20
+
+
+def test_crop_leaving_the_image_is_edge_replicated_and_batched_crops_agree():
+    img = np.random.default_rng(0).integers(0, 256, (112, 112, 3), np.uint8)
+    box = (10.0, 10.0, 102.0, 102.0)  # a tight crop: 1.25 x 92 px reaches past the image
+    crop = pf.face_crop_112(img, box)
+    assert crop.shape == (112, 112, 3)
+    both = pf.face_crops_112([img, img[:, ::-1].copy()], [box, box])
+    assert np.array_equal(both[0], crop)
+    assert pf.face_crops_112([], None).shape == (0, 112, 112, 3)
+
+
+# --- the shipped checkpoint ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped() -> pf.FaceProxyNCAAttacker:
+    return pf.FaceProxyNCAAttacker(batch_size=8)
+
+
+def test_shipped_checkpoint_is_small_and_matches_its_model_card(shipped):
+    files = pf.checkpoint_files(pf.WEIGHTS)
+    assert files and all(f.stat().st_size < 16 << 20 for f in files)
+    raw = b"".join(f.read_bytes() for f in files)
+    assert len(raw) <= 24_000_000
+    sha = hashlib.sha256(raw).hexdigest()
+    assert sha == shipped.sha256
+    card = (pf.WEIGHTS.parent / "MODEL_CARD.md").read_text()
+    assert sha in card
+
+
+def test_shipped_checkpoint_embeds_faces_to_distinct_unit_vectors(shipped):
+    from anonbench.data.images import read_rgb
+
+    paths = sorted(LFW.glob("*/*.jpg"))[:2]
+    images = [read_rgb(p) for p in paths]
+    # LFW sample images are 250 x 250 with the face in the middle
+    emb, fell_back = shipped.embed(images, (75.0, 80.0, 175.0, 185.0))
+    assert emb.shape == (2, shipped.dim) and np.isfinite(emb).all()
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert not fell_back.any()
+    assert float(emb[0] @ emb[1]) < 0.99  # not a constant vector
+
+
+def test_shipped_identities_are_the_default_celeba_train_split(shipped):
+    """The checkpoint names its training identities and the held-out ones; together they
+    split (seed 0, half held out) exactly into them, so the celeba protocol's default test
+    identities were never trained on."""
+    import torch  # noqa: F401  (the checkpoint is read by torch)
+
+    from anonbench.data.splits import identity_split
+
+    ckpt, _ = pf.load_checkpoint()
+    train, test = list(ckpt["classes"]), list(ckpt["test_identities"])
+    assert not set(train) & set(test)
+    assert identity_split(train + test, 0, 0.5) == (sorted(train), sorted(test))
+    assert shipped.classes == train
+
+
+# --- in the protocol ----------------------------------------------------------------------------
+
+
+def _random_checkpoint(path: Path, classes: list[str]) -> Path:
+    """An untrained ResNet-18 exported like the shipped one, with the given 'train' classes."""
+    import torch
+
+    torch.manual_seed(0)
+    sd = pf.build_net().state_dict()
+    meta = {"config": {"crop": pf.CROP_VERSION, "dim": 128}, "classes": classes}
+    pf.export(sd, {**meta, "test_identities": []}, path)
+    return path
+
+
+def _run(out: Path, capsys) -> tuple[int, str]:
+    argv = (
+        f"run --methods original --protocol celeba --data-root {SMALL} --out {out} "
+        f"--cache-dir {out / 'cache'} --workers 1 --quiet --option detectors=dlib-hog "
+        "--option recognizers=pnca-face --option fid=0 --option landmarkers="
+    )
+    capsys.readouterr()
+    rc = main(argv.split())
+    return rc, capsys.readouterr().err
+
+
+def test_protocol_refuses_a_checkpoint_trained_on_test_identities(tmp_path, monkeypatch, capsys):
+    from anonbench.data.splits import identity_split
+
+    ids = ["7211", "7212", "7213", "7214", "7215", "7216"]  # celeba_small's identities
+    _, test_ids = identity_split(ids, 0, 0.5)
+    ck = _random_checkpoint(tmp_path / "w" / "net.pt", [test_ids[0], "9999"])
+    monkeypatch.setattr(pf, "WEIGHTS", ck)
+    rc, err = _run(tmp_path / "o", capsys)
+    assert rc != 0
+    assert re.search(r"was trained on 1 test identities of this split", err), err
+
+
+def test_protocol_recall_equals_brute_force(tmp_path, monkeypatch, capsys):
+    from anonbench.data.celeba import load_celeba
+    from anonbench.data.images import read_rgb
+    from anonbench.data.splits import identity_split
+    from anonbench.faces.analysis import FaceAnalyzer
+    from anonbench.faces.pnca import centre_face_box
+
+    ck = _random_checkpoint(tmp_path / "w" / "net.pt", ["9998", "9999"])
+    monkeypatch.setattr(pf, "WEIGHTS", ck)
+    rc, err = _run(tmp_path / "o", capsys)
+    assert rc == 0, err
+    df = pd.read_csv(tmp_path / "o" / "results.csv")
+    row = df.query("metric == 'recall_at_1' and evaluator == 'pnca-face'").iloc[0]
+
+    records = load_celeba(SMALL).records
+    _, test_ids = identity_split([r.identity for r in records], 0, 0.5)
+    test = [r for r in records if r.identity in set(test_ids)]
+    analyzer = FaceAnalyzer()
+    images = [read_rgb(r.path) for r in test]
+    boxes = [centre_face_box(im, analyzer)[0] for im in images]
+    emb, _ = pf.FaceProxyNCAAttacker(checkpoint=str(ck)).embed(images, boxes)
+    # `original`: each query is its own real image, which is left out of the gallery
+    hits = []
+    for i in range(len(test)):
+        d = [np.inf if j == i else float(np.sum((emb[i] - emb[j]) ** 2)) for j in range(len(test))]
+        hits.append(test[int(np.argmin(d))].identity == test[i].identity)
+    assert row["n"] == len(test) == 9
+    assert row["value"] == pytest.approx(100 * np.mean(hits))
