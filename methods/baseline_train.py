@@ -31,6 +31,7 @@ class BaselineTrainer(GanTrainer):
 
     format = gan_common.FORMAT
     format_version = gan_common.FORMAT_VERSION
+    # their steps change the learning rate (decay) and CycleGAN keeps an image pool on the host
     graphs_supported = False
     generator_name = "generator"
     norm = "batch"
@@ -140,11 +141,10 @@ def load_checkpoint(path: Path, family: str) -> dict[str, Any]:
     return ckpt
 
 
-def family(name: str, config_cls: type[BaselineTrainConfig], make: Any) -> core.Family:
+def family(name: str, make: Any) -> core.Family:
     """The core's description of a baseline family's training."""
     return core.Family(
         name=name,
-        config_cls=config_cls,
         make=make,
         load_data=lambda cfg: core.load_landmark_data(cfg, name),
         load=lambda path: load_checkpoint(path, name),

@@ -19,7 +19,6 @@ Checkpoint (a plain dict, read with torch.load(weights_only=True)):
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -134,24 +133,23 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
     save_atomic(ckpt, path)
 
 
-def parse_checkpoint(raw: bytes, source: str, family: str) -> dict[str, Any]:
+def parse_checkpoint(raw: bytes, source: str, family: str | None) -> dict[str, Any]:
     """torch.load(weights_only=True) of checkpoint bytes, its header checked; one line on any
-    defect."""
-    try:
-        ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, foreign objects
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GanCheckpointError(f"cannot read {family} checkpoint {source}: {first}") from None
+    defect. family None: any family (the checkpoint's own)."""
+    from anonbench.methods.ciagan.checkpoint import torch_load_bytes
+
+    what = family or "GAN"
+    ckpt = torch_load_bytes(raw, source, what, GanCheckpointError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise GanCheckpointError(
-            f"{source} is not an anonbench {family} checkpoint (no format={FORMAT!r} header)"
+            f"{source} is not an anonbench {what} checkpoint (no format={FORMAT!r} header)"
         )
     if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
         raise GanCheckpointError(
             f"{source} has format version {ckpt['format_version']}; this anonbench reads up "
             f"to {FORMAT_VERSION}"
         )
-    if ckpt.get("family") != family:
+    if family is not None and ckpt.get("family") != family:
         raise GanCheckpointError(f"{source} is a {ckpt.get('family')!r} checkpoint, not {family}")
     for k in ("config", "generator"):
         if not isinstance(ckpt.get(k), dict):
@@ -305,10 +303,10 @@ class GanBaseline(Anonymizer):
         targets: Sequence[int] | None,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
-        todo, views, affines = face_views(batch, self.img_size)
+        todo, views, affines = face_views(batch, self.img_size, self.device)
         if not todo:
             return batch.images.clone()
-        x = generator_input(views, self.variant).to(self.device)
+        x = generator_input(views, self.variant)
         bf16 = self.dtype == "bf16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             y = self._net()(x).float()
@@ -372,9 +370,8 @@ def export_generator(src: str | Path, dst: str | Path, half: bool = True) -> dic
     raw = read_bytes(src)
     if raw is None:
         raise GanCheckpointError(f"checkpoint not found: {src}")
-    ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    family = str(ckpt.get("family", "")) if isinstance(ckpt, dict) else ""
-    ckpt = parse_checkpoint(raw, str(src), family)
+    ckpt = parse_checkpoint(raw, str(src), None)
+    family = str(ckpt.get("family", ""))
     gen = {
         k: v.half() if half and v.is_floating_point() else v for k, v in ckpt["generator"].items()
     }

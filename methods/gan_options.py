@@ -249,6 +249,3 @@ def validate_baseline(cfg: BaselineTrainConfig) -> None:
         raise AnonbenchError("--ngf and --ndf must be >= 1")
     if cfg.img_size != 128:
         raise AnonbenchError("pix2pix/CycleGAN train at 128 px (unet_128), the CIAGAN view")
-    if cfg.cuda_graphs:
-        # their steps change the learning rate (decay) and keep an image pool on the host
-        raise AnonbenchError("--cuda-graphs is supported by ciagan training only")

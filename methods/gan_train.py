@@ -68,10 +68,10 @@ class GanTrainer:
         self.cfg = cfg
         self.device = device
         self.graphs = bool(cfg.cuda_graphs)
-        if self.graphs and device.type != "cuda":
-            raise AnonbenchError("--cuda-graphs needs --device cuda")
         if self.graphs and not self.graphs_supported:
             raise AnonbenchError(f"--cuda-graphs is not supported by {self.family} training")
+        if self.graphs and device.type != "cuda":
+            raise AnonbenchError("--cuda-graphs needs --device cuda")
         cl = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.memory_format = cl
         self.gen = torch.Generator().manual_seed(cfg.seed)  # every data draw comes from here
@@ -259,7 +259,6 @@ class Family:
     checkpoint without those fields was trained with."""
 
     name: str
-    config_cls: type[GanTrainConfig]
     make: Callable[[Any, Any, torch.device], GanTrainer]
     load_data: Callable[[Any], Any]
     load: Callable[[Path], dict[str, Any]]

@@ -239,3 +239,22 @@ def test_fp16_generator_export_loads_as_the_method(family, tmp_path):
         want = tr.generator.eval()(x)
         got = m.generator_net(x)
     assert (want - got).abs().max() < 2e-2
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_cuda_graphs_are_refused_in_one_line(family):
+    """Their steps change the learning rate and (CycleGAN) keep a pool on the host: no graph
+    capture, said before any step (whatever the device)."""
+    from anonbench.errors import AnonbenchError
+
+    with pytest.raises(AnonbenchError, match=f"--cuda-graphs is not supported by {family}"):
+        _trainer(family, "landmarks", cuda_graphs=True)
+
+
+def test_export_of_a_corrupt_checkpoint_is_one_line(tmp_path):
+    from anonbench.methods.gan_common import GanCheckpointError, export_generator
+
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(GanCheckpointError, match="cannot read GAN checkpoint"):
+        export_generator(bad, tmp_path / "out.pt")

@@ -58,13 +58,21 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     return parse(raw, str(path))
 
 
+def torch_load_bytes(
+    raw: bytes, source: str, what: str, error: type[AnonbenchError] = AnonbenchError
+) -> Any:
+    """torch.load(weights_only=True) of checkpoint bytes; any defect (pickle errors, truncated
+    files, foreign objects) is one line `error("cannot read {what} checkpoint {source}: ...")`."""
+    try:
+        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise error(f"cannot read {what} checkpoint {source}: {first}") from None
+
+
 def parse(raw: bytes, source: str) -> dict[str, Any]:
     """torch.load(weights_only=True) of checkpoint bytes, with one-line errors."""
-    try:
-        ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, foreign objects
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read CIAGAN checkpoint {source}: {first}") from None
+    ckpt = torch_load_bytes(raw, source, "CIAGAN", CheckpointError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{source} is not an anonbench CIAGAN checkpoint (no format={FORMAT!r} header); "

@@ -447,7 +447,6 @@ def _check_resume(saved: dict[str, Any], data: TrainData, last: Path, cfg: Train
 
 FAMILY = core.Family(
     name="ciagan",
-    config_cls=TrainConfig,
     make=Trainer,
     load_data=lambda cfg: core.load_landmark_data(cfg, "ciagan"),
     load=ckpt_io.load,

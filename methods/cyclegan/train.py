@@ -164,4 +164,4 @@ class Trainer(BaselineTrainer):
         self.pool_b.load(pools.get("b", torch.zeros(0)), self.device)
 
 
-FAMILY = baseline_train.family(NAME, CycleGANConfig, Trainer)
+FAMILY = baseline_train.family(NAME, Trainer)

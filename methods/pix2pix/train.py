@@ -78,4 +78,4 @@ class Trainer(BaselineTrainer):
         return {"D": f"{row['d_real'] + row['d_fake']:.3f}", "L1": f"{row['g_l1']:.3f}"}
 
 
-FAMILY = baseline_train.family(NAME, Pix2PixConfig, Trainer)
+FAMILY = baseline_train.family(NAME, Trainer)
