@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -307,9 +308,13 @@ class TestRayExecutor:
         finally:
             ex.close()
         msg = str(e.value)
-        assert msg.startswith(
-            "lfw blur17: shard 3/4 (c.jpg) failed after 1 retries: its worker died"
-        )
+        # shards 1 and 3 share the first actor (least-loaded dispatch: 0,1,2,3 -> a0,a1,a0,a1).
+        # Shard 3 kills it, and shard 1's reply can die with it when the kill comes before the
+        # reply left the worker (seen in CI), so either may be the one reported; never 2 or 4
+        assert re.match(
+            r"lfw blur17: shard (1/4 \(a|3/4 \(c)\.jpg\) failed after 1 retries: its worker died",
+            msg,
+        ), msg
         assert "\n" not in msg and e.value.exit_code == 1
 
     def test_ray_shard_errors_keep_their_message(self, ray_instance):
