@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-fraction", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--init", help="last.pt of an earlier run: continue it with a fresh schedule")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak lr (proxies: 10x)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(train_ids)} train identities, {len(crops)} crops ({no_face} train images without "
         f"a dlib face left out); {len(test_ids)} test identities held out"
     )
-    hp = {"batch_size": 64, "lr": 2e-3, "proxy_lr": 2e-2, "weight_decay": 5e-4, "scale": 3.0}
+    hp = {"batch_size": 64, "lr": a.lr, "proxy_lr": 10 * a.lr, "weight_decay": 5e-4, "scale": 3.0}
     epochs = a.epochs
     if epochs <= 0:  # time a few steps of the real network to size the run
         net = pf.build_net().to(a.device)
@@ -115,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     budget = a.budget_min * 60 if a.epochs <= 0 else None
+    init = None
+    if a.init:
+        init = torch.load(a.init, map_location="cpu", weights_only=True)
+        say(f"warm restart from {a.init} (epoch {init['epoch']})")
     res = pf.train_face_net(
         crops,
         labels,
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         device=a.device,
         budget_s=budget,
         on_epoch=on_epoch,
+        init=init,
         **hp,
     )
     seconds = time.time() - t0
@@ -139,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": steps,
             **hp,
             "seed": a.seed,
+            "init": ({"from": Path(a.init).name, "epochs_before": init["epoch"]} if init else None),
         },
         "classes": res["classes"],
         "test_identities": test_ids,

@@ -184,3 +184,36 @@ def test_protocol_recall_equals_brute_force(tmp_path, monkeypatch, capsys):
         hits.append(test[int(np.argmin(d))].identity == test[i].identity)
     assert row["n"] == len(test) == 9
     assert row["value"] == pytest.approx(100 * np.mean(hits))
+
+
+# --- the trainer (benchmarks/train_pnca_face.py) -----------------------------------------------
+
+
+def test_trainer_learns_and_a_warm_restart_starts_from_its_checkpoint():
+    import torch
+
+    from anonbench.errors import AnonbenchError
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (8, pf.TRAIN_SIZE, pf.TRAIN_SIZE, 3), dtype=np.uint8)
+    labels = ["a", "b"] * 4
+    saved: dict = {}
+
+    def keep(epoch, net, proxies, loss):
+        saved.update(state_dict={k: v.clone() for k, v in net.state_dict().items()})
+        saved.update(proxies=proxies.detach().clone(), epoch=epoch + 1)
+
+    first = pf.train_face_net(crops, labels, epochs=1, batch_size=4, on_epoch=keep)
+    assert first["steps"] == 2 and np.isfinite(first["losses"]).all()
+    torch.manual_seed(0)  # the trainer's own seeding: the same initial network
+    initial = pf.build_net().state_dict()
+    assert any(not torch.equal(v, initial[k]) for k, v in first["state_dict"].items())
+    # lr 0: a warm restart keeps the checkpoint's weights (only BatchNorm statistics move)
+    again = pf.train_face_net(
+        crops, labels, epochs=1, batch_size=4, lr=0.0, proxy_lr=0.0, init=saved
+    )
+    for k, v in again["state_dict"].items():
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(v, saved["state_dict"][k]), k
+    with pytest.raises(AnonbenchError, match="proxies"):
+        pf.train_face_net(crops, ["a", "b", "c", "d"] * 2, epochs=1, batch_size=4, init=saved)

@@ -120,13 +120,16 @@ def train_face_net(
     device: str = "cpu",
     budget_s: float | None = None,
     on_epoch: Any = None,
+    init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Trains ResNet-18 + Proxy-NCA on N x TRAIN_SIZE^2 x 3 uint8 training crops (see
     `face_crops_112(..., size=TRAIN_SIZE)`); AdamW, 10% linear warm-up then cosine decay.
     Progress is steps / (epochs x steps per epoch), or with budget_s the share of that wall
     time spent if larger (a shared CPU's speed is unknown up front: the schedule still anneals
     and the run stops on time). on_epoch(epoch, net, proxies, mean_loss) is called after every
-    epoch (checkpointing). Returns the float32 checkpoint dict (see `export`)."""
+    epoch (checkpointing). init ({"state_dict", "proxies"}, as on_epoch checkpoints save them,
+    same classes) continues an earlier run with a fresh schedule (a warm restart). Returns the
+    float32 checkpoint dict (see `export`)."""
     classes = sorted(set(labels))
     if len(classes) < 2 or len(crops) != len(labels):
         raise AnonbenchError("need crops and labels of at least 2 identities, equal in number")
@@ -137,6 +140,15 @@ def train_face_net(
     torch.manual_seed(seed)
     net = build_net(dim).to(device)
     proxies = nn.Parameter((torch.randn(len(classes), dim, generator=g) / 8).to(device))
+    if init is not None:
+        if tuple(init["proxies"].shape) != tuple(proxies.shape):
+            raise AnonbenchError(
+                f"init: {tuple(init['proxies'].shape)} proxies, this data needs "
+                f"{tuple(proxies.shape)} (other identities?)"
+            )
+        net.load_state_dict(init["state_dict"])
+        with torch.no_grad():
+            proxies.copy_(init["proxies"].float())
     opt = torch.optim.AdamW(
         [
             {"params": net.parameters(), "lr": lr, "weight_decay": weight_decay},
