@@ -12,8 +12,9 @@ then, over the method's output store:
   identities; chance = 100 / number of test identities;
 - FID: pytorch-fid Inception pool3 features of anonymized vs real test images; KID
   (anonbench.metrics.kid) on the same cached features, never extracted twice;
-- with `reversal=...`, Recall@1 of each per-image recognizer again after the attacker
-  restores every anonymized query (anonbench.metrics.reversal), evaluator '<name>+<attack>';
+- with `reversal=...`, Recall@1 of each recognizer again (adaptive attackers excepted) after
+  the attacker restores every anonymized query (anonbench.metrics.reversal), evaluator
+  '<name>+<attack>';
 - utility (anonbench.metrics.utility), per landmarker (`landmarkers`, default dlib-68 and
   mediapipe): landmark NME, head-pose error and expression change of the output against the
   original. Each landmarker works with its own detector (dlib-68: dlib-hog; mediapipe: its
@@ -324,8 +325,8 @@ class CelebAProtocol(Protocol):
             str,
             "none",
             "reversal attacks restoring each anonymized image before embedding: none, wiener, "
-            "richardson-lucy or all (extra recall_at_1 rows per recognizer that is not "
-            "trained here, evaluator '<recognizer>+<attack>')",
+            "richardson-lucy or all (extra recall_at_1 rows per recognizer, adaptive ones "
+            "excepted, evaluator '<recognizer>+<attack>')",
         ),
     )
 
@@ -599,15 +600,20 @@ class CelebAProtocol(Protocol):
         ok: list[ImageRecord],
         recall_rows: Any,
     ) -> list[dict[str, Any]]:
-        """Recall@1 of each per-image recognizer when the attacker restores each anonymized
-        query first (anonbench.metrics.reversal), added through recall_rows; returns the
-        embedder_no_face rows of the restored queries."""
+        """Recall@1 of each per-image recognizer, and of each trained attacker with a fixed
+        checkpoint (training "real", e.g. pnca-face), when the attacker restores each
+        anonymized query first (anonbench.metrics.reversal), added through recall_rows;
+        returns the embedder_no_face rows of the restored queries. Adaptive attackers get
+        none: they would have to be retrained on restored outputs."""
         from anonbench.evaluate import evaluate_images
         from anonbench.metrics.reversal import known_kernel, parse_reversal, restored
 
         attacks = parse_reversal(ctx.options.get("reversal"))
-        if not attacks or not p.embedders:
+        fixed = {n: a for n, a in p.trained.items() if a.training == "real"}
+        if not attacks or not (p.embedders or fixed):
             return []
+        pos = {r.key: i for i, r in enumerate(p.ok)}
+        sel = [pos[r.key] for r in ok]
         kk = known_kernel(method)
         psf = (
             f"known Gaussian PSF (kernel {kk[0]}, sigma {kk[1] or 'OpenCV default'})"
@@ -625,6 +631,13 @@ class CelebAProtocol(Protocol):
                 )
                 for r in ok
             ]
+            note = f"reversal attack {attack} before embedding, {psf}"
+            for n, att in fixed.items():
+                recall_rows(
+                    f"{n}+{attack}", embed_trained(ctx, att, items)[0], p.gallery[n][sel], note
+                )
+            if not p.embedders:
+                continue
             res = evaluate_images(
                 items,
                 [],
@@ -638,9 +651,7 @@ class CelebAProtocol(Protocol):
             for e in p.embedders:
                 q = np.stack([res[k]["embs"][e][0] for k in keys])
                 g = np.stack([p.real[k]["embs"][e][0] for k in keys])
-                recall_rows(
-                    f"{e}+{attack}", q, g, f"reversal attack {attack} before embedding, {psf}"
-                )
+                recall_rows(f"{e}+{attack}", q, g, note)
                 rows.append(
                     {
                         "dataset": ctx.data.label,

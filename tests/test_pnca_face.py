@@ -133,14 +133,14 @@ def _random_checkpoint(path: Path, classes: list[str]) -> Path:
     return path
 
 
-def _run(out: Path, capsys) -> tuple[int, str]:
+def _run(out: Path, capsys, method: str = "original", *extra: str) -> tuple[int, str]:
     argv = (
-        f"run --methods original --protocol celeba --data-root {SMALL} --out {out} "
+        f"run --methods {method} --protocol celeba --data-root {SMALL} --out {out} "
         f"--cache-dir {out / 'cache'} --workers 1 --quiet --option detectors=dlib-hog "
         "--option recognizers=pnca-face --option fid=0 --option landmarkers="
     )
     capsys.readouterr()
-    rc = main(argv.split())
+    rc = main([*argv.split(), *extra])
     return rc, capsys.readouterr().err
 
 
@@ -181,6 +181,47 @@ def test_protocol_recall_equals_brute_force(tmp_path, monkeypatch, capsys):
     hits = []
     for i in range(len(test)):
         d = [np.inf if j == i else float(np.sum((emb[i] - emb[j]) ** 2)) for j in range(len(test))]
+        hits.append(test[int(np.argmin(d))].identity == test[i].identity)
+    assert row["n"] == len(test) == 9
+    assert row["value"] == pytest.approx(100 * np.mean(hits))
+
+
+def test_protocol_reversal_rows_equal_brute_force(tmp_path, monkeypatch, capsys):
+    """`reversal=wiener` on blur17: pnca-face (a fixed network) embeds each stored output after
+    Wiener deconvolution with blur17's known kernel; Recall@1 against the real test images."""
+    import json
+
+    from anonbench.data.celeba import load_celeba
+    from anonbench.data.images import read_rgb
+    from anonbench.data.splits import identity_split
+    from anonbench.faces.analysis import FaceAnalyzer
+    from anonbench.faces.pnca import centre_face_box
+    from anonbench.metrics import reversal as R
+
+    ck = _random_checkpoint(tmp_path / "w" / "net.pt", ["9998", "9999"])
+    monkeypatch.setattr(pf, "WEIGHTS", ck)
+    rc, err = _run(tmp_path / "o", capsys, "blur17", "--option", "reversal=wiener")
+    assert rc == 0, err
+    df = pd.read_csv(tmp_path / "o" / "results.csv")
+    row = df.query("metric == 'recall_at_1' and evaluator == 'pnca-face+wiener'").iloc[0]
+    assert "known Gaussian PSF (kernel 17" in row["note"]
+
+    records = load_celeba(SMALL).records
+    _, test_ids = identity_split([r.identity for r in records], 0, 0.5)
+    test = [r for r in records if r.identity in set(test_ids)]
+    analyzer = FaceAnalyzer()
+    real = [read_rgb(r.path) for r in test]
+    boxes = [centre_face_box(im, analyzer)[0] for im in real]
+    (manifest,) = (tmp_path / "o" / "cache").rglob("manifest.json")
+    stored = json.loads(manifest.read_text())["images"]
+    attacker = pf.FaceProxyNCAAttacker(checkpoint=str(ck))
+    psf = R.gaussian_psf(17, 0)
+    queries = [R.wiener(read_rgb(manifest.parent / stored[r.key]["file"]), psf) for r in test]
+    q, _ = attacker.embed(queries, boxes)
+    g, _ = attacker.embed(real, boxes)
+    hits = []
+    for i in range(len(test)):
+        d = [np.inf if j == i else float(np.sum((q[i] - g[j]) ** 2)) for j in range(len(test))]
         hits.append(test[int(np.argmin(d))].identity == test[i].identity)
     assert row["n"] == len(test) == 9
     assert row["value"] == pytest.approx(100 * np.mean(hits))
