@@ -456,6 +456,9 @@ def test_ray_ctrl_c_leaves_results_whole_and_a_rerun_completes_the_rest(tmp_path
         text=True,
         env=env,
         start_new_session=True,
+        # as a terminal's foreground job: a background job of a non-interactive shell (`cmd &`,
+        # as a CI script may start pytest) inherits SIGINT ignored, and Python keeps it so
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
     )
     try:
         end = time.monotonic() + 240
