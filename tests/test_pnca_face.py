@@ -156,34 +156,48 @@ def test_protocol_refuses_a_checkpoint_trained_on_test_identities(tmp_path, monk
     assert re.search(r"was trained on 1 test identities of this split", err), err
 
 
-def test_protocol_recall_equals_brute_force(tmp_path, monkeypatch, capsys):
+def _test_faces() -> tuple[list, list[np.ndarray], list]:
+    """celeba_small's default test records, their images and reference boxes."""
     from anonbench.data.celeba import load_celeba
     from anonbench.data.images import read_rgb
     from anonbench.data.splits import identity_split
     from anonbench.faces.analysis import FaceAnalyzer
     from anonbench.faces.pnca import centre_face_box
 
-    ck = _random_checkpoint(tmp_path / "w" / "net.pt", ["9998", "9999"])
-    monkeypatch.setattr(pf, "WEIGHTS", ck)
-    rc, err = _run(tmp_path / "o", capsys)
-    assert rc == 0, err
-    df = pd.read_csv(tmp_path / "o" / "results.csv")
-    row = df.query("metric == 'recall_at_1' and evaluator == 'pnca-face'").iloc[0]
-
     records = load_celeba(SMALL).records
     _, test_ids = identity_split([r.identity for r in records], 0, 0.5)
     test = [r for r in records if r.identity in set(test_ids)]
     analyzer = FaceAnalyzer()
     images = [read_rgb(r.path) for r in test]
-    boxes = [centre_face_box(im, analyzer)[0] for im in images]
-    emb, _ = pf.FaceProxyNCAAttacker(checkpoint=str(ck)).embed(images, boxes)
-    # `original`: each query is its own real image, which is left out of the gallery
+    return test, images, [centre_face_box(im, analyzer)[0] for im in images]
+
+
+def _brute_force_recall(q: np.ndarray, g: np.ndarray, test: list) -> float:
+    """Recall@1 %: query i against every real test image but its own source (image i)."""
     hits = []
     for i in range(len(test)):
-        d = [np.inf if j == i else float(np.sum((emb[i] - emb[j]) ** 2)) for j in range(len(test))]
+        d = [np.inf if j == i else float(np.sum((q[i] - g[j]) ** 2)) for j in range(len(test))]
         hits.append(test[int(np.argmin(d))].identity == test[i].identity)
+    return 100 * float(np.mean(hits))
+
+
+def _row(out: Path, evaluator: str) -> pd.Series:
+    df = pd.read_csv(out / "results.csv")
+    return df.query(f"metric == 'recall_at_1' and evaluator == '{evaluator}'").iloc[0]
+
+
+def test_protocol_recall_equals_brute_force(tmp_path, monkeypatch, capsys):
+    ck = _random_checkpoint(tmp_path / "w" / "net.pt", ["9998", "9999"])
+    monkeypatch.setattr(pf, "WEIGHTS", ck)
+    rc, err = _run(tmp_path / "o", capsys)
+    assert rc == 0, err
+    row = _row(tmp_path / "o", "pnca-face")
+
+    test, images, boxes = _test_faces()
+    emb, _ = pf.FaceProxyNCAAttacker(checkpoint=str(ck)).embed(images, boxes)
+    # `original`: each query is its own real image, which is left out of the gallery
     assert row["n"] == len(test) == 9
-    assert row["value"] == pytest.approx(100 * np.mean(hits))
+    assert row["value"] == pytest.approx(_brute_force_recall(emb, emb, test))
 
 
 def test_protocol_reversal_rows_equal_brute_force(tmp_path, monkeypatch, capsys):
@@ -191,27 +205,17 @@ def test_protocol_reversal_rows_equal_brute_force(tmp_path, monkeypatch, capsys)
     Wiener deconvolution with blur17's known kernel; Recall@1 against the real test images."""
     import json
 
-    from anonbench.data.celeba import load_celeba
     from anonbench.data.images import read_rgb
-    from anonbench.data.splits import identity_split
-    from anonbench.faces.analysis import FaceAnalyzer
-    from anonbench.faces.pnca import centre_face_box
     from anonbench.metrics import reversal as R
 
     ck = _random_checkpoint(tmp_path / "w" / "net.pt", ["9998", "9999"])
     monkeypatch.setattr(pf, "WEIGHTS", ck)
     rc, err = _run(tmp_path / "o", capsys, "blur17", "--option", "reversal=wiener")
     assert rc == 0, err
-    df = pd.read_csv(tmp_path / "o" / "results.csv")
-    row = df.query("metric == 'recall_at_1' and evaluator == 'pnca-face+wiener'").iloc[0]
+    row = _row(tmp_path / "o", "pnca-face+wiener")
     assert "known Gaussian PSF (kernel 17" in row["note"]
 
-    records = load_celeba(SMALL).records
-    _, test_ids = identity_split([r.identity for r in records], 0, 0.5)
-    test = [r for r in records if r.identity in set(test_ids)]
-    analyzer = FaceAnalyzer()
-    real = [read_rgb(r.path) for r in test]
-    boxes = [centre_face_box(im, analyzer)[0] for im in real]
+    test, real, boxes = _test_faces()
     (manifest,) = (tmp_path / "o" / "cache").rglob("manifest.json")
     stored = json.loads(manifest.read_text())["images"]
     attacker = pf.FaceProxyNCAAttacker(checkpoint=str(ck))
@@ -219,12 +223,8 @@ def test_protocol_reversal_rows_equal_brute_force(tmp_path, monkeypatch, capsys)
     queries = [R.wiener(read_rgb(manifest.parent / stored[r.key]["file"]), psf) for r in test]
     q, _ = attacker.embed(queries, boxes)
     g, _ = attacker.embed(real, boxes)
-    hits = []
-    for i in range(len(test)):
-        d = [np.inf if j == i else float(np.sum((q[i] - g[j]) ** 2)) for j in range(len(test))]
-        hits.append(test[int(np.argmin(d))].identity == test[i].identity)
     assert row["n"] == len(test) == 9
-    assert row["value"] == pytest.approx(100 * np.mean(hits))
+    assert row["value"] == pytest.approx(_brute_force_recall(q, g, test))
 
 
 # --- the trainer (benchmarks/train_pnca_face.py) -----------------------------------------------
