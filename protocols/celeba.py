@@ -145,23 +145,35 @@ class _Prepared:
 
 
 def embed_trained(
-    ctx: RunContext, attacker: Any, items: list[tuple]
+    ctx: RunContext, attacker: Any, items: list[tuple], desc: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of a fitted attacker over (key, ImageRef, box) items, batched, cached."""
+    """Embeddings of a fitted attacker over (key, ImageRef, box) items, batched, cached; a
+    progress bar named `desc` (loading may restore each image: minutes on thousands)."""
+    from tqdm.auto import tqdm
+
     from anonbench.cache import Cache, array_digest
     from anonbench.faces.cached import cached_embeddings
 
     cache = Cache(ctx.cache_dir)
     embs, fbs = [], []
     step = max(ctx.batch_size, 32)
-    for i in range(0, len(items), step):
-        chunk = items[i : i + step]
-        imgs = [ref.load() for _, ref, _ in chunk]
-        e, f = cached_embeddings(
-            cache, attacker, imgs, [b for _, _, b in chunk], [array_digest(x) for x in imgs]
-        )
-        embs.append(e)
-        fbs.append(f)
+    with tqdm(
+        total=len(items),
+        desc=desc or attacker.name,
+        unit="img",
+        dynamic_ncols=True,
+        disable=ctx.quiet,
+        leave=False,
+    ) as bar:
+        for i in range(0, len(items), step):
+            chunk = items[i : i + step]
+            imgs = [ref.load() for _, ref, _ in chunk]
+            e, f = cached_embeddings(
+                cache, attacker, imgs, [b for _, _, b in chunk], [array_digest(x) for x in imgs]
+            )
+            embs.append(e)
+            fbs.append(f)
+            bar.update(len(chunk))
     if not embs:
         return np.zeros((0, attacker.dim), np.float32), np.zeros(0, bool)
     return np.concatenate(embs), np.concatenate(fbs)
@@ -551,7 +563,8 @@ class CelebAProtocol(Protocol):
         sel = [pos[k] for k in keys]
         for n, att in p.trained.items():
             if att.training == "real":
-                q = embed_trained(ctx, att, store_items(ctx, ok, store))[0]
+                what = f"{self.name} {method.name} {n}"
+                q = embed_trained(ctx, att, store_items(ctx, ok, store), what)[0]
                 recall_rows(n, q, p.gallery[n][sel])
             else:
                 # adaptive: trained on real + this method's outputs of the train identities
@@ -633,9 +646,8 @@ class CelebAProtocol(Protocol):
             ]
             note = f"reversal attack {attack} before embedding, {psf}"
             for n, att in fixed.items():
-                recall_rows(
-                    f"{n}+{attack}", embed_trained(ctx, att, items)[0], p.gallery[n][sel], note
-                )
+                q = embed_trained(ctx, att, items, f"{self.name} {method.name} {n} +{attack}")[0]
+                recall_rows(f"{n}+{attack}", q, p.gallery[n][sel], note)
             if not p.embedders:
                 continue
             res = evaluate_images(
