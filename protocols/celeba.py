@@ -598,7 +598,7 @@ class CelebAProtocol(Protocol):
             }
         )
         if keys:
-            rows += self._reversal_rows(method, store, ctx, p, ok, recall_rows)
+            rows += self._reversal_rows(method, store, ctx, p, ok, sel, recall_rows)
         rows += _utility_rows(ctx, store, p, ok, anon, base, doubt)
         if ctx.options.get("fid", True):
             rows += self._fid(method, store, ctx, p, ok, base)
@@ -611,13 +611,14 @@ class CelebAProtocol(Protocol):
         ctx: RunContext,
         p: _Prepared,
         ok: list[ImageRecord],
+        sel: list[int],
         recall_rows: Any,
     ) -> list[dict[str, Any]]:
         """Recall@1 of each per-image recognizer, and of each trained attacker with a fixed
-        checkpoint (training "real", e.g. pnca-face), when the attacker restores each
-        anonymized query first (anonbench.metrics.reversal), added through recall_rows;
-        returns the embedder_no_face rows of the restored queries. Adaptive attackers get
-        none: they would have to be retrained on restored outputs."""
+        checkpoint (training "real", e.g. pnca-face; gallery p.gallery[n][sel]), when the
+        attacker restores each anonymized query first (anonbench.metrics.reversal), added
+        through recall_rows; returns the embedder_no_face rows of the restored queries.
+        Adaptive attackers get none: they would have to be retrained on restored outputs."""
         from anonbench.evaluate import evaluate_images
         from anonbench.metrics.reversal import known_kernel, parse_reversal, restored
 
@@ -625,8 +626,6 @@ class CelebAProtocol(Protocol):
         fixed = {n: a for n, a in p.trained.items() if a.training == "real"}
         if not attacks or not (p.embedders or fixed):
             return []
-        pos = {r.key: i for i, r in enumerate(p.ok)}
-        sel = [pos[r.key] for r in ok]
         kk = known_kernel(method)
         psf = (
             f"known Gaussian PSF (kernel {kk[0]}, sigma {kk[1] or 'OpenCV default'})"
