@@ -437,14 +437,11 @@ def test_ray_run_with_a_worker_killed_mid_run_completes_through_retry(local_run,
 
 @needs_ray
 def test_ray_ctrl_c_leaves_results_whole_and_a_rerun_completes_the_rest(tmp_path):
-    """Ctrl-C (SIGINT to the process group, as a terminal sends it) after the first method:
-    exit 130, results.csv whole with the finished methods' rows, run.json says interrupted, no
-    Ray process left; the rerun skips the finished methods and computes only the others."""
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) during the second method:
+    exit 130, results.csv whole with the first method's rows, run.json says interrupted, no
+    Ray process left; the rerun skips the finished method and computes only the other."""
     out, cache = tmp_path / "run", tmp_path / "cache"
-    # three methods after the first, so the interrupt lands in the middle of the run (with one,
-    # CI once saw the SIGINT arrive as the run was already ending: exit 0)
-    methods = ["original", "blur9", "blur17", "pixelate8"]
-    cmd = [sys.executable, "-m", "anonbench", "run", "--methods", ",".join(methods)]
+    cmd = [sys.executable, "-m", "anonbench", "run", "--methods", "original,blur9"]
     cmd += ["--protocol", "lfw", "--executor", "ray", "--out", str(out)]
     # one fold (half the sample) is enough work to interrupt
     cmd += ["--cache-dir", str(cache), "--quiet", "--workers", "2", "--folds", "1"]
@@ -466,8 +463,8 @@ def test_ray_ctrl_c_leaves_results_whole_and_a_rerun_completes_the_rest(tmp_path
             assert time.monotonic() < end, "the first method never finished"
             time.sleep(0.2)
         assert p.poll() is None, p.communicate()
-        # blur9 is being produced or evaluated now, two more methods after it
-        time.sleep(1)
+        # blur9 is being produced or evaluated now (more than a few seconds of work)
+        time.sleep(3)
         assert p.poll() is None, "the run finished before it could be interrupted"
         ray_pids = set(_ray_processes(p.pid))
         assert ray_pids, "no Ray process under the run"
@@ -479,18 +476,17 @@ def test_ray_ctrl_c_leaves_results_whole_and_a_rerun_completes_the_rest(tmp_path
     assert p.returncode == 130, err
     assert "interrupted" in err
     res = pd.read_csv(out / "results.csv")
-    done = set(res.method)
-    assert "original" in done and done < set(methods) and len(res) >= 6
+    assert set(res.method) == {"original"} and len(res) >= 6
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "interrupted"
     assert not _wait_gone(ray_pids), "Ray processes outlived the interrupted run"
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert all(f"skipped {m}" in rerun.stdout for m in done)
+    assert "skipped original" in rerun.stdout
     res2 = pd.read_csv(out / "results.csv")
-    assert set(res2.method) == set(methods)
+    assert set(res2.method) == {"original", "blur9"}
     pd.testing.assert_frame_equal(
-        res.reset_index(drop=True),
-        res2[res2.method.isin(done)].reset_index(drop=True),
+        res[res.method == "original"].reset_index(drop=True),
+        res2[res2.method == "original"].reset_index(drop=True),
     )
