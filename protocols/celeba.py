@@ -43,7 +43,9 @@ from anonbench.evaluate import real_items, run_kwargs, store_items
 from anonbench.registry import register_protocol
 
 DEFAULT_DETECTORS = "dlib-hog,retinaface,mtcnn"
-DEFAULT_RECOGNIZERS = "pnca,dlib-resnet,mobilefacenet"
+# only evaluators that work after install: mobilefacenet (weights not shipped) and the facenet
+# ones (weights downloaded on first use) are there when asked for by name
+DEFAULT_RECOGNIZERS = "pnca,dlib-resnet"
 DEFAULT_LANDMARKERS = "dlib-68,mediapipe"
 # utility metrics: the value an output with no face or no landmarks counts at, and the cap of
 # every per-image error (one wild fit weighs no more than a failure)

