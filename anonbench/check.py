@@ -1,9 +1,16 @@
 """Regression check of a run's tidy results against a baseline results file (CI gate).
 
-Each metric's direction and default tolerance come from its :class:`~anonbench.api.MetricSpec`:
-the ``protocol.metrics`` of the run's ``run.json`` (and of the baseline's, when the baseline is
-a run folder), or, for a run.json that is absent or older than a field, the MetricSpecs of the
-registered protocol class. Nothing else declares them.
+Each metric's direction and default tolerance come from its :class:`~anonbench.api.MetricSpec`
+in the installed protocol (the registered protocol class): the files under check never set
+their own gate, so a run.json that flips a direction or widens a tolerance changes nothing. Only
+for a protocol that is not installed here, or a metric it does not declare, the copy in
+``run.json`` (``protocol.metrics``; the run's over the baseline's) is used, with a warning.
+Nothing else declares them.
+
+Non-finite values (:func:`holds`): a value of +-inf never holds unless the baseline is the same
+infinity; a NaN run value never holds unless the baseline is NaN too. A NaN baseline has
+nothing to regress from: the run holds with NaN or any finite value (a value appearing is fine),
+not with +-inf.
 
 Without ``--tolerance``, every headline metric (one whose MetricSpec declares a default
 ``tolerance``) is checked with that tolerance in its worse direction. ``--tolerance`` gives
@@ -164,6 +171,7 @@ class CheckResult:
     extra_methods: list[str] = field(default_factory=list)  # in the run, not in the baseline
     preset: Preset | None = None
     method_map: dict[str, str] = field(default_factory=dict)  # run method -> baseline method
+    warnings: list[str] = field(default_factory=list)  # e.g. a MetricSpec taken from run.json
 
     @property
     def unchecked_metrics(self) -> list[str]:
@@ -202,14 +210,32 @@ def _run_info(p: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def metric_specs(metrics: Mapping[str, Any], *paths: Path) -> dict[str, dict[str, MetricSpec]]:
-    """protocol -> metric -> MetricSpec for `metrics` (protocol -> metric names): the run.json
-    of each path in turn (a later path wins), over the registered protocol's specs where a
-    run.json lacks them (see anonbench.display.run_metric_specs)."""
-    from anonbench.display import run_metric_specs
+def metric_specs(
+    metrics: Mapping[str, Any], *paths: Path, warnings: list[str] | None = None
+) -> dict[str, dict[str, MetricSpec]]:
+    """protocol -> metric -> MetricSpec for `metrics` (protocol -> metric names): the installed
+    protocol's specs; for a protocol not installed, or a metric it does not declare, the
+    run.json copy of each path in turn (a later path wins), each such use one line appended
+    to `warnings`."""
+    from anonbench.display import registered_metrics, run_metric_specs
 
     infos = [_run_info(Path(p)) for p in paths]
-    return {proto: run_metric_specs(proto, infos, names) for proto, names in metrics.items()}
+    out: dict[str, dict[str, MetricSpec]] = {}
+    for proto, names in metrics.items():
+        installed = registered_metrics(proto)
+        missing = sorted(n for n in names if n not in installed)
+        copied: dict[str, MetricSpec] = {}
+        if missing:
+            found = run_metric_specs(proto, infos, missing)
+            copied = {n: found[n] for n in missing if n in found}
+        if copied and warnings is not None:
+            where = "is not installed here" if not installed else "does not declare them"
+            warnings.append(
+                f"protocol {proto!r} {where}: the direction and tolerance of "
+                f"{', '.join(sorted(copied))} come from run.json"
+            )
+        out[proto] = {**copied, **installed}
+    return out
 
 
 def directions_of(specs: Specs) -> dict[str, bool | None]:
@@ -334,11 +360,15 @@ def _resolve(t: Tolerance, row: Mapping[str, Any], spec: MetricSpec | None) -> t
     return scaled, f"{t.amount:g}ci"
 
 
-def _holds(base: float, cur: float, worse: int, amount: float) -> bool:
+def holds(base: float, cur: float, worse: int, amount: float) -> bool:
+    """Whether the run value `cur` holds against `base` with `amount` allowed in the `worse`
+    direction (+1 a rise, -1 a fall, 0 either). The one place non-finite values are judged
+    (see the module docstring): +-inf only against the same infinity, NaN only against NaN; a
+    NaN baseline holds with NaN or any finite value."""
     if math.isnan(base):
-        return math.isnan(cur)  # nothing to regress from; a value appearing is fine too
-    if math.isnan(cur):
-        return False  # a metric that could not be computed any more is a regression
+        return not math.isinf(cur)  # nothing to regress from; a value appearing is fine too
+    if not (math.isfinite(base) and math.isfinite(cur)):
+        return base == cur  # the same infinity; NaN or a new infinity is a regression
     change = cur - base
     # a small slack so that a change exactly at the tolerance passes despite float rounding
     eps = 1e-9 * max(1.0, abs(base), abs(cur))
@@ -469,6 +499,8 @@ def compare(
             raise AnonbenchError(_missing_message(r, cur))
         bv, cv = float(r["value"]), float(c["value"])
         amount, note = _resolve(tol, r, spec)
+        if math.isinf(bv) or math.isinf(cv):
+            note = f"{note}, non-finite" if note else "non-finite"
         rows.append(
             CheckRow(
                 method=r["method"],
@@ -480,7 +512,7 @@ def compare(
                 baseline=bv,
                 current=cv,
                 allowed=_fmt_amount(tol.worse, amount),
-                ok=_holds(bv, cv, tol.worse, amount),
+                ok=holds(bv, cv, tol.worse, amount),
                 change=cv - bv,
                 source=tol.source,
                 rule=_rule_text(tol, spec),
@@ -525,7 +557,7 @@ def _require_roles(rows: list[CheckRow], preset: Preset, specs: Specs) -> None:
     have: dict[str, set[str]] = {}
     for r in rows:
         have.setdefault(r.method_text, set())
-        if r.role and not math.isnan(r.baseline):
+        if r.role and math.isfinite(r.baseline):
             have[r.method_text].add(r.role)
     missing = {m: [x for x in preset.require_roles if x not in got] for m, got in have.items()}
     missing = {m: x for m, x in missing.items() if x}
@@ -677,6 +709,7 @@ def summary_lines(res: CheckResult) -> list[str]:
     if res.method_map:
         pairs = ", ".join(f"{r} against baseline {b}" for r, b in res.method_map.items())
         out.append(f"method mapping (--as): {pairs}")
+    out += [f"warning: {w}" for w in res.warnings]
     return out
 
 
@@ -729,10 +762,11 @@ def run_check(
     for df in (base, cur):
         for proto, metric in zip(df["protocol"], df["metric"], strict=True):
             names.setdefault(_str(proto), set()).add(_str(metric))
-    # the run's run.json wins over the baseline's: a newer anonbench may declare more
-    specs = metric_specs(names, base_p, run_p)
+    # for a protocol not installed, the run's run.json wins over the baseline's
+    warnings: list[str] = []
+    specs = metric_specs(names, base_p, run_p, warnings=warnings)
     given = [] if tolerance is None else parse_tolerances(tolerance, directions_of(specs))
-    return compare(
+    res = compare(
         cur,
         base,
         given,
@@ -740,6 +774,8 @@ def run_check(
         preset=PRESETS[preset] if preset else None,
         method_map=method_map,
     )
+    res.warnings = warnings
+    return res
 
 
 def _read(p: Path, what: str) -> Any:

@@ -686,7 +686,8 @@ def test_run_json_list_and_old_format(tmp_path):
 
 def test_check_and_reports_read_every_run_of_a_run_json_list(tmp_path, capsys):
     """A folder holding a celeba run, then an lfw run: the celeba specs come from the older
-    entry of the list, the lfw ones from the latest."""
+    entry of the list, the lfw ones from the latest. The protocols are renamed to ones not
+    installed here: `check` reads run.json's specs only then (issue 20, rule 4)."""
     import pandas as pd
 
     from anonbench.reports.runs import load_runs
@@ -696,21 +697,24 @@ def test_check_and_reports_read_every_run_of_a_run_json_list(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     both = [pd.read_csv(fx / p / "results.csv", dtype=str) for p in ("celeba", "lfw")]
+    both = [df.assign(protocol="x-" + df["protocol"]) for df in both]
     pd.concat(both).to_csv(run / "results.csv", index=False)
     celeba = json.loads((fx / "celeba" / "run.json").read_text())
+    celeba["protocol"]["name"] = "x-celeba"
     for m in celeba["protocol"]["metrics"]:
         if m["name"] == "detection_rate":
             m["tolerance"] = 0.75
     (run / "run.json").write_text(json.dumps(celeba))  # the old single-object format
     lfw = json.loads((fx / "lfw" / "run.json").read_text())
+    lfw["protocol"]["name"] = "x-lfw"
     for m in lfw["protocol"]["metrics"]:
         if m["name"] == "tar_far_1e-3":
             m["tolerance"] = 0.125
     append_run_info(run / "run.json", {**lfw, "run_id": "new"})
     assert len(json.loads((run / "run.json").read_text())["runs"]) == 2
     bundle = load_runs([run])
-    assert bundle.spec("lfw", "tar_far_1e-3").tolerance == 0.125
-    assert bundle.spec("celeba", "detection_rate").tolerance == 0.75
+    assert bundle.spec("x-lfw", "tar_far_1e-3").tolerance == 0.125
+    assert bundle.spec("x-celeba", "detection_rate").tolerance == 0.75
     assert main(["check", str(run), "--baseline", str(run / "results.csv")]) == 0
     out = capsys.readouterr().out
     assert "tar_far_1e-3 (default +0.125)" in out and "detection_rate (default -0.75)" in out
