@@ -83,6 +83,23 @@ class OutputStore:
     def load(self, rec: ImageRecord) -> np.ndarray:
         return self.ref(rec).load()
 
+    def verify(self, records: Sequence[ImageRecord]) -> list[str]:
+        """Rule 6, after scoring: the outputs of `records` that vanished or changed since the
+        store was opened (their sha256 no longer the one recorded); [] when all are whole."""
+        bad = []
+        for r in records:
+            e = self.entries.get(r.key)
+            if not e or not e.get("file"):
+                continue
+            f = self.root / e["file"]
+            try:
+                ok = file_sha256(f) == e.get("sha256")
+            except OSError:
+                ok = False
+            if not ok:
+                bad.append(str(f))
+        return bad
+
 
 def output_name(key: str) -> str:
     """The output file of a record: its relative path with a .png suffix."""
@@ -132,18 +149,24 @@ def _region_boxes(meta: MethodMeta, faces: Any, h: int, w: int) -> list[list[int
     return [_bbox(m > 0) for m in faces.masks(h, w)]
 
 
-def _write_png(path: Path, img: np.ndarray) -> None:
+def _write_png(path: Path, img: np.ndarray) -> str:
+    """Writes the PNG atomically; returns the sha256 of its bytes (kept in the manifest)."""
     import cv2
-
-    from anonbench.cache import atomic_open
 
     ok, buf = cv2.imencode(
         ".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]
     )
     if not ok:
         raise AnonbenchError(f"cannot encode PNG for {path}")
+    return _write_bytes(path, buf.tobytes())
+
+
+def _write_bytes(path: Path, data: bytes) -> str:
+    from anonbench.cache import atomic_open
+
     with atomic_open(path) as f:
-        f.write(buf.tobytes())
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def anonymize_batch(
@@ -216,10 +239,10 @@ def _produce_chunk(
             h, w = img.shape[:2]
             changed = _bbox(np.any(out != img, axis=2))
             name = output_name(r.key) if len(a) else None
-            if name is not None:
-                _write_png(root / name, out)
+            digest = None if name is None else _write_png(root / name, out)
             entries[r.key] = {
                 "source_sha256": sha,
+                "sha256": digest,  # of the output file: verified on every read (rule 6)
                 "faces": len(a),
                 "missed": len(a) == 0,
                 "boxes": [[round(float(v), 1) for v in b] for b in a.boxes],
@@ -273,28 +296,33 @@ def produce(
     desc: str | None = None,
     executor: Any = None,
     device: str = "cpu",
+    force: bool = False,
 ) -> OutputStore:
     """Anonymizes the records (reusing what the store already holds) and returns the store.
     `analyses`: key -> FaceAnalysis of the original, or an error string (unreadable: skipped).
     executor: anonbench.executors.Executor; a distributed one (ray) runs chunks as tasks, a GPU
-    each when `device` is cuda; otherwise batches run here."""
+    each when `device` is cuda; otherwise batches run here. Every stored output is verified
+    (rule 6): a damaged or missing one is produced again; `force`: the whole store is."""
     from tqdm.auto import tqdm
 
     sid = store_id(method, label, targets, analysis_version())
     root = Path(cache_dir) / "outputs" / sid
-    entries = _read_manifest(root)
+    entries = {} if force else _read_manifest(root)
     todo: list[tuple[ImageRecord, str]] = []
+    current: dict[str, str] = {}  # key -> sha256 of the readable original now on disk
+    upgraded = False
     for r in records:
         if not hasattr(analyses.get(r.key), "boxes"):
-            continue  # unreadable original: the protocol counts it
-        sha = file_sha256(r.path)
+            continue  # unreadable original: the protocol counts it, nothing is exported
+        sha = current[r.key] = file_sha256(r.path)
         e = entries.get(r.key)
-        if (
-            e is None
-            or e.get("source_sha256") != sha
-            or (e.get("file") and not (root / e["file"]).is_file())
-        ):
+        if e is None or e.get("source_sha256") != sha:
             todo.append((r, sha))
+            continue
+        had = e.get("sha256")
+        if not _stored_output_ok(root, r.key, e):
+            todo.append((r, sha))  # damaged, changed or missing output: produced again
+        upgraded |= e.get("sha256") != had
     info = {
         "method": label,
         "class": f"{type(method).__module__}.{type(method).__qualname__}",
@@ -305,6 +333,8 @@ def produce(
         "targets": "default" if targets is None else "explicit",
         "store": sid,
     }
+    if upgraded and not todo:
+        _write_manifest(root, info, entries)
     if todo:
         bar = tqdm(
             total=len(todo),
@@ -342,7 +372,39 @@ def produce(
             # also after a failed shard or Ctrl-C: the finished outputs are kept for a rerun
             bar.close()
             _write_manifest(root, info, entries)
-    return OutputStore(label, root, entries, external=False, info=info)
+    # the records of this call whose original is readable and unchanged; an entry of an
+    # original that became unreadable or changed is never handed out (nor exported)
+    mine = {
+        k: e
+        for k, sha in current.items()
+        if (e := entries.get(k)) is not None and e.get("source_sha256") == sha
+    }
+    return OutputStore(label, root, mine, external=False, info=info)
+
+
+def _stored_output_ok(root: Path, key: str, e: dict[str, Any]) -> bool:
+    """Rule 6, on read: a stored entry's output is at its constructed name, whole (the
+    sha256 recorded when it was written) and, for a store written before digests were kept,
+    decodable (its digest is then recorded in `e`). An entry without output (no face) is ok."""
+    from anonbench.data.images import ImageReadError, read_rgb
+
+    if not e.get("file"):
+        return e.get("file") is None and not e.get("faces")
+    if e["file"] != output_name(key):
+        return False
+    f = root / e["file"]
+    try:
+        digest = file_sha256(f)
+    except OSError:
+        return False
+    if e.get("sha256") is not None:
+        return digest == e["sha256"]
+    try:
+        read_rgb(f, max_pixels=None)
+    except ImageReadError:
+        return False
+    e["sha256"] = digest
+    return True
 
 
 def _produce_distributed(
@@ -393,14 +455,27 @@ def _produce_distributed(
 
 
 def _read_manifest(root: Path) -> dict[str, dict[str, Any]]:
+    """The entries of a store's manifest. A damaged one (not JSON, the wrong shape) is one
+    warning line and an empty store: everything is produced again. Entries that are not
+    objects are dropped (produced again)."""
+    import sys
+
     p = root / MANIFEST
     if not p.is_file():
         return {}
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # a damaged manifest: everything is produced again
-    return dict(data.get("images", {}))
+        images = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(images, dict):
+            raise ValueError("no 'images' object")
+    except (OSError, ValueError) as e:
+        why = type(e).__name__ if not isinstance(e, ValueError) else str(e).splitlines()[0]
+        print(
+            f"warning: {p}: damaged output-store manifest ({why[:80]}); producing again",
+            file=sys.stderr,
+        )
+        return {}
+    return {k: e for k, e in images.items() if isinstance(k, str) and isinstance(e, dict)}
 
 
 def _write_manifest(root: Path, info: dict[str, Any], entries: dict[str, dict[str, Any]]) -> None:
@@ -412,70 +487,126 @@ def _write_manifest(root: Path, info: dict[str, Any], entries: dict[str, dict[st
 
 def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | Path) -> Path:
     """Writes every record's output (anonymized, or the original where the method found no
-    face) as a PNG at the record's relative path under `out`, plus manifest.json."""
-    import shutil
-
+    face) as a PNG at the record's relative path under `out`, plus manifest.json. Outputs are
+    copied only when their bytes still have the recorded sha256 (rule 6); what an earlier
+    export to `out` wrote for records no longer exported (unreadable or changed original) is
+    removed, so `folder:` never scores it."""
     from anonbench.data.images import ImageReadError, read_rgb
+    from anonbench.safety import DataRoot
 
     out = Path(out)
+    inside = DataRoot(out, "--out")
+    # rule 1 before anything is written: every target stays inside --out, links resolved
+    targets = {r.key: inside.path(output_name(r.key), f"--out {out}") for r in records}
+    earlier = _exported_keys(out)
     entries = {}
     for r in records:
         e = store.entries.get(r.key)
         if e is None:
             continue
-        name = output_name(r.key)
+        dst = targets[r.key]
         if e.get("file"):
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(store.root / e["file"], out / name)
+            try:
+                data = (store.root / e["file"]).read_bytes()
+            except OSError:
+                data = b""
+            if hashlib.sha256(data).hexdigest() != e.get("sha256"):
+                raise AnonbenchError(
+                    f"{store.root / e['file']}: the stored output changed or vanished after "
+                    "it was verified; run produce again"
+                )
+            _write_bytes(dst, data)
         else:
             try:
-                _write_png(out / name, read_rgb(r.path))
+                _write_png(dst, read_rgb(r.path))
             except ImageReadError:
                 continue
-        entries[r.key] = {**e, "file": name}
+        entries[r.key] = {**e, "file": output_name(r.key)}
+    for k in sorted(earlier - set(entries)):
+        if k in targets:  # an earlier export of a record that is no longer exported
+            targets[k].unlink(missing_ok=True)
     _write_manifest(out, store.info, entries)
     return out
+
+
+def _exported_keys(out: Path) -> set[str]:
+    """The keys an earlier export listed in out/manifest.json (empty when none is readable)."""
+    try:
+        images = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("images")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {k for k in images if isinstance(k, str)} if isinstance(images, dict) else set()
 
 
 def open_folder_store(
     label: str, folder: str | Path, records: Sequence[ImageRecord]
 ) -> OutputStore:
     """A folder of pre-computed outputs at the records' relative paths (any image suffix, a
-    PNG preferred). Records without an output file are leaks: missed, scored as originals."""
+    PNG preferred). Records without an output file, or whose file does not decode, are leaks:
+    missed, scored as originals. Every candidate path stays inside the folder (rule 1); the
+    sha256 of each output is kept, so `verify` finds one changed while it was scored."""
+    from anonbench.data.images import ImageReadError, read_rgb
+    from anonbench.safety import DataRoot
+
     root = Path(folder)
     if not root.is_dir():
         raise AnonbenchError(f"folder method {label!r}: no such folder {root}")
+    inside = DataRoot(root, f"the outputs of {label!r}")
     entries: dict[str, dict[str, Any]] = {}
-    found = 0
+    found = undecodable = 0
     for r in records:
-        stem = Path(r.key).with_suffix("")
-        cands = [root / output_name(r.key), root / r.key] + [
-            root / f"{stem.as_posix()}{ext}" for ext in IMAGE_EXTENSIONS
-        ]
-        hit = next((c for c in cands if c.is_file()), None)
+        stem = Path(r.key).with_suffix("").as_posix()
+        names = [output_name(r.key), r.key] + [f"{stem}{ext}" for ext in IMAGE_EXTENSIONS]
+        hit = next((n for n in names if inside.path(n, f"--methods {label}").is_file()), None)
+        entries[r.key] = {"file": None, "missed": True, "faces": None}
         if hit is None:
-            entries[r.key] = {"file": None, "missed": True, "faces": None}
-        else:
-            found += 1
-            entries[r.key] = {
-                "file": hit.relative_to(root).as_posix(),
-                "missed": False,
-                "faces": None,
-            }
+            continue
+        try:
+            read_rgb(root / hit)
+            digest = file_sha256(root / hit)
+        except (ImageReadError, OSError):
+            undecodable += 1  # a leak: the original is scored in its place
+            entries[r.key]["undecodable"] = hit
+            continue
+        found += 1
+        entries[r.key] = {"file": hit, "missed": False, "faces": None, "sha256": digest}
     info: dict[str, Any] = {"folder": str(root.resolve()), "found": found, "expected": len(records)}
+    if undecodable:
+        info["undecodable"] = undecodable
     mf = root / MANIFEST
     if mf.is_file():
-        try:
-            m = json.loads(mf.read_text(encoding="utf-8"))
-            info["produced_by"] = {k: m.get(k) for k in ("method", "config", "checkpoint_sha256")}
-            for k, e in (m.get("images") or {}).items():
-                if k in entries and entries[k]["file"]:
-                    # our own export: faces the method missed are unchanged images (leaks)
-                    entries[k]["missed"] = bool(e.get("missed", False))
-                    entries[k]["faces"] = e.get("faces")
-        except (OSError, ValueError):
-            info["manifest"] = "unreadable"
+        info["produced_by"] = _apply_folder_manifest(mf, entries)
     return OutputStore(label, root, entries, external=True, info=info)
+
+
+def _apply_folder_manifest(mf: Path, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Reads an export's manifest.json (ours): faces the method missed are unchanged images
+    (leaks). Validated: an object with an `images` object of objects, `missed` a boolean and
+    `faces` a count; anything else is one AnonbenchError line naming the file (and key)."""
+    from anonbench.data.text import read_text_utf8
+
+    try:
+        m = json.loads(read_text_utf8(mf))
+    except (OSError, ValueError) as e:
+        why = str(e).splitlines()[0] if isinstance(e, ValueError) else e.strerror
+        raise AnonbenchError(f"{mf}: not a readable JSON manifest ({why})") from None
+    images = m.get("images") if isinstance(m, dict) else None
+    if not isinstance(images, dict):
+        raise AnonbenchError(f"{mf}: not an output manifest (an object with 'images' expected)")
+    for k, e in images.items():
+        if not isinstance(e, dict):
+            raise AnonbenchError(f"{mf}: images[{k!r}] is not an object")
+        missed, faces = e.get("missed", False), e.get("faces")
+        if not isinstance(missed, bool):
+            raise AnonbenchError(
+                f"{mf}: images[{k!r}].missed is {missed!r}, not true or false (a JSON boolean)"
+            )
+        if faces is not None and (isinstance(faces, bool) or not isinstance(faces, int)):
+            raise AnonbenchError(f"{mf}: images[{k!r}].faces is {faces!r}, not a count")
+        if k in entries and entries[k]["file"]:
+            entries[k]["missed"] = missed
+            entries[k]["faces"] = faces
+    return {k: m.get(k) for k in ("method", "config", "checkpoint_sha256")}
 
 
 class FolderMethod(Anonymizer):

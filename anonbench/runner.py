@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from anonbench.display import format_table
 from anonbench.errors import AnonbenchError
 from anonbench.provenance import git_sha, now, versions
 from anonbench.registry import EMBEDDERS, METHODS, PROTOCOLS
+from anonbench.safety import refuse_overlap
 
 
 @dataclass
@@ -293,6 +295,16 @@ def _remove_if_empty(out: Path) -> None:
         pass
 
 
+def data_inputs(ds: Any, specs: Sequence[MethodSpec] = ()) -> list[tuple[str, Any]]:
+    """What a run or a production reads and must never write (rule 2): the data root, its
+    image folder and pairs file, and the folders of `folder:` methods."""
+    inputs: list[tuple[str, Any]] = [("the data root", ds.root), ("the images", ds.image_root)]
+    if ds.pairs_file:
+        inputs.append(("the pairs file", ds.pairs_file))
+    inputs += [(f"the outputs of {s.label!r}", s.folder) for s in specs if s.folder is not None]
+    return inputs
+
+
 def run(cfg: RunConfig) -> Path:
     """Produces each method's outputs, evaluates them with the protocol; returns the folder."""
     from anonbench.data.datasets import open_dataset
@@ -343,6 +355,7 @@ def run(cfg: RunConfig) -> Path:
     out = Path(cfg.out or f"runs/{cfg.protocol}-{ds.label}")
     cache_dir = str(cfg.cache_dir or default_cache_dir())
     # where the run writes, before any work: one line, nothing created
+    refuse_overlap([("--out", out), ("--cache-dir", cache_dir)], data_inputs(ds, specs))
     prev, res = _check_out_dir(out)
     check_writable_dir(cache_dir, "--cache-dir")
     if ds.missing_files:
@@ -463,10 +476,11 @@ def _run(
             if spec.folder is not None:
                 store = open_folder_store(name, spec.folder, records)
                 if store.info["found"] < len(records):
+                    bad = store.info.get("undecodable")
                     print(
                         f"warning: {name}: {len(records) - store.info['found']}/{len(records)} "
-                        "outputs missing in the folder: scored as originals (leaks), listed as "
-                        "missed",
+                        f"outputs missing in the folder{f' ({bad} undecodable)' if bad else ''}"
+                        ": scored as originals (leaks), listed as missed",
                         file=sys.stderr,
                     )
             elif records:
@@ -482,6 +496,7 @@ def _run(
                     quiet=cfg.quiet,
                     executor=executor,
                     device=device,
+                    force=cfg.force,
                 )
             else:
                 store = None
@@ -489,6 +504,7 @@ def _run(
             doing = f"evaluating {name}"
             t1 = time.perf_counter()
             rows = proto.evaluate(method, store, ctx)
+            _verify_store(name, store, records)
             info["timings_s"][name] = {
                 "produce": round(t_prod, 2),
                 "evaluate": round(time.perf_counter() - t1, 2),
@@ -577,6 +593,23 @@ def _run(
     if report is not None:
         print(f"report: {report}")
     return out
+
+
+class StoreChangedError(AnonbenchError):
+    """Outputs vanished or changed while a method was scored: its numbers would be partial.
+    Exit 1; the method's rows are not written, so a rerun produces and scores it again."""
+
+    exit_code = 1
+
+
+def _verify_store(name: str, store: Any, records: Any) -> None:
+    """Rule 6: a method is complete only if every output was scored as it was produced."""
+    bad = [] if store is None else store.verify(records)
+    if bad:
+        raise StoreChangedError(
+            f"{len(bad)} output(s) of {name} vanished or changed while it was scored (first: "
+            f"{bad[0]}); its partial numbers were not recorded; a rerun produces them again"
+        )
 
 
 def _mark(run_json: Path, info: dict[str, Any], status: str, recorded: bool) -> None:

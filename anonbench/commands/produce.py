@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, help="method name (anonbench ls methods)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--checkpoint", help="model checkpoint (methods that take one)")
+    parser.add_argument(
+        "--force", action="store_true", help="regenerate every output, even those stored"
+    )
     add_data_arguments(parser)
 
 
@@ -33,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from anonbench.errors import AnonbenchError
     from anonbench.evaluate import Originals
     from anonbench.produce import export_store, produce
-    from anonbench.runner import RunConfig, build_method, parse_method, resolve_device
+    from anonbench.runner import RunConfig, build_method, data_inputs, parse_method, resolve_device
+    from anonbench.safety import refuse_overlap
 
     spec = parse_method(args.method)
     if spec.folder is not None:
@@ -55,10 +59,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise AnonbenchError(f"--out {out} exists and is not a folder")
+    cache_dir = str(args.cache_dir or default_cache_dir())
+    # rule 2, before any work: the originals are never written
+    refuse_overlap([("--out", out), ("--cache-dir", cache_dir)], data_inputs(ds))
     method = build_method(spec, cfg)
     if method.meta.note:
         print(f"note: {spec.label}: {method.meta.note}", file=sys.stderr)
-    cache_dir = str(args.cache_dir or default_cache_dir())
     try:
         import torch
 
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=cache_dir,
         batch_size=args.batch_size,
         quiet=args.quiet,
+        force=args.force,
     )
     export_store(store, ds.records, out)
     entries = [store.entries[r.key] for r in ds.records if r.key in store.entries]

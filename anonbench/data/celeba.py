@@ -20,6 +20,7 @@ import numpy as np
 from anonbench.data.records import ImageRecord
 from anonbench.data.text import read_text_utf8
 from anonbench.errors import AnonbenchError
+from anonbench.safety import DataRoot
 
 PARTITIONS = {"0": "train", "1": "val", "2": "test"}
 
@@ -43,7 +44,11 @@ def _natural(s: str) -> tuple[int, str]:
     return (int(s), "") if s.isdigit() else (1 << 62, s)
 
 
-def _read_table(path: Path, ncols: int, skip: int = 0) -> dict[str, list[str]]:
+def _read_table(
+    path: Path, ncols: int, skip: int = 0, under: DataRoot | None = None
+) -> dict[str, list[str]]:
+    """First field -> the others; `under`: the first field is a file name that must stay
+    inside that folder (rule 1, checked with file:line)."""
     out: dict[str, list[str]] = {}
     for lineno, line in enumerate(read_text_utf8(path).splitlines()[skip:], start=skip + 1):
         parts = line.split()
@@ -51,6 +56,8 @@ def _read_table(path: Path, ncols: int, skip: int = 0) -> dict[str, list[str]]:
             continue
         if len(parts) != ncols:
             raise AnonbenchError(f"{path}:{lineno}: expected {ncols} fields, got {len(parts)}")
+        if under is not None:
+            under.path(parts[0], f"{path}:{lineno}")
         out[parts[0]] = parts[1:]
     return out
 
@@ -63,7 +70,7 @@ def load_celeba(root: str | Path) -> CelebA:
         raise AnonbenchError(f"CelebA root {root} has no img_align_celeba/ folder")
     if not ident_file.is_file():
         raise AnonbenchError(f"CelebA root {root} has no identity_CelebA.txt")
-    idents = _read_table(ident_file, 2)
+    idents = _read_table(ident_file, 2, under=DataRoot(img_dir, "the CelebA image folder"))
     lm_file = root / "list_landmarks_align_celeba.txt"
     landmarks = _read_table(lm_file, 11, skip=2) if lm_file.is_file() else {}
     part_file = root / "list_eval_partition.txt"

@@ -76,35 +76,48 @@ def open_dataset(spec: str | None, default_kind: str = "lfw", pairs: str = "pair
         )
     if path is not None and not Path(path).is_dir():
         raise AnonbenchError(f"data root not found: {path}")
+    ds = _open(kind, path, pairs, spec or "")
+    from anonbench.produce import output_name
+    from anonbench.safety import refuse_collisions
+
+    # rule 3: one output per input, refused before any work
+    refuse_collisions(((r.key, output_name(r.key)) for r in ds.records), f"--data {ds.root}")
+    return ds
+
+
+def _open(kind: str, path: str | None, pairs: str, spec: str) -> Dataset:
     if kind == "lfw":
-        return _open_lfw(path, pairs, spec or "")
+        return _open_lfw(path, pairs, spec)
+    assert path is not None
+    root = Path(path)
     if kind == "celeba":
         from anonbench.data.celeba import load_celeba
 
         ds = load_celeba(path)
-        root = Path(path)
         return Dataset(
             "celeba", root, root.resolve().name, root, ds.records, ds.missing_files, spec=spec
         )
     from anonbench.data.folders import load_identity_folders
 
-    root = Path(path)
     return Dataset(
-        "folders", root, root.resolve().name, root, load_identity_folders(root), spec=spec or ""
+        "folders", root, root.resolve().name, root, load_identity_folders(root), spec=spec
     )
 
 
 def _open_lfw(path: str | None, pairs: str, spec: str) -> Dataset:
     from anonbench.data.lfw import open_lfw
+    from anonbench.safety import DataRoot
 
     lfw = open_lfw(path, pairs)
     ps = lfw.pairs()
+    images = DataRoot(lfw.image_dir, "the LFW image folder")
     records: dict[str, ImageRecord] = {}
     for p in ps:
         for name, num in ((p.name1, p.num1), (p.name2, p.num2)):
-            img = lfw.image_path(name, num)
-            key = img.relative_to(lfw.image_dir).as_posix()
-            records.setdefault(key, ImageRecord(key, img, name))
+            key = lfw_key(name, num)
+            if key not in records:  # rule 1: inside the image folder, links resolved
+                img = images.path(key, f"{lfw.pairs_file}:{p.line}")
+                records[key] = ImageRecord(key, img, name)
     label = lfw.label if path is None else Path(path).resolve().name
     if label == "images_deepfunneled" or label == "":
         label = "lfw"

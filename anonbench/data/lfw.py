@@ -7,7 +7,7 @@ line `n`, then n matched and n mismatched pairs, treated as a single fold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -31,6 +31,7 @@ class Pair:
     num1: int
     name2: str
     num2: int
+    line: int = field(default=0, compare=False)  # in the pairs file (for error messages)
 
 
 class PairsFormatError(AnonbenchError):
@@ -89,7 +90,13 @@ def read_pairs(path: str | Path) -> list[Pair]:
         fold, pos = divmod(k, 2 * n)
         matched = pos < n
         a, i, b, j = _parse_line(parts, path, lineno, matched)
-        pairs.append(Pair(fold, pos, int(matched), a, i, b, j))
+        for name in (a, b):
+            if name in (".", "..") or any(c in name for c in "/\\\0"):
+                raise PairsFormatError(
+                    f"{path}:{lineno}: the name {name!r} is not a plain folder name "
+                    "(no '/', '\\', '.' or '..'); nothing was written"
+                )
+        pairs.append(Pair(fold, pos, int(matched), a, i, b, j, lineno))
     return pairs
 
 
