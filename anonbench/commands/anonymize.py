@@ -214,16 +214,53 @@ def anonymize_inputs(
 
     from anonbench.cache import atomic_write_text
     from anonbench.errors import AnonbenchError
-    from anonbench.methods.ciagan.video import VIDEO_EXTENSIONS, collect_inputs
+    from anonbench.methods.ciagan.video import collect_inputs
+    from anonbench.safety import refuse_collisions, refuse_overlap
 
     if opts.on_miss not in ("blur", "keep", "fail"):
         raise AnonbenchError(f"--on-miss must be blur, keep or fail, got {opts.on_miss!r}")
     src, out_dir = Path(src), Path(out_dir)
     items = collect_inputs(src)
-    if src.resolve() == out_dir.resolve() or (
-        src.is_dir() and out_dir.resolve().is_relative_to(src.resolve())
-    ):
-        raise AnonbenchError("--output must not be the input folder or inside it")
+    # rules 2 and 3, before any work: the input is never written; one output per input
+    refuse_overlap([("--output", out_dir)], [("the input", src)])
+    refuse_collisions(((name, name) for _, name in items), f"--input {src}")
+    before = _listing(out_dir)
+    try:
+        reports, failed = _anonymize_all(method, items, out_dir, analyzer, mapper, opts)
+    except BaseException:
+        _remove_new(out_dir, before)  # a run that stops leaves nothing half-written
+        raise
+    report = _report(method, mapper, opts, reports, failed)
+    atomic_write_text(out_dir / "anonymize_report.json", json.dumps(report, indent=2))
+    return report
+
+
+def _listing(out_dir: Path) -> set[Path] | None:
+    """What the output folder holds before a run (None: it does not exist)."""
+    return set(out_dir.rglob("*")) if out_dir.is_dir() else None
+
+
+def _remove_new(out_dir: Path, before: set[Path] | None) -> None:
+    """Removes the files and folders a stopped run created (files it replaced stay)."""
+    import shutil
+
+    if before is None:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
+    for p in sorted(set(out_dir.rglob("*")) - before, reverse=True):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _anonymize_all(
+    method: Any, items: list[tuple[Path, str]], out_dir: Path, analyzer: Any, mapper: Any, opts: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Every input in turn: (reports, failed); a bad input is listed and skipped."""
+    from anonbench.errors import AnonbenchError
+    from anonbench.methods.ciagan.video import VIDEO_EXTENSIONS
+
     reports: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     for path, name in items:
@@ -246,8 +283,14 @@ def anonymize_inputs(
             for p in _outputs_of(dst):  # nothing half-written from this input
                 if p.exists() and before.get(p) != p.stat().st_mtime_ns:
                     p.unlink()
+    return reports, failed
+
+
+def _report(
+    method: Any, mapper: Any, opts: Any, reports: list[dict[str, Any]], failed: list[dict[str, str]]
+) -> dict[str, Any]:
     videos = [r for r in reports if r["kind"] == "video"]
-    report = {
+    return {
         "method": method.name,
         "meta": dict(method.meta.__dict__),
         "on_miss": opts.on_miss,
@@ -270,14 +313,24 @@ def anonymize_inputs(
             ),
         },
     }
-    atomic_write_text(out_dir / "anonymize_report.json", json.dumps(report, indent=2))
-    return report
 
 
 def _max_pixels() -> int | None:
     from anonbench.data.images import get_max_pixels
 
     return get_max_pixels()
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Before any work: --output can be a folder (an existing file is one line), and neither
+    it nor --cache-dir is, contains or lies inside the input (rule 2)."""
+    from anonbench.cache import default_cache_dir
+    from anonbench.runner import check_writable_dir
+    from anonbench.safety import refuse_overlap
+
+    check_writable_dir(args.output, "--output")
+    cache = None if args.no_cache else (args.cache_dir or str(default_cache_dir()))
+    refuse_overlap([("--output", args.output), ("--cache-dir", cache)], [("the input", args.input)])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -291,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_pixels is not None:
         set_max_pixels(args.max_pixels)
+    _check_paths(args)
     method = _create_method(args)
     method.name = args.method
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
