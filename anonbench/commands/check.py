@@ -64,8 +64,13 @@ def run(args: argparse.Namespace) -> int:
     from anonbench.check import format_markdown, format_text, parse_method_map, run_check
     from anonbench.commands.report import check_writable_file
     from anonbench.errors import AnonbenchError
+    from anonbench.safety import refuse_overlap, run_files
 
     check_writable_file(args.markdown, "--markdown")  # before any work: one line, exit 2
+    # rule 2: the summary never overwrites the run's or the baseline's files
+    refuse_overlap(
+        [("--markdown", args.markdown)], run_files(args.run_dir) + run_files(args.baseline)
+    )
     try:
         res = run_check(
             args.run_dir,

@@ -22,11 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from anonbench.errors import AnonbenchError
+    from anonbench.safety import refuse_overlap, run_files
 
     if args.html is None and args.latex is None:
         raise AnonbenchError("nothing to write: give --html FILE and/or --latex FILE")
     for flag, path in (("--html", args.html), ("--latex", args.latex)):
         check_writable_file(path, flag)  # before any work: one line, exit 2
+    # rule 2: a report never overwrites a run's own files
+    refuse_overlap(
+        [("--html", args.html), ("--latex", args.latex)],
+        [f for d in args.run_dirs for f in run_files(d)],
+    )
     if args.html is not None:
         from anonbench.reports.html import write_report
 
