@@ -137,11 +137,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         max_retries=args.max_retries,
     )
-    if args.no_cache:
-        import tempfile
+    if not args.no_cache:
+        run(cfg)
+        return 0
+    import shutil
+    import tempfile
 
-        cfg.cache_dir = tempfile.mkdtemp(prefix="anonbench-nocache-")
-    run(cfg)
+    cfg.cache_dir = tempfile.mkdtemp(prefix="anonbench-nocache-")
+    try:
+        run(cfg)
+    finally:  # rule 10: the temporary cache goes however the run ends
+        shutil.rmtree(cfg.cache_dir, ignore_errors=True)
     return 0
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,40 @@ def _earlier_methods(prev: dict[str, Any], protocol: str) -> dict[str, dict[str,
     return out
 
 
+def _earlier_details(prev: dict[str, Any], proto: Any) -> dict[str, Any]:
+    """The details of the latest run.json entry of this protocol (name and version)."""
+    from anonbench.results import run_entries
+
+    for e in reversed(run_entries(prev)):
+        p = e.get("protocol")
+        if isinstance(p, dict) and (p.get("name"), p.get("version")) == (proto.name, proto.version):
+            details = p.get("details")
+            if isinstance(details, dict) and details:
+                return details
+    return {}
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Rule 10: SIGTERM (a scheduler stopping a job, `kill`) ends a run like Ctrl-C does:
+    run.json records "interrupted", what finished is kept. Main thread only."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _rows_complete(res: Any, method: str, protocol: str, keys: Any) -> bool:
     """Every row key recorded for the method is in results.csv."""
     if res is None or not isinstance(keys, list) or not keys:
@@ -370,7 +405,7 @@ def run(cfg: RunConfig) -> Path:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with executor:  # a Ray instance it started is shut down however the run ends
+        with sigterm_as_interrupt(), executor:  # a Ray instance it started is shut down
             return _run(
                 cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res, executor
             )
@@ -545,9 +580,9 @@ def _run(
         doing = "writing run.json"
         info["timings_s"]["total"] = round(time.perf_counter() - t_run, 2)
         info["executor"] = executor.describe()  # with the cluster's size once it started
-        info["protocol"]["details"] = (
-            ctx.extra if prepared else (prev.get("protocol") or {}).get("details", {})
-        )
+        # rule 10: a run that skipped every method keeps its own protocol's latest details,
+        # never those of another protocol recorded in the same run.json
+        info["protocol"]["details"] = ctx.extra if prepared else _earlier_details(prev, proto)
         info["finished_at"] = now()
         info["status"] = "finished"
         append_run_info(run_json, info)
