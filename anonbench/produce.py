@@ -492,12 +492,9 @@ def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | 
     export to `out` wrote for records no longer exported (unreadable or changed original) is
     removed, so `folder:` never scores it."""
     from anonbench.data.images import ImageReadError, read_rgb
-    from anonbench.safety import DataRoot
 
     out = Path(out)
-    inside = DataRoot(out, "--out")
-    # rule 1 before anything is written: every target stays inside --out, links resolved
-    targets = {r.key: inside.path(output_name(r.key), f"--out {out}") for r in records}
+    targets = export_targets(records, out)
     earlier = _exported_keys(out)
     entries = {}
     for r in records:
@@ -527,6 +524,16 @@ def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | 
             targets[k].unlink(missing_ok=True)
     _write_manifest(out, store.info, entries)
     return out
+
+
+def export_targets(records: Sequence[ImageRecord], out: str | Path) -> dict[str, Path]:
+    """key -> where export_store writes its output; rule 1, checked before anything is
+    written (the produce command checks before any work): each stays inside `out`, links
+    resolved."""
+    from anonbench.safety import DataRoot
+
+    inside = DataRoot(out, "--out")
+    return {r.key: inside.path(output_name(r.key), f"--out {out}") for r in records}
 
 
 def _exported_keys(out: Path) -> set[str]:

@@ -20,7 +20,7 @@ from anonbench.display import format_table
 from anonbench.errors import AnonbenchError
 from anonbench.provenance import git_sha, now, versions
 from anonbench.registry import EMBEDDERS, METHODS, PROTOCOLS
-from anonbench.safety import refuse_overlap
+from anonbench.safety import check_tree, refuse_overlap
 
 
 @dataclass
@@ -391,6 +391,9 @@ def run(cfg: RunConfig) -> Path:
     cache_dir = str(cfg.cache_dir or default_cache_dir())
     # where the run writes, before any work: one line, nothing created
     refuse_overlap([("--out", out), ("--cache-dir", cache_dir)], data_inputs(ds, specs))
+    for s in specs:  # rule 1: no link in a folder of outputs leaves it
+        if s.folder is not None:
+            check_tree(s.folder, f"the outputs of {s.label!r}")
     prev, res = _check_out_dir(out)
     check_writable_dir(cache_dir, "--cache-dir")
     if ds.missing_files:

@@ -101,6 +101,17 @@ class DataRoot:
         return _real(full) if os.path.islink(full) else full
 
 
+def check_tree(root: str | os.PathLike[str], what: str) -> None:
+    """Rule 1 for a whole folder (a `folder:` method's outputs): no link under it resolves
+    outside it. Links are the only way out of a walk that does not follow them."""
+    inside = DataRoot(root, what)
+    for d, dirs, files in os.walk(inside.real):
+        for n in dirs + files:
+            full = os.path.join(d, n)
+            if os.path.islink(full):
+                inside.path(os.path.relpath(full, inside.real).replace(os.sep, "/"), full)
+
+
 def _relation(out: str, inp: str) -> str | None:
     if out == inp:
         return "is"

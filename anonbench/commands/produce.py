@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from anonbench.data.datasets import open_dataset
     from anonbench.errors import AnonbenchError
     from anonbench.evaluate import Originals
-    from anonbench.produce import export_store, produce
+    from anonbench.produce import export_store, export_targets, produce
     from anonbench.runner import RunConfig, build_method, data_inputs, parse_method, resolve_device
     from anonbench.safety import refuse_overlap
 
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     cache_dir = str(args.cache_dir or default_cache_dir())
     # rule 2, before any work: the originals are never written
     refuse_overlap([("--out", out), ("--cache-dir", cache_dir)], data_inputs(ds))
+    export_targets(ds.records, out)  # rule 1: no output lands outside --out (links)
     method = build_method(spec, cfg)
     if method.meta.note:
         print(f"note: {spec.label}: {method.meta.note}", file=sys.stderr)
