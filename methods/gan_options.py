@@ -28,6 +28,9 @@ RUNTIME_FIELDS = (
     "cuda_graphs",
     "progress",
     "prepared_source",
+    "threads",
+    "nice",
+    "keep_minutes",
 )
 SPLITS = ("all", "train", "val", "test", "identity-train", "identity-test")
 
@@ -63,6 +66,9 @@ class GanTrainConfig:
     save_minutes: float = 0.0  # epoch-end grid + checkpoint at most this often; 0: every epoch
     grid_sources: int = 4
     progress: bool = True
+    threads: int = 0  # torch intra-op threads; 0: torch's default (all cores)
+    nice: int = 0  # added to the process's niceness at start (19: lowest priority)
+    keep_minutes: float = 0.0  # a copy of the checkpoint in OUT/snapshots/ this often; 0: none
     # with --data prepared:FILE, how that file was made (data spec, split, seed, detector):
     # recorded so a checkpoint says which identities it was trained on
     prepared_source: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -133,6 +139,22 @@ def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
     p.add_argument("--min-images", type=int, default=d.min_images, help="per identity")
     p.add_argument("--save-every", type=int, default=d.save_every, help="extra checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch threads (0: all cores); 1 for a background training beside other work",
+    )
+    p.add_argument(
+        "--nice", type=int, default=d.nice, help="lower the process's priority by this (0-19)"
+    )
+    p.add_argument(
+        "--keep-minutes",
+        type=float,
+        default=d.keep_minutes,
+        help="keep a copy of the checkpoint in OUT/snapshots/ this often, for scoring a "
+        "learning curve later (0: none)",
+    )
 
 
 def common_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -160,6 +182,9 @@ def common_config(args: argparse.Namespace) -> dict[str, Any]:
         min_images=args.min_images,
         save_every=args.save_every,
         progress=not args.no_progress,
+        threads=args.threads,
+        nice=args.nice,
+        keep_minutes=args.keep_minutes,
     )
 
 
@@ -182,6 +207,10 @@ def validate_common(cfg: GanTrainConfig, min_batch: int = 1) -> None:
         raise AnonbenchError("--crop-range needs 0 < MIN <= MAX <= 1.25")
     if cfg.epochs < 1 or cfg.lr <= 0:
         raise AnonbenchError("--epochs must be >= 1 and --lr > 0")
+    if cfg.threads < 0 or not 0 <= cfg.nice <= 19:
+        raise AnonbenchError("--threads must be >= 0 and --nice in 0..19")
+    if not (cfg.keep_minutes >= 0 and cfg.save_minutes >= 0 and cfg.max_minutes >= 0):
+        raise AnonbenchError("--keep-minutes, --save-minutes and --max-minutes must be >= 0")
 
 
 def run_command(

@@ -29,6 +29,7 @@ import torch
 
 from anonbench.errors import AnonbenchError
 from anonbench.methods.gan_options import RUNTIME_FIELDS, GanTrainConfig
+from anonbench.methods.gan_status import TrainingStatus, apply_priority, stop_on_sigterm
 
 
 def resolve_device(name: str) -> torch.device:
@@ -313,9 +314,8 @@ def train(
     family: Family, cfg: GanTrainConfig, resume: bool = False, given: set[str] | None = None
 ) -> Path:
     """Runs a family's training to OUT/last.pt (new, or resumed with --resume); returns it."""
-    from tqdm.auto import tqdm
-
     name = family.name
+    apply_priority(cfg.threads, cfg.nice)
     out = Path(cfg.out)
     last = out / "last.pt"
     saved = None
@@ -335,6 +335,8 @@ def train(
     cfg = dataclasses.replace(cfg, prepared_source=dict(data.source))
     trainer = family.make(cfg, data, device)
     columns = trainer.loss_columns
+    # before the identity pretraining, so its CPU time counts too
+    status = TrainingStatus(out, name, columns, cfg.keep_minutes)
     losses_csv = out / "losses.csv"
     if saved is not None:
         trainer.load_state_dict(saved, str(last))
@@ -345,50 +347,89 @@ def train(
         write_losses(losses_csv, [], columns, keep_upto=0)
         if trainer.before_training(out):
             family.save(trainer.state_dict(), last)
-    spe = trainer.steps_per_epoch
-    total = cfg.epochs * spe
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+    state = "failed"
+    try:
+        state = _loop(trainer, family, cfg, out, status)
+    finally:
+        status.write(trainer.step_count, _epoch(trainer), _total(trainer, cfg), state)
+    status.maybe_snapshot(last, trainer.step_count, force=True)
+    trainer.sample_grid(out / "samples" / "last.png")  # after the save: it cannot cost steps
+    return last
+
+
+def _total(trainer: GanTrainer, cfg: GanTrainConfig) -> int:
+    total = cfg.epochs * trainer.steps_per_epoch
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+def _epoch(trainer: GanTrainer) -> int:
+    return trainer.step_count // max(trainer.steps_per_epoch, 1)
+
+
+def _loop(
+    trainer: GanTrainer, family: Family, cfg: GanTrainConfig, out: Path, status: TrainingStatus
+) -> str:
+    """The steps, with checkpoints at epoch ends (grid too) and at least every --save-minutes;
+    returns how it ended: finished, or stopped (--max-minutes, SIGTERM). Always saves last."""
+    from tqdm.auto import tqdm
+
+    name, columns, last = family.name, trainer.loss_columns, out / "last.pt"
+    losses_csv = out / "losses.csv"
+    spe, total = trainer.steps_per_epoch, _total(trainer, cfg)
     pending: list[dict[str, float]] = []
     saved_at = [trainer.step_count if last.is_file() else -1]
 
-    def save() -> None:
+    def save(state: str = "running") -> None:
         write_losses(losses_csv, pending, columns)
         pending.clear()
         family.save(trainer.state_dict(), last)
         saved_at[0] = trainer.step_count
+        status.write(trainer.step_count, _epoch(trainer), total, state)
+        status.maybe_snapshot(last, trainer.step_count)
 
     bar = tqdm(
         total=total, initial=min(trainer.step_count, total), desc=name, disable=not cfg.progress
     )
     t_start = last_save = time.monotonic()
-    while trainer.step_count < total:
-        if cfg.max_minutes and time.monotonic() - t_start >= 60 * cfg.max_minutes:
-            print(f"{name}: --max-minutes {cfg.max_minutes:g} reached at step {trainer.step_count}")
-            break
-        row = trainer.step()
-        pending.append(row)
-        bar.update(1)
-        bar.set_postfix(ep=row["epoch"], **trainer.postfix(row))
-        if not all(math.isfinite(v) for v in row.values()):
-            save()
-            raise AnonbenchError(f"non-finite loss at step {trainer.step_count}: {row}")
-        s = trainer.step_count
-        due = not cfg.save_minutes or time.monotonic() - last_save >= 60 * cfg.save_minutes
-        if s % spe == 0 and due:
-            trainer.sample_grid(out / "samples" / f"epoch_{s // spe:04d}.png")
-            save()
-            last_save = time.monotonic()
-        elif s == total or (cfg.save_every and s % cfg.save_every == 0):
-            save()
-        elif len(pending) >= 50:
-            write_losses(losses_csv, pending, columns)
-            pending.clear()
+    ended = "finished"
+    with stop_on_sigterm() as stop:
+        while trainer.step_count < total:
+            if cfg.max_minutes and time.monotonic() - t_start >= 60 * cfg.max_minutes:
+                s = trainer.step_count
+                print(f"{name}: --max-minutes {cfg.max_minutes:g} reached at step {s}")
+                ended = "stopped"
+                break
+            if stop[0]:
+                print(f"{name}: SIGTERM: stopping at step {trainer.step_count} (checkpoint saved)")
+                ended = "stopped"
+                break
+            row = trainer.step()
+            pending.append(row)
+            status.add(row)
+            bar.update(1)
+            bar.set_postfix(ep=row["epoch"], **trainer.postfix(row))
+            if not all(math.isfinite(v) for v in row.values()):
+                save("failed")
+                raise AnonbenchError(f"non-finite loss at step {trainer.step_count}: {row}")
+            s = trainer.step_count
+            since = time.monotonic() - last_save
+            due = not cfg.save_minutes or since >= 60 * cfg.save_minutes
+            if s % spe == 0 and due:
+                trainer.sample_grid(out / "samples" / f"epoch_{s // spe:04d}.png")
+                save()
+                last_save = time.monotonic()
+            elif s == total or (cfg.save_every and s % cfg.save_every == 0):
+                save()
+            elif cfg.save_minutes and since >= 60 * cfg.save_minutes:
+                save()  # a long epoch (pix2pix: one image per step) still checkpoints
+                last_save = time.monotonic()
+            elif len(pending) >= 50:
+                write_losses(losses_csv, pending, columns)
+                pending.clear()
     bar.close()
     if pending or saved_at[0] != trainer.step_count:  # also: zero steps left on resume
-        save()
-    trainer.sample_grid(out / "samples" / "last.png")  # after the save: it cannot cost steps
-    return last
+        save(ended)
+    return ended
 
 
 def load_landmark_data(cfg: GanTrainConfig, name: str) -> Any:
