@@ -152,12 +152,16 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class Option:
-    """A typed protocol option (`--option name=value`): shown by `anonbench ls`, checked."""
+    """A typed protocol option (`--option name=value`): shown by `anonbench ls`, checked.
+    An int or float option is a finite number in [minimum, maximum] (None: unbounded); no
+    option takes a negative number unless it declares `minimum`."""
 
     name: str
     type: type  # str | int | float | bool
     default: Any
     help: str
+    minimum: float | None = 0
+    maximum: float | None = None
 
 
 @dataclass

@@ -12,7 +12,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from anonbench import argtypes
 from anonbench.errors import AnonbenchError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad command-line input is one line on stderr (exit 2), like every other input error;
+    `--help` still shows the usage."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"anonbench: error: {self.prog.removeprefix('anonbench ')}: {message}\n")
 
 
 def _parse_checkpoints(items: Sequence[str]) -> dict[str, str]:
@@ -113,8 +122,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         proto = PROTOCOLS.entry(args.protocol).factory
         if key not in {o.name for o in getattr(proto, "options", ())}:
             raise AnonbenchError(f"{flag} does not apply to protocol {args.protocol}")
-        if key == "folds" and value < 1:
-            raise AnonbenchError("--folds must be >= 1")
         options[key] = str(value)
     cfg = RunConfig(
         methods=methods,
@@ -166,7 +173,10 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         help="torch device for methods and evaluators: auto, cpu, cuda, cuda:N (default cpu)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=32, help="images per batched torch call (default 32)"
+        "--batch-size",
+        type=argtypes.positive_int,
+        default=32,
+        help="images per batched torch call (default 32)",
     )
     p.add_argument(
         "--compile",
@@ -174,7 +184,10 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         help="torch.compile the generator of methods that take it (ciagan; CUDA only)",
     )
     p.add_argument(
-        "--workers", type=int, default=None, help="worker processes (default min(2, cores))"
+        "--workers",
+        type=argtypes.workers,
+        default=None,
+        help="worker processes, at most the core count (default min(2, cores))",
     )
     p.add_argument(
         "--cache-dir", help="cache folder (default $ANONBENCH_CACHE or ~/.cache/anonbench)"
@@ -182,7 +195,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--max-pixels",
-        type=float,
+        type=argtypes.max_pixels,
         default=None,
         help="refuse images declaring more pixels than this, before decoding "
         "(default 64e6; 0 = no limit)",
@@ -192,7 +205,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from anonbench import __version__
 
-    p = argparse.ArgumentParser(prog="anonbench", description="Benchmark face anonymizers.")
+    p = OneLineParser(prog="anonbench", description="Benchmark face anonymizers.")
     p.add_argument("--version", action="version", version=f"anonbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -215,9 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default runs/<protocol>-<data>)")
     r.add_argument("--embedder", default="dlib-resnet", help="recognizer used as the attacker")
     add_data_arguments(r)
-    r.add_argument("--folds", type=int, help="use only the first K folds (quick checks)")
+    r.add_argument(
+        "--folds", type=argtypes.positive_int, help="use only the first K folds (quick checks)"
+    )
     r.add_argument("--pairs", help="LFW pairs file name in the data root (default pairs.txt)")
-    r.add_argument("--seed", type=int, default=0, help="split / bootstrap / training seed")
+    r.add_argument(
+        "--seed", type=argtypes.seed, default=0, help="split / bootstrap / training seed (>= 0)"
+    )
     r.add_argument(
         "--option",
         action="append",
@@ -255,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--max-retries",
-        type=int,
+        type=argtypes.non_negative_int,
         default=3,
         help="ray: times a shard whose worker died is retried before the run stops (default 3)",
     )
@@ -289,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "max_pixels", None) is not None:
         from anonbench.data.images import set_max_pixels
 
-        set_max_pixels(int(args.max_pixels) or None)
+        set_max_pixels(args.max_pixels or None)
     if getattr(args, "workers", 1) is None:
         from anonbench.runner import default_workers
 

@@ -44,8 +44,32 @@ def parse_options(specs: Sequence[Option], given: Mapping[str, Any], owner: str)
         opt = by_name.get(key)
         if opt is None:
             raise AnonbenchError(_unknown_message(key, list(by_name), owner))
-        out[key] = _convert(opt, value)
+        out[key] = _check_range(opt, _convert(opt, value))
     return out
+
+
+def _check_range(opt: Option, value: Any) -> Any:
+    """An int or float value is finite and within the option's [minimum, maximum]."""
+    if opt.type not in (int, float) or isinstance(value, bool) or value is None:
+        return value
+    import math
+
+    low, high = opt.minimum, opt.maximum
+    if not math.isfinite(value) or (low is not None and value < low):
+        raise AnonbenchError(f"option {opt.name}={value}: expected {_range(opt)}")
+    if high is not None and value > high:
+        raise AnonbenchError(f"option {opt.name}={value}: expected {_range(opt)}")
+    return value
+
+
+def _range(opt: Option) -> str:
+    what = _expected(opt.type)
+    low, high = opt.minimum, opt.maximum
+    if low is not None and high is not None:
+        return f"{what} from {low:g} to {high:g}"
+    if low is not None:
+        return f"{what} >= {low:g}"
+    return f"{what} <= {high:g}" if high is not None else f"a finite {what.removeprefix('a ')}"
 
 
 def _unknown_message(key: str, known: list[str], owner: str) -> str:

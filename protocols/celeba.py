@@ -56,9 +56,9 @@ DET_IOU = 0.5
 REF_IOU = 0.3  # a detector's own face on the original must overlap the reference this much
 
 SPLIT_OPTIONS = (
-    Option("test_fraction", float, 0.5, "share of identities held out for testing"),
+    Option("test_fraction", float, 0.5, "share of identities held out for testing", 0, 1),
     Option("max_per_identity", int, 0, "test images per identity (0 = all)"),
-    Option("pnca_epochs", int, 20, "training epochs of the Proxy-NCA attackers"),
+    Option("pnca_epochs", int, 20, "training epochs of the Proxy-NCA attackers", 1),
 )
 
 

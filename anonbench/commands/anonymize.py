@@ -16,11 +16,15 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from anonbench import argtypes
+
     parser.add_argument("--method", required=True, help="method name (anonbench ls methods)")
     parser.add_argument("--input", required=True, help="photo, video, or folder of them")
     parser.add_argument("--output", required=True, help="output folder (same relative names)")
     who = parser.add_mutually_exclusive_group()
-    who.add_argument("--identity", type=int, help="one fake identity K for every face")
+    who.add_argument(
+        "--identity", type=argtypes.non_negative_int, help="one fake identity K for every face"
+    )
     who.add_argument(
         "--mapping",
         choices=["per-camera", "per-source"],
@@ -28,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-camera (default): a new real->fake mapping per input file; per-source: "
         "the same person gets the same fake identity in every file",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the identity mapping")
+    parser.add_argument(
+        "--seed", type=argtypes.seed, default=0, help="seed of the identity mapping (>= 0)"
+    )
     parser.add_argument("--checkpoint", help="model checkpoint (methods that take one)")
     parser.add_argument("--device", help="cpu, cuda, ... (methods that take one)")
     parser.add_argument(
@@ -54,15 +60,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-smooth", action="store_true", help="no temporal smoothing")
     parser.add_argument(
-        "--smooth-lam", type=float, help="spline smoothing strength (default: chosen by GCV)"
+        "--smooth-lam",
+        type=argtypes.non_negative_number,
+        help="spline smoothing strength, >= 0 (default: chosen by GCV)",
     )
-    parser.add_argument("--max-gap", type=int, default=10, help="frames a track may miss")
-    parser.add_argument("--max-frames", type=int, help="process only the first N frames")
+    parser.add_argument(
+        "--max-gap", type=argtypes.non_negative_int, default=10, help="frames a track may miss"
+    )
+    parser.add_argument(
+        "--max-frames", type=argtypes.positive_int, help="process only the first N frames"
+    )
     parser.add_argument("--cache-dir", help="face analysis cache (default $ANONBENCH_CACHE)")
     parser.add_argument("--no-cache", action="store_true", help="do not cache face analysis")
     parser.add_argument(
         "--max-pixels",
-        type=int,
+        type=argtypes.max_pixels,
         help="refuse images whose header declares more pixels than this, before decoding "
         "(default 64000000; 0 = no limit)",
     )
