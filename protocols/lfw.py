@@ -140,6 +140,7 @@ class LFWVerification(Protocol):
             warn_fallback,
         )
         from anonbench.examples import pick_examples, save_examples, save_missed
+        from anonbench.scores import score_file
 
         pairs, firsts, seconds = self._keys(ctx)
         org = ctx.originals
@@ -170,9 +171,9 @@ class LFWVerification(Protocol):
             print(f"warning: {e} (its pairs are left out)")
         rows_scores = self._scores(pairs, errors, anon, ctx.embedder)
         scores = pd.DataFrame(rows_scores, columns=["fold", "pair", "label", "score"])
-        sdir = Path(ctx.out_dir) / "scores" / "lfw"
-        sdir.mkdir(parents=True, exist_ok=True)
-        scores.to_csv(sdir / f"{_safe(method.name)}.csv", index=False, float_format="%.6f")
+        sfile = score_file(ctx.out_dir, "lfw", method.name)
+        sfile.parent.mkdir(parents=True, exist_ok=True)
+        scores.to_csv(sfile, index=False, float_format="%.6f")
 
         ok = [r for r in seconds if r.key not in errors]
         chosen = set(pick_examples([(r.key, r.identity) for r in ok]))
@@ -398,8 +399,3 @@ def _kfold(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> tuple[A
         return kfold_verification(scores, labels, folds, far=FAR), ""
     except ValueError as e:
         return None, str(e)
-
-
-def _safe(name: str) -> str:
-    """A method label as a file name (folder:DIR labels may hold slashes)."""
-    return "".join(c if c.isalnum() or c in "-_.=+" else "_" for c in name)

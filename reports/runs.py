@@ -60,13 +60,16 @@ class Bundle:
         return list(seen)  # type: ignore[arg-type]
 
     def scores_files(self, protocol: str, dataset: str) -> dict[str, Path]:
-        """method -> its per-pair scores file, for the methods run on this protocol/dataset."""
+        """method -> its per-pair scores file, for the methods run on this protocol/dataset
+        (named by anonbench.scores.score_file_name, as the protocols write them)."""
+        from anonbench.scores import score_file
+
         out: dict[str, Path] = {}
         for r in self.runs:
             df = r.results
             sel = df[(df["protocol"] == protocol) & (df["dataset"] == dataset)]
             for m in dict.fromkeys(sel["method"]):
-                p = r.path / "scores" / protocol / f"{m}.csv"
+                p = score_file(r.path, protocol, str(m))
                 # the name comes from a results file: never follow it out of the run folder
                 if _inside(p, r.path) and p.is_file():
                     out[str(m)] = p
