@@ -129,3 +129,27 @@ def test_pnca_learns_separable_identities():
     nn = sims.argmax(1)
     assert np.mean([ids[j] == ids[i] for i, j in enumerate(nn)]) == 1.0
     assert ckpt["losses"][-1] < ckpt["losses"][0]
+
+
+@pytest.mark.slow
+def test_default_run_has_no_na_row_and_no_third_party_log(tmp_path):
+    """`anonbench run --protocol celeba` with the default evaluators, from a folder with no
+    ../shared: every row has a value and stderr holds no TFLite / absl / XNNPACK line."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "anonbench", "run", "--methods", "original,blur17"]
+    cmd += ["--protocol", "celeba", "--data", f"celeba:{ROOT}", "--out", str(out)]
+    cmd += ["--cache-dir", str(tmp_path / "c"), "--option", "pnca_epochs=2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANONBENCH_")}
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1500)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "n/a" not in r.stdout and "unavailable" not in r.stdout, r.stdout
+    df = pd.read_csv(out / "results.csv")
+    assert df["value"].notna().all(), df[df["value"].isna()][["method", "metric", "evaluator"]]
+    noise = re.compile(r"TensorFlow|XNNPACK|absl|^[IW]\d{4} |\.cc:\d+\]")
+    lines = [s for s in re.split(r"[\r\n]+", r.stderr) if noise.search(s)]
+    assert not lines, lines

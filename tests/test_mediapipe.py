@@ -101,3 +101,50 @@ def test_ls_lists_the_new_evaluators_methods_and_metrics_without_importing_them(
     assert {"deface-blur", "deface-mosaic"} <= set(sections["methods"])
     for metric in ("landmark_nme", "pose_error", "expression_change"):
         assert metric in out
+
+
+_MP_SCRIPT = """
+import sys
+from anonbench.data.images import read_rgb
+from anonbench.registry import DETECTORS, LANDMARKERS
+img = read_rgb(sys.argv[1])
+det, lm = DETECTORS.create("mediapipe"), LANDMARKERS.create("mediapipe")
+for _ in range(2):
+    box = det.detect(img)[0].box
+    assert lm.landmarks(img, box).shape == (468, 2)
+print("warning: our own line", file=sys.stderr)
+"""
+
+
+def test_native_log_lines_are_silenced_ours_kept(tmp_path):
+    """mediapipe's TFLite / absl lines (XNNPACK delegate, feedback manager, NORM_RECT) never
+    reach stderr; anonbench's own lines do, and ANONBENCH_NATIVE_LOGS=1 shows everything."""
+    import os
+
+    img = str(sorted(CELEBA.glob("*.jpg"))[0])
+    cmd = [sys.executable, "-c", _MP_SCRIPT, img]
+    env = {k: v for k, v in os.environ.items() if k != "ANONBENCH_NATIVE_LOGS"}
+    quiet = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr.strip().splitlines() == ["warning: our own line"]
+    env["ANONBENCH_NATIVE_LOGS"] = "1"
+    loud = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert "TensorFlow Lite" in loud.stderr or "W0000" in loud.stderr
+
+
+def test_drop_noise_keeps_errors_and_our_lines():
+    from anonbench.faces.native_log import drop_noise
+
+    text = (
+        "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+        "WARNING: All log messages before absl::InitializeLog() is called are written to "
+        "STDERR\n"
+        "W0000 00:00:1796241253.133402    4867 inference_feedback_manager.cc:114] Feedback\n"
+        "I1202 19:53:26.123456    4867 calculator_graph.cc:10] started\n"
+        "E0000 00:00:1796241253.133402    4867 graph.cc:1] a native error\n"
+        "warning: evaluator x unavailable: y\n"
+    )
+    assert drop_noise(text) == (
+        "E0000 00:00:1796241253.133402    4867 graph.cc:1] a native error\n"
+        "warning: evaluator x unavailable: y\n"
+    )

