@@ -69,6 +69,7 @@ class GanTrainConfig:
     threads: int = 0  # torch intra-op threads; 0: torch's default (all cores)
     nice: int = 0  # added to the process's niceness at start (19: lowest priority)
     keep_minutes: float = 0.0  # a copy of the checkpoint in OUT/snapshots/ this often; 0: none
+    preset: str = "paper"  # the --preset whose defaults the run started from
     # with --data prepared:FILE, how that file was made (data spec, split, seed, detector):
     # recorded so a checkpoint says which identities it was trained on
     prepared_source: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -80,8 +81,61 @@ class GanTrainConfig:
 # -- the command line -------------------------------------------------------------------------
 
 
+PRESET_CHOICES = ("paper", "cpu")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): there bf16 autocast
+    halves CIAGAN's step; without it (AVX2) autocast emulates bf16 and a convolution's
+    forward + backward took 30-40x longer than fp32 (measured on an AVX2 EPYC)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_runtime_defaults() -> dict[str, Any]:
+    """What every family's `cpu` preset sets for a long background job beside other work:
+    one thread, lowest priority, a checkpoint every 5 minutes, a snapshot every 30 for the
+    learning curve, bf16 autocast only where the CPU has it."""
+    return dict(
+        device="cpu",
+        threads=1,
+        nice=19,
+        save_minutes=5.0,
+        keep_minutes=30.0,
+        amp="bf16" if cpu_has_bf16() else "off",
+        progress=False,
+    )
+
+
+def apply_preset(
+    parser: argparse.ArgumentParser, argv: list[str], presets: dict[str, dict[str, Any]]
+) -> str:
+    """Sets the parser's defaults to the --preset named in argv (flags given still win);
+    returns the preset's name."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=PRESET_CHOICES, default="paper")
+    name = pre.parse_known_args(argv)[0].preset
+    values = dict(presets.get(name, {}))
+    if "progress" in values:  # the parser's dest is no_progress
+        values["no_progress"] = not values.pop("progress")
+    parser.set_defaults(**values, preset=name)
+    return name
+
+
 def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
     """The options every family's `anonbench train` command has (d: that family's defaults)."""
+    p.add_argument(
+        "--preset",
+        choices=PRESET_CHOICES,
+        default="paper",
+        help="paper: the paper's / reference's settings (for a GPU); cpu: the recipe chosen "
+        "by measurement for a CPU-only machine, as a low-priority 1-thread background job "
+        "(sizes in the family's MODEL_CARD.md); other flags override either",
+    )
     p.add_argument(
         "--data",
         required=True,
@@ -185,6 +239,7 @@ def common_config(args: argparse.Namespace) -> dict[str, Any]:
         threads=args.threads,
         nice=args.nice,
         keep_minutes=args.keep_minutes,
+        preset=args.preset,
     )
 
 
@@ -218,10 +273,13 @@ def run_command(
     parser: argparse.ArgumentParser,
     argv: list[str],
     config: Callable[[argparse.Namespace], GanTrainConfig],
+    presets: dict[str, dict[str, Any]] | None = None,
 ) -> int:
-    """`anonbench train FAMILY ...`: --export-data, or training to --out."""
+    """`anonbench train FAMILY ...`: --export-data, or training to --out (presets: the
+    defaults each --preset sets; `paper` is the parser's own)."""
     from anonbench.methods.gan_train import export_data, train
 
+    apply_preset(parser, argv, presets or {})
     args = parser.parse_args(argv)
     if args.export_data:
         return export_data(config(args), args.export_data, family.name)

@@ -132,6 +132,9 @@ class TrainingStatus:
                 os.link(last, dest)
             except OSError:
                 shutil.copy2(last, dest)
+            # what the snapshot cost, for the learning curve (`anonbench quality` reads it)
+            info = {"step": step, "cpu_hours": round(self.cpu_seconds() / 3600, 4)}
+            dest.with_suffix(".json").write_text(json.dumps(info) + "\n", encoding="utf-8")
         self.snapshot_t = time.monotonic()
         return dest
 

@@ -315,7 +315,6 @@ def train(
 ) -> Path:
     """Runs a family's training to OUT/last.pt (new, or resumed with --resume); returns it."""
     name = family.name
-    apply_priority(cfg.threads, cfg.nice)
     out = Path(cfg.out)
     last = out / "last.pt"
     saved = None
@@ -325,6 +324,7 @@ def train(
         saved = family.load(last)
         cfg = merge_resume(saved["config"], cfg, given or set(), family.legacy)
     family.validate(cfg)
+    apply_priority(cfg.threads, cfg.nice)
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

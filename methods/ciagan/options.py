@@ -52,6 +52,21 @@ class TrainConfig(GanTrainConfig):
     embed_dim: int = 0  # 0: the number of identities (official)
 
 
+# --preset cpu: the recipe chosen by the learning curves in benchmarks/results/cpu_recipes.md
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": dict(
+        common.cpu_runtime_defaults(),
+        img_size=64,
+        gen_width=16,
+        critic_width=32,
+        id_width=32,
+        critic_iters=1,
+        epochs=100000,
+    ),
+}
+
+
 # -- the command --------------------------------------------------------------------------------
 
 
@@ -156,4 +171,4 @@ def main(argv: list[str]) -> int:
     """Entry point of `anonbench train ciagan` (registered in anonbench.registry.TRAINERS)."""
     from anonbench.methods.ciagan.train import FAMILY
 
-    return common.run_command(FAMILY, build_parser(), argv, config_from_args)
+    return common.run_command(FAMILY, build_parser(), argv, config_from_args, PRESETS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Any
 
 from anonbench.errors import AnonbenchError
 from anonbench.methods import gan_options as common
@@ -19,6 +20,18 @@ class CycleGANConfig(BaselineTrainConfig):
     lambda_cycle: float = 10.0  # lambda_A = lambda_B
     lambda_identity: float = 0.5  # times lambda_cycle; used only for the 3 -> 3 variant
     pool_size: int = 50
+
+
+# --preset cpu: see benchmarks/results/cpu_recipes.md for the measurements behind it
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": dict(
+        common.cpu_runtime_defaults(),
+        ngf=32,
+        ndf=32,
+        epochs=10,
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,4 +72,4 @@ def main(argv: list[str]) -> int:
     """Entry point of `anonbench train cyclegan` (registered in anonbench.registry.TRAINERS)."""
     from anonbench.methods.cyclegan.train import FAMILY
 
-    return common.run_command(FAMILY, build_parser(), argv, config_from_args)
+    return common.run_command(FAMILY, build_parser(), argv, config_from_args, PRESETS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Any
 
 from anonbench.methods import gan_options as common
 from anonbench.methods.gan_options import BaselineTrainConfig
@@ -15,6 +16,18 @@ class Pix2PixConfig(BaselineTrainConfig):
     vanilla GAN loss + lambda_l1 x L1."""
 
     lambda_l1: float = 100.0
+
+
+# --preset cpu: see benchmarks/results/cpu_recipes.md for the measurements behind it
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": dict(
+        common.cpu_runtime_defaults(),
+        ngf=32,
+        ndf=32,
+        epochs=40,
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,4 +51,4 @@ def main(argv: list[str]) -> int:
     """Entry point of `anonbench train pix2pix` (registered in anonbench.registry.TRAINERS)."""
     from anonbench.methods.pix2pix.train import FAMILY
 
-    return common.run_command(FAMILY, build_parser(), argv, config_from_args)
+    return common.run_command(FAMILY, build_parser(), argv, config_from_args, PRESETS)

@@ -1,0 +1,91 @@
+"""`anonbench quality`: scores a generator checkpoint (CIAGAN, pix2pix, CycleGAN) on the
+acceptance metrics of the learned anonymizers, or ranks the checkpoints a training folder's
+quality.csv has seen (anonbench.quality)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+NAME = "quality"
+HELP = (
+    "score a GAN checkpoint: identity effect, detection, Recall@1, KID/FID on the celeba "
+    "N=443 subset: anonbench quality --method ciagan --checkpoint FILE --data-root DIR"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", default="ciagan", help="ciagan, pix2pix, cyclegan, ...")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="checkpoint to score (repeatable; a training folder's last.pt or snapshots/"
+        "step_N.pt; none: the shipped weights)",
+    )
+    parser.add_argument("--data-root", help="aligned CelebA folder (img_align_celeba + lists)")
+    parser.add_argument(
+        "--out", help="where the celeba runs go (default: QUALITY_DIR/<checkpoint name>)"
+    )
+    parser.add_argument(
+        "--log-to",
+        metavar="TRAINING_DIR",
+        help="append the rows to TRAINING_DIR/quality.csv (default: the checkpoint's training "
+        "folder, when it has a status.json)",
+    )
+    parser.add_argument(
+        "--rank",
+        metavar="TRAINING_DIR",
+        help="only print TRAINING_DIR/quality.csv ranked (identity effect, detection, KID)",
+    )
+    parser.add_argument("--heldout", type=int, default=24, help="held-out identities (24)")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--cache-dir", help="face analysis cache (default $ANONBENCH_CACHE)")
+
+
+def _training_dir(ckpt: Path) -> Path | None:
+    for d in (ckpt.parent, ckpt.parent.parent):
+        if (d / "status.json").is_file():
+            return d
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import csv
+
+    from anonbench import quality
+    from anonbench.errors import AnonbenchError
+
+    if args.rank:
+        path = Path(args.rank) / "quality.csv"
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise AnonbenchError(f"cannot read {path}: {e}") from None
+        print(quality.format_table(quality.rank(rows)))
+        return 0
+    if not args.data_root:
+        raise AnonbenchError("--data-root is required (an aligned CelebA folder)")
+    if args.workers < 1 or args.heldout < 1:
+        raise AnonbenchError("--workers and --heldout must be >= 1")
+    root = Path(args.data_root)
+    results = []
+    for ckpt in args.checkpoint or [""]:
+        if ckpt and not Path(ckpt).is_file():
+            raise AnonbenchError(f"--checkpoint {ckpt}: no such file")
+        name = Path(ckpt).stem if ckpt else f"{args.method}-shipped"
+        out = Path(args.out or "quality") / name
+        print(f"quality: scoring {ckpt or args.method + ' (shipped)'} ...", file=sys.stderr)
+        res = quality.score(
+            args.method, ckpt, root, out, args.heldout, args.workers, args.cache_dir
+        )
+        for note in res.notes:
+            print(f"quality: {note}", file=sys.stderr)
+        log = Path(args.log_to) if args.log_to else (_training_dir(Path(ckpt)) if ckpt else None)
+        if log is not None:
+            quality.append_log(log / "quality.csv", res)
+        results.append(res.row())
+    print(quality.format_table(results))
+    return 0
