@@ -335,6 +335,7 @@ def produce(
     }
     if upgraded and not todo:
         _write_manifest(root, info, entries)
+    _clear_targets(root, [r.key for r, _ in todo])
     if todo:
         bar = tqdm(
             total=len(todo),
@@ -380,6 +381,21 @@ def produce(
         if (e := entries.get(k)) is not None and e.get("source_sha256") == sha
     }
     return OutputStore(label, root, mine, external=False, info=info)
+
+
+def _clear_targets(root: Path, keys: Sequence[str]) -> None:
+    """Before outputs are (re)written into the store: each target stays inside it (rule 1,
+    links resolved), and whatever damaged thing stands where a file goes (a folder) is
+    removed (the store is ours: the cache)."""
+    import shutil
+
+    from anonbench.safety import DataRoot
+
+    inside = DataRoot(root, "the output store")
+    for k in keys:
+        f = inside.path(output_name(k), str(root / MANIFEST))
+        if f.is_dir() and not f.is_symlink():
+            shutil.rmtree(f)
 
 
 def _stored_output_ok(root: Path, key: str, e: dict[str, Any]) -> bool:

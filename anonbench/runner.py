@@ -541,8 +541,9 @@ def _run(
             t_prod = time.perf_counter() - t0
             doing = f"evaluating {name}"
             t1 = time.perf_counter()
+            had = _files_under(out)
             rows = proto.evaluate(method, store, ctx)
-            _verify_store(name, store, records)
+            _verify_store(name, store, records, out, had)
             info["timings_s"][name] = {
                 "produce": round(t_prod, 2),
                 "evaluate": round(time.perf_counter() - t1, 2),
@@ -640,10 +641,18 @@ class StoreChangedError(AnonbenchError):
     exit_code = 1
 
 
-def _verify_store(name: str, store: Any, records: Any) -> None:
-    """Rule 6: a method is complete only if every output was scored as it was produced."""
+def _files_under(out: Path) -> set[Path]:
+    return {p for p in out.rglob("*") if not p.is_dir()}
+
+
+def _verify_store(name: str, store: Any, records: Any, out: Path, had: set[Path]) -> None:
+    """Rule 6: a method is complete only if every output was scored as it was produced.
+    Otherwise the files its evaluation added to --out (scores, examples, missed lists) go
+    with its numbers: nothing partial is left."""
     bad = [] if store is None else store.verify(records)
     if bad:
+        for p in _files_under(out) - had:
+            p.unlink(missing_ok=True)
         raise StoreChangedError(
             f"{len(bad)} output(s) of {name} vanished or changed while it was scored (first: "
             f"{bad[0]}); its partial numbers were not recorded; a rerun produces them again"
