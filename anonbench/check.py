@@ -713,33 +713,47 @@ def summary_lines(res: CheckResult) -> list[str]:
     return out
 
 
-def _md_cell(s: str) -> str:
-    # a '|' inside a name would split the markdown cell
-    return s.replace("|", "\\|")
-
-
 def format_markdown(res: CheckResult, run_dir: str, baseline: str) -> str:
     """A summary for a CI job page (GitHub's $GITHUB_STEP_SUMMARY renders it)."""
+    from anonbench.escape import md_escape
+
     icon = "✅" if res.ok else "❌"
     rows = table_rows(res)
     summary = summary_lines(res)
     out = [
         f"## {icon} anonbench check: {'pass' if res.ok else 'regression'}",
         "",
-        f"Run `{run_dir}` against baseline `{baseline}`.",
+        f"Run {_md_path(run_dir)} against baseline {_md_path(baseline)}.",
         "",
-        summary[0],
+        md_escape(summary[0]),
         "",
-        *[f"- {_md_cell(line)}" for line in summary[1:]],
+        *[f"- {md_escape(line)}" for line in summary[1:]],
         *([""] if summary[1:] else []),
         "| " + " | ".join(rows[0]) + " |",
         "|" + "|".join(["---"] * 6 + ["---:"] * 3 + ["---"]) + "|",
     ]
     for r in rows[1:]:
-        cells = [_md_cell(c) for c in r]
+        cells = [md_escape(c) for c in r]
         cells[0] = "✅ pass" if r[0] == "pass" else "❌ **regressed**"
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+def format_markdown_error(run_dir: str, baseline: str, error: object) -> str:
+    """The CI page when the files do not match: why the gate failed, not only in the log."""
+    from anonbench.escape import md_escape
+
+    return (
+        f"## ⚠️ anonbench check: files do not match\n\nRun {_md_path(run_dir)} against "
+        f"baseline {_md_path(baseline)}:\n\n> {md_escape(error)}\n"
+    )
+
+
+def _md_path(path: object) -> str:
+    """A path in Markdown: escaped, in monospace (a code span would show the escapes)."""
+    from anonbench.escape import md_escape
+
+    return f"<code>{md_escape(path)}</code>"
 
 
 def run_check(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anonbench.escape import html_escape
 from anonbench.reports.compare import Comparison, build_comparisons
 from anonbench.reports.runs import Bundle, ExampleSet, is_sample, load_runs
 from anonbench.reports.tables import WideTable, build_tables
@@ -309,7 +310,10 @@ def render_html(run_dirs: list[Path]) -> str:
     colors = method_colors([m for t in tables for m in t.methods])
     sections = [_section(bundle, t, colors) for t in tables]
     samples = sorted({t.dataset for t in tables if t.sample})
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    # every value goes through the one HTML escaping function (anonbench.escape, rule 5)
+    env = jinja2.Environment(
+        autoescape=True, finalize=html_escape, undefined=jinja2.StrictUndefined
+    )
     env.filters["fmt_s"] = _fmt_seconds
     tpl = env.from_string(TEMPLATE)
     return tpl.render(

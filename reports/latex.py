@@ -12,29 +12,9 @@ import datetime as _dt
 import re
 from pathlib import Path
 
+from anonbench.escape import tex_escape
 from anonbench.reports.runs import load_runs
 from anonbench.reports.tables import WideTable, build_tables
-
-_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
-}
-
-
-def tex_escape(s: str) -> str:
-    """Escapes text for LaTeX (names from result files may hold any character)."""
-    return "".join(_SPECIAL.get(ch, ch) for ch in str(s))
-
 
 # a number in scientific notation inside a label ("TAR@FAR=1e-3"), typeset as a power of ten
 _SCI = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)e([+-]?)0*(\d+)(?![\w.])")
@@ -71,7 +51,8 @@ def table_tex(t: WideTable, intervals: bool = True) -> str | None:
     kinds = {c.interval_kind for (m, i), c in t.cells.items() if i in cols and c.interval_kind}
     groups = t.header_groups(cols)
     lines = [
-        f"% {t.title}" + (" -- EMBEDDED SAMPLE, not the full protocol" if t.sample else ""),
+        f"% {tex_escape(t.title)}"
+        + (" -- EMBEDDED SAMPLE, not the full protocol" if t.sample else ""),
         r"\begin{table}[t]",
         r"  \centering",
     ]
@@ -85,7 +66,9 @@ def table_tex(t: WideTable, intervals: bool = True) -> str | None:
         f"  \\caption{{{tex_escape(t.protocol)} v{tex_escape(t.version)} on "
         f"{tex_escape(t.dataset)}{sample}. {'; '.join(how)}.}}"
     )
-    label = "".join(ch if ch.isalnum() else "-" for ch in f"{t.protocol}-{t.dataset}")
+    label = "".join(
+        ch if ch.isascii() and ch.isalnum() else "-" for ch in f"{t.protocol}-{t.dataset}"
+    )
     lines.append(f"  \\label{{tab:anonbench-{label}}}")
     lines.append(r"  \begin{tabular}{l" + "r" * len(cols) + "}")
     lines.append(r"    \toprule")
@@ -131,7 +114,7 @@ def render_latex(run_dirs: list[Path], intervals: bool = True) -> str:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     parts = [
         f"% anonbench {__version__} tables, generated {stamp} from: "
-        + ", ".join(str(p) for p in run_dirs),
+        + ", ".join(tex_escape(p) for p in run_dirs),
         r"% requires \usepackage{booktabs} in the preamble",
     ]
     body = [tex for t in tables if (tex := table_tex(t, intervals)) is not None]

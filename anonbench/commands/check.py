@@ -61,7 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anonbench.check import format_markdown, format_text, parse_method_map, run_check
+    from anonbench.check import (
+        format_markdown,
+        format_markdown_error,
+        format_text,
+        parse_method_map,
+        run_check,
+    )
     from anonbench.commands.report import check_writable_file
     from anonbench.errors import AnonbenchError
     from anonbench.safety import refuse_overlap, run_files
@@ -81,11 +87,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except AnonbenchError as e:
         # the CI page should say why the gate failed, not only the log
-        _write_markdown(
-            args.markdown,
-            f"## ⚠️ anonbench check: files do not match\n\nRun `{args.run_dir}` against "
-            f"baseline `{args.baseline}`:\n\n> {e}\n",
-        )
+        _write_markdown(args.markdown, format_markdown_error(args.run_dir, args.baseline, e))
         raise
     print(format_text(res))
     _write_markdown(args.markdown, format_markdown(res, args.run_dir, args.baseline))
