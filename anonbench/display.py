@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -157,28 +158,56 @@ def format_value(
     return f"{v:.{d}f}", "", ""
 
 
+CONSOLE_WIDTH = 120  # wider than this, the console table drops its intervals, then shortens
+# the longer built-in evaluator names in its header (and says which, below the table)
+SHORT_EVALUATORS = {
+    "dlib-hog": "hog",
+    "dlib-mmod": "mmod",
+    "dlib-resnet": "resnet",
+    "dlib-68": "dlib68",
+    "retinaface": "retina",
+    "centerface": "center",
+    "mediapipe": "mpipe",
+    "inception-v3": "incv3",
+    "mobilefacenet": "mfn",
+    "facenet-vggface2": "fn-vgg",
+    "facenet-casia": "fn-casia",
+    "pnca-adaptive": "pnca-ad",
+    "pnca-landmarks": "pnca-lm",
+}
+
+
+def short_evaluator(name: str) -> str:
+    """The console header's name of an evaluator (a reversal suffix `+attack` kept)."""
+    base, plus, attack = name.partition("+")
+    return SHORT_EVALUATORS.get(base, base) + plus + attack
+
+
 def format_table(
     df: Any,
     specs: Sequence[MetricSpec] | Mapping[str, MetricSpec] = (),
     *,
     counts: Iterable[str] | None = None,
 ) -> str:
-    """Wide console display of tidy rows: methods as rows, one column per metric label
-    [evaluator]; 'value ± std' or 'value [ci_low, ci_high]' with each spec's decimals; counts
-    (unit "count" or no better direction) as value/n.
+    """The console's headline table: one line per method, one column per metric x evaluator
+    under a two-line header (metric label, evaluator), each spec's decimals; intervals
+    (``±std`` or ``[low, high]``) only while the table fits CONSOLE_WIDTH. Counts (unit
+    "count" or no better direction; `counts` adds metric names) are listed below it, only
+    those above zero.
 
-    `counts` (metric names shown as counts) is the older way to say which metrics are counts;
-    it adds to what the specs say."""
-    import pandas as pd
-
+    `counts` is the older way to say which metrics are counts; it adds to what the specs say."""
     if df.empty:
         return "(no results)"
     by_name = dict(specs) if isinstance(specs, Mapping) else {s.name: s for s in specs}
     forced = set(counts or ())
-
-    def cell(r: Mapping[str, Any]) -> str:
-        spec = by_name.get(r["metric"])
-        count = True if r["metric"] in forced else None
+    rows = df.to_dict("records")
+    methods = list(dict.fromkeys(str(r["method"]) for r in rows))
+    cells: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+    count_lines: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        metric, ev = str(r["metric"]), "" if _blank(r.get("evaluator")) else str(r["evaluator"])
+        spec = by_name.get(metric)
+        counted = metric in forced or is_count(spec)
         text, interval, _ = format_value(
             spec,
             r["value"],
@@ -186,32 +215,81 @@ def format_table(
             ci_low=r.get("ci_low"),
             ci_high=r.get("ci_high"),
             n=r.get("n"),
-            count=count,
+            count=True if counted else None,
         )
-        return f"{text} {interval}" if interval else text
-
-    d = df.copy()
-    d["cell"] = [cell(r) for r in d.to_dict("records")]
-    ev = d["evaluator"] if "evaluator" in d else pd.Series([None] * len(d), index=d.index)
-    d["column"] = [
-        (by_name[m].display if m in by_name else m) + ("" if _blank(e) else f" [{e}]")
-        for m, e in zip(d["metric"], ev, strict=True)
-    ]
-    wide = d.pivot_table(
-        index="method", columns="column", values="cell", aggfunc="first", sort=False
-    )
-    wide = wide.reindex(list(dict.fromkeys(d["method"])))
-    wide = wide[list(dict.fromkeys(d["column"]))]
+        label = spec.display if spec is not None else metric
+        if counted:
+            if text not in ("0", "n/a") and not text.startswith("0/"):
+                count_lines.setdefault((label, ev), []).append(f"{r['method']} {text}")
+            continue
+        cells.setdefault((label, ev), {})[str(r["method"])] = (text, interval)
     title = ", ".join(
         sorted(
             {
-                f"{p} v{v} on {ds}"
-                for p, v, ds in zip(d["protocol"], d["protocol_version"], d["dataset"], strict=True)
+                f"{r['protocol']} v{r['protocol_version']} on {r['dataset']}"
+                for r in rows
+                if "protocol" in r
             }
         )
     )
-    with pd.option_context("display.width", 200, "display.max_columns", 50):
-        return f"{title}\n{wide.T.to_string() if wide.shape[1] > 6 else wide.to_string()}"
+    table, note, legend = _grid(methods, cells, intervals=True), "", ""
+    if max(map(len, table), default=0) > CONSOLE_WIDTH:
+        table = _grid(methods, cells, intervals=False)
+        note = "  (intervals: results.csv, report.html)"
+    if max(map(len, table), default=0) > CONSOLE_WIDTH:
+        table = _grid(methods, cells, intervals=False, short=True)
+        used = sorted({c[1] for c in cells if short_evaluator(c[1]) != c[1]})
+        legend = ", ".join(f"{short_evaluator(e)} = {e}" for e in used)
+    out = [title + note, *table]
+    if legend:
+        out += textwrap.wrap(f"evaluators: {legend}", CONSOLE_WIDTH, subsequent_indent="  ")
+    if count_lines:
+        out.append("counts above 0:")
+        for (lb, ev), v in count_lines.items():
+            line = f"{lb}{f' [{ev}]' if ev else ''}: {', '.join(v)}"
+            out += textwrap.wrap(line, CONSOLE_WIDTH, initial_indent="  ", subsequent_indent="    ")
+    return "\n".join(out)
+
+
+def _grid(
+    methods: list[str],
+    cells: Mapping[tuple[str, str], Mapping[str, tuple[str, str]]],
+    *,
+    intervals: bool,
+    short: bool = False,
+) -> list[str]:
+    """Header (metric label over its evaluators, evaluator) and one line per method."""
+    cols = list(cells)
+    text = {
+        c: [
+            " ".join(x for x in cells[c].get(m, ("", ""))[: 2 if intervals else 1] if x)
+            for m in methods
+        ]
+        for c in cols
+    }
+    head = {c: short_evaluator(c[1]) if short else c[1] for c in cols}
+    widths = {c: max([len(head[c]), *map(len, text[c])]) for c in cols}
+    # a label spans the columns of its metric; widen the last one when it is longer
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for c in cols:
+        groups.setdefault(c[0], []).append(c)
+    for label, cs in groups.items():
+        span = sum(widths[c] for c in cs) + 2 * (len(cs) - 1)
+        if len(label) > span:
+            widths[cs[-1]] += len(label) - span
+    mw = max(len("method"), *map(len, methods))
+    top = " " * mw + "".join(
+        "  " + label.ljust(sum(widths[c] for c in cs) + 2 * (len(cs) - 1))
+        for label, cs in groups.items()
+    )
+    second = "method".ljust(mw) + "".join(
+        "  " + head[c].rjust(widths[c]) for cs in groups.values() for c in cs
+    )
+    lines = [top.rstrip(), second.rstrip()]
+    for i, m in enumerate(methods):
+        vals = "".join("  " + text[c][i].rjust(widths[c]) for cs in groups.values() for c in cs)
+        lines.append((m.ljust(mw) + vals).rstrip())
+    return lines
 
 
 def _blank(e: Any) -> bool:

@@ -260,7 +260,7 @@ class CelebAProtocol(Protocol):
             "degrees between the head rotations of original and output (PnP fit of six "
             "landmarks to a generic 3D face; geodesic angle, yaw/pitch/roll in the note); an "
             f"output without a face or landmarks counts as {POSE_CEILING:g} (the cap)",
-            label="pose error deg",
+            label="pose err. deg",
             decimals=1,
             tolerance=1.0,
         ),
@@ -270,7 +270,7 @@ class CelebAProtocol(Protocol):
             "mean of the absolute changes of the mouth-opening ratio and the eye aspect ratio, "
             f"output against original; an output without a face or landmarks counts as "
             f"{EXPRESSION_CEILING} (the cap)",
-            label="expression change",
+            label="expr. change",
             decimals=3,
             tolerance=0.02,
         ),

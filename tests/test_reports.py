@@ -253,18 +253,54 @@ def test_console_table_reads_the_metric_specs():
     df = pd.read_csv(LFW / "results.csv")
     specs = _specs_of(LFW)  # tar/accuracy: 3 decimals; the others: counts
     text = format_table(df, specs)
-    assert "TAR@FAR=1e-3 [dlib-resnet]" in text and "Faces missed [dlib-resnet]" in text
-    assert "0.030 ± 0.030" in text and "0.960 ± 0.020" in text
-    assert "187/187" in text and "14/187" in text  # counts as value/n
+    lines = text.splitlines()
+    # a two-line header (label, evaluator), then one line per method
+    assert "TAR@FAR=1e-3" in lines[1] and "dlib-resnet" in lines[2]
+    assert [ln.split()[0] for ln in lines[3:6]] == ["original", "blur17", "mask"]
+    assert "0.030 ± 0.030" in lines[5] and "0.960 ± 0.020" in lines[3]
+    # counts as value/n below the table, only those above zero (unreadable 0/337 is not)
+    assert "Recognizer: no face [dlib-resnet]: original 1/187, blur17 14/187, mask 187/187" in text
+    assert "Faces missed [dlib-resnet]" in text and "Unreadable" not in text
     # decimals and labels follow the spec, nothing else
     tar = next(s for s in specs if s.name == "tar_far_1e-3")
     other = [dataclasses.replace(tar, decimals=1, label="TAR"), *specs[1:]]
     text = format_table(df, other)
-    assert "0.0 ± 0.0" in text and "TAR [dlib-resnet]" in text and "0.030" not in text
+    assert "0.0 ± 0.0" in text and "TAR " in text.splitlines()[1] and "0.030" not in text
     # the older call: metric names shown as counts, no specs
     old = format_table(df, counts={"faces_missed", "embedder_no_face", "unreadable_images"})
-    assert "14/187" in old and "tar_far_1e-3 [dlib-resnet]" in old
+    assert "14/187" in old and "tar_far_1e-3" in old
     assert format_table(df.iloc[0:0], specs) == "(no results)"
+
+
+def test_console_table_stays_narrow_with_many_evaluators():
+    """The celeba defaults (3 detectors, 3 recognizers, 2 landmarkers, FID, KID): one line per
+    method within the console width, intervals left to results.csv, short names explained."""
+    import pandas as pd
+
+    from anonbench.display import CONSOLE_WIDTH, format_table
+    from anonbench.protocols.celeba import CelebAProtocol
+
+    cols = [("detection_rate", e) for e in ("dlib-hog", "retinaface", "mtcnn")]
+    cols += [("recall_at_1", e) for e in ("dlib-resnet", "pnca", "chance")]
+    cols += [
+        (m, e)
+        for m in ("landmark_nme", "pose_error", "expression_change")
+        for e in ("dlib-68", "mediapipe")
+    ]
+    cols += [("fid", "inception-v3"), ("kid", "inception-v3"), ("faces_missed", "dlib-hog")]
+    rows = [
+        {"method": m, "metric": metric, "evaluator": ev, "value": 12.345, "ci_low": 10.0}
+        | {"ci_high": 14.0, "n": 9, "protocol": "celeba", "protocol_version": 2}
+        | {"dataset": "celeba_small"}
+        for m in ("original", "blur17", "pixelate16")
+        for metric, ev in cols
+    ]
+    text = format_table(pd.DataFrame(rows), CelebAProtocol.metrics)
+    lines = text.splitlines()
+    assert max(len(ln) for ln in lines) <= CONSOLE_WIDTH
+    assert [ln.split()[0] for ln in lines[3:6]] == ["original", "blur17", "pixelate16"]
+    assert "intervals: results.csv" in lines[0] and "resnet = dlib-resnet" in text
+    assert "faces missed [dlib-hog]: original 12, blur17 12" in text
 
 
 def _edit_specs(run: Path, **fields_by_metric: dict) -> None:
