@@ -602,6 +602,13 @@ def open_folder_store(
     return OutputStore(label, root, entries, external=True, info=info)
 
 
+def check_folder_manifest(folder: str | Path) -> None:
+    """Before any work: a `folder:` method's manifest.json, if any, has the right shape."""
+    mf = Path(folder) / MANIFEST
+    if mf.is_file():
+        _apply_folder_manifest(mf, {})
+
+
 def _apply_folder_manifest(mf: Path, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Reads an export's manifest.json (ours): faces the method missed are unchanged images
     (leaks). Validated: an object with an `images` object of objects, `missed` a boolean and

@@ -344,6 +344,7 @@ def run(cfg: RunConfig) -> Path:
     """Produces each method's outputs, evaluates them with the protocol; returns the folder."""
     from anonbench.data.datasets import open_dataset
     from anonbench.options import parse_options
+    from anonbench.produce import check_folder_manifest
 
     if not cfg.methods:
         raise AnonbenchError("no methods given")
@@ -391,9 +392,10 @@ def run(cfg: RunConfig) -> Path:
     cache_dir = str(cfg.cache_dir or default_cache_dir())
     # where the run writes, before any work: one line, nothing created
     refuse_overlap([("--out", out), ("--cache-dir", cache_dir)], data_inputs(ds, specs))
-    for s in specs:  # rule 1: no link in a folder of outputs leaves it
+    for s in specs:  # rule 1: no link in a folder of outputs leaves it; its manifest valid
         if s.folder is not None:
             check_tree(s.folder, f"the outputs of {s.label!r}")
+            check_folder_manifest(s.folder)
     prev, res = _check_out_dir(out)
     check_writable_dir(cache_dir, "--cache-dir")
     if ds.missing_files:
