@@ -54,12 +54,16 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             raise AnonbenchError(f"unknown kind {args.kind!r} (one of: {', '.join(kinds)})")
         kinds = {args.kind: kinds[args.kind]}
     for kind, reg in kinds.items():
-        print(f"{kind}:")
+        print(
+            f"{kind}:"
+            if kind != "trainers" or args.verbose or args.kind
+            else f"{kind}: (their options: anonbench ls trainers)"
+        )
         entries = list(reg.describe())
         width = max((len(n) for n, _ in entries), default=0)
         for name, desc in entries:
             print(f"  {name:<{width}}  {desc}")
-            if reg is registry.TRAINERS:
+            if reg is registry.TRAINERS and (args.verbose or args.kind == "trainers"):
                 _print_trainer_options(reg, name)
             if reg is not registry.PROTOCOLS:
                 continue
@@ -209,12 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"anonbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("ls", help="list registered methods, protocols, detectors, embedders")
+    ls = sub.add_parser(
+        "ls",
+        help="list methods, protocols (with their options), detectors, landmarkers, embedders "
+        "and trainers",
+    )
     ls.add_argument(
         "kind",
         nargs="?",
-        help="methods | protocols | detectors | landmarkers | embedders | trainers",
+        help="methods | protocols | detectors | landmarkers | embedders | trainers "
+        "(trainers: with their options)",
     )
+    ls.add_argument("-v", "--verbose", action="store_true", help="also every trainer's options")
     ls.set_defaults(func=_cmd_ls)
 
     r = sub.add_parser("run", help="run methods through a protocol")
@@ -226,14 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--protocol", required=True, help="protocol name, e.g. lfw")
     r.add_argument("--out", help="output folder (default runs/<protocol>-<data>)")
-    r.add_argument("--embedder", default="dlib-resnet", help="recognizer used as the attacker")
+    r.add_argument(
+        "--embedder",
+        default="dlib-resnet",
+        help="lfw: recognizer used as the attacker (default dlib-resnet; anonbench ls embedders)",
+    )
     add_data_arguments(r)
     r.add_argument(
         "--folds", type=argtypes.positive_int, help="use only the first K folds (quick checks)"
     )
     r.add_argument("--pairs", help="LFW pairs file name in the data root (default pairs.txt)")
     r.add_argument(
-        "--seed", type=argtypes.seed, default=0, help="split / bootstrap / training seed (>= 0)"
+        "--seed",
+        type=argtypes.seed,
+        default=0,
+        help="split / bootstrap / training seed (>= 0; default 0)",
     )
     r.add_argument(
         "--option",
@@ -243,7 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="protocol option, e.g. celeba: detectors=dlib-hog,retinaface "
         "recognizers=pnca,dlib-resnet identifier=PATH max_per_identity=10 fid=0",
     )
-    r.add_argument("--checkpoint", action="append", default=[], metavar="METHOD=PATH")
+    r.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="METHOD=PATH",
+        help="weights a method loads instead of its shipped ones (repeatable), e.g. "
+        "ciagan=DIR/last.pt; pix2pix and cyclegan ship none and need one",
+    )
     r.add_argument("--no-cache", action="store_true", help="use a fresh temporary cache")
     r.add_argument(
         "--force",

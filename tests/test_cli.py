@@ -151,3 +151,26 @@ def test_unreadable_image_is_counted_and_run_goes_on(fixtures, tmp_path, capsys)
     assert df.query("metric == 'unreadable_images'")["value"].item() == 1
     scores = pd.read_csv(tmp_path / "o" / "scores" / "lfw" / "blur9.csv")
     assert len(scores) == 3  # the pair with the broken image is left out
+
+
+def test_ls_is_short_and_help_names_every_kind(capsys):
+    """`ls` lists trainers by name (their flags: `ls trainers` or --verbose); --help names
+    landmarkers and trainers; run's --checkpoint is described, --embedder and --seed show their
+    defaults."""
+    assert main(["ls"]) == 0
+    short = capsys.readouterr().out
+    assert "trainers: (their options: anonbench ls trainers)" in short
+    assert "--epochs" not in short and len(short.splitlines()) < 90
+    assert main(["ls", "trainers"]) == 0
+    assert "--epochs" in capsys.readouterr().out
+    assert main(["ls", "--verbose"]) == 0
+    assert "--epochs" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = " ".join(capsys.readouterr().out.split())
+    assert "landmarkers" in top and "trainers" in top
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    run_help = " ".join(capsys.readouterr().out.split())
+    assert "(default dlib- resnet" in run_help or "(default dlib-resnet" in run_help
+    assert "default 0)" in run_help and "ciagan=DIR/last.pt" in run_help
