@@ -16,8 +16,7 @@ import hashlib
 import os
 import socket
 import tempfile
-import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -58,6 +57,28 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+# key -> shape: an int is that size, None any size, a name the same size wherever it appears
+Schema = Mapping[str, tuple[int | str | None, ...]]
+
+
+def matches(arrays: Mapping[str, np.ndarray], schema: Schema) -> bool:
+    """Whether `arrays` holds exactly the keys of `schema`, each a numeric or bool array of its
+    shape (named dimensions equal across keys)."""
+    if set(arrays) != set(schema):
+        return False
+    sizes: dict[str, int] = {}
+    for key, shape in schema.items():
+        a = arrays[key]
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf" or a.ndim != len(shape):
+            return False
+        for want, got in zip(shape, a.shape, strict=True):
+            if isinstance(want, int) and want != got:
+                return False
+            if isinstance(want, str) and sizes.setdefault(want, got) != got:
+                return False
+    return True
+
+
 class Cache:
     """Stores dicts of arrays under (component, version, content digest)."""
 
@@ -69,17 +90,25 @@ class Cache:
         key = hashlib.sha256(f"{component}|{version}|{digest}".encode()).hexdigest()
         return self.root / component / key[:2] / f"{key}.npz"
 
-    def get(self, component: str, version: str, digest: str) -> dict[str, np.ndarray] | None:
+    def get(
+        self, component: str, version: str, digest: str, schema: Schema | None = None
+    ) -> dict[str, np.ndarray] | None:
+        """The entry, or None: absent, unreadable, or (with `schema`) not of the expected
+        keys and shapes. Every None is recomputed by the caller and overwritten: an entry is
+        never trusted, since anything can have written the file (issue 20, rule 7)."""
         if not self.enabled:
             return None
         p = self._path(component, version, digest)
         try:
             with np.load(p, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+                arrays = {k: z[k] for k in z.files}
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-            return None  # a damaged entry is recomputed and overwritten
+        except Exception:  # damaged, truncated, not a zip, pickled objects: recomputed
+            return None
+        if schema is not None and not matches(arrays, schema):
+            return None
+        return arrays
 
     def put(self, component: str, version: str, digest: str, arrays: dict[str, np.ndarray]) -> None:
         if not self.enabled:

@@ -54,7 +54,6 @@ is not a results table) or there is nothing to check: that case raises
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -196,18 +195,19 @@ class CheckResult:
 Specs = Mapping[str, Mapping[str, MetricSpec]]
 
 
-def _run_info(p: Path) -> dict[str, Any]:
-    """The run.json of a run folder (or of the folder holding a results.csv); {} if none."""
-    rj = p / "run.json" if p.is_dir() else p.parent / "run.json"
+def _run_info(p: Path, warnings: list[str] | None = None) -> dict[str, Any]:
+    """The run.json of a run folder (or of the folder holding a results.csv); {} if none. A
+    run.json that cannot be read only loses what it would have said: one line in `warnings`."""
+    from anonbench.results import read_run_json
+
     if not p.is_dir() and p.name != "results.csv":
         return {}  # a loose baseline file: a run.json beside it may belong to something else
-    if not rj.is_file():
-        return {}
     try:
-        info = json.loads(rj.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # a broken run.json only loses what it would have said
-    return info if isinstance(info, dict) else {}
+        return read_run_json(p / "run.json" if p.is_dir() else p.parent / "run.json")
+    except AnonbenchError as e:
+        if warnings is not None:
+            warnings.append(f"{e} (ignored)")
+        return {}
 
 
 def metric_specs(
@@ -219,7 +219,7 @@ def metric_specs(
     to `warnings`."""
     from anonbench.display import registered_metrics, run_metric_specs
 
-    infos = [_run_info(Path(p)) for p in paths]
+    infos = [_run_info(Path(p), warnings) for p in paths]
     out: dict[str, dict[str, MetricSpec]] = {}
     for proto, names in metrics.items():
         installed = registered_metrics(proto)

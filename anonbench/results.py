@@ -56,7 +56,17 @@ def read_results(path: str | Path):
         p = p / "results.csv"
     if not p.is_file():
         raise AnonbenchError(f"no results file at {p}")
-    df = pd.read_csv(p, dtype={"checkpoint_sha256": str, "git_sha": str, "note": str})
+    try:
+        df = pd.read_csv(
+            p, dtype={"checkpoint_sha256": str, "git_sha": str, "note": str}, encoding="utf-8"
+        )
+    except pd.errors.EmptyDataError:
+        raise AnonbenchError(f"{p}: empty file, not an anonbench results file") from None
+    except UnicodeDecodeError:
+        raise AnonbenchError(f"{p}: not UTF-8 text; not a results file") from None
+    except (ValueError, OSError) as e:  # pandas' parser errors are ValueErrors
+        why = " ".join(str(e).split())[:160]
+        raise AnonbenchError(f"{p}: cannot be read as a results table ({why})") from None
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise AnonbenchError(f"{p}: not an anonbench results file (missing columns {missing})")
@@ -131,10 +141,15 @@ def read_run_json(path: str | Path) -> dict[str, Any]:
         return {}
     try:
         info = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise AnonbenchError(f"{p}: not UTF-8 text (byte {e.start}); not a run.json") from None
+    except (ValueError, RecursionError) as e:
+        why = " ".join(str(e).split())[:160]
         raise AnonbenchError(
-            f"{p}: not valid JSON ({e}); move it away to start a new one"
+            f"{p}: not valid JSON ({why}); move it away to start a new one"
         ) from None
+    except OSError as e:
+        raise AnonbenchError(f"{p}: cannot be read ({e.strerror or e})") from None
     if not isinstance(info, dict):
         raise AnonbenchError(f"{p}: not a run.json (a JSON object is expected)")
     return info

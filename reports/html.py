@@ -18,7 +18,7 @@ from typing import Any
 
 from anonbench.escape import html_escape
 from anonbench.reports.compare import Comparison, build_comparisons
-from anonbench.reports.runs import Bundle, ExampleSet, is_sample, load_runs
+from anonbench.reports.runs import Bundle, ExampleSet, is_sample, load_runs, read_keys
 from anonbench.reports.tables import WideTable, build_tables
 
 THUMB_PX = 112  # example faces are shown at this height: enough to judge, small file
@@ -58,11 +58,25 @@ def _uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
-def _thumb(path: Path) -> str | None:
+def _thumb(path: Path, notes: list[str] | None = None) -> str | None:
+    """An example image as a small JPEG data URI; None (and one line in `notes`) for a file
+    that is not an image, declares too many pixels to decode (read from its header first) or
+    is animated (only the first frame would show)."""
     from PIL import Image, UnidentifiedImageError
+
+    from anonbench.data.images import DEFAULT_MAX_PIXELS
+
+    def skip(why: str) -> None:
+        if notes is not None:
+            notes.append(f"example image {path}: {why}; not shown")
 
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > DEFAULT_MAX_PIXELS:
+                return skip(f"declares {w}x{h} pixels, over {DEFAULT_MAX_PIXELS:,}")
+            if getattr(im, "n_frames", 1) > 1 and im.format != "MPO":
+                return skip(f"animated ({im.n_frames} frames)")
             im = im.convert("RGB")
             w, h = im.size
             px = THUMB_PX * THUMB_SCALE
@@ -70,8 +84,10 @@ def _thumb(path: Path) -> str | None:
                 im = im.resize((max(1, round(w * px / h)), px), Image.LANCZOS)
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=85)
-    except (OSError, UnidentifiedImageError, ValueError):
-        return None
+    except Image.DecompressionBombError:
+        return skip("declares more pixels than are safe to decode")
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        return skip(f"cannot be decoded ({type(e).__name__})")
     return _uri(buf.getvalue(), "image/jpeg")
 
 
@@ -194,8 +210,6 @@ def _figures(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> list[Figur
 
 
 def _missed(bundle: Bundle, t: WideTable) -> tuple[list[MissedRow], str]:
-    import csv
-
     # the protocol's declared counts (faces missed, no face for the recognizer, unreadable...)
     count_cols = [i for i, c in enumerate(t.columns) if c.spec is not None and c.is_count]
     files = bundle.missed_files(t.protocol)
@@ -212,10 +226,7 @@ def _missed(bundle: Bundle, t: WideTable) -> tuple[list[MissedRow], str]:
             label = f"{col.label} ({col.evaluator})" if several else col.label
             c = t.cell(m, i)
             counts.append((label, "" if c is None else c.text))
-        keys: list[str] = []
-        if m in files:
-            with open(files[m], newline="", encoding="utf-8") as f:
-                keys = [r.get("key", "") for r in csv.DictReader(f) if r.get("key")]
+        keys = read_keys(files[m], bundle.warnings) if m in files else []
         rows.append(MissedRow(m, counts, keys[:60], max(0, len(keys) - 60)))
     note = "A missed face is returned unchanged and stays in the metrics: it is a leak." + (
         ""
@@ -237,7 +248,7 @@ def _section(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> Section:
         grid_methods.append(order)
         for m in order:
             for fi, p in enumerate(g.images[m]):
-                if p is not None and (u := _thumb(p)) is not None:
+                if p is not None and (u := _thumb(p, bundle.warnings)) is not None:
                     thumbs[(gi, m, fi)] = u
     missed, note = _missed(bundle, t)
     return Section(

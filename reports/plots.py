@@ -77,14 +77,16 @@ def roc_from_scores(path: Path, method: str) -> RocCurve | None:
     import pandas as pd
 
     try:
-        s = pd.read_csv(path)
-    except (OSError, ValueError):
+        s = pd.read_csv(path, encoding="utf-8")
+    except (OSError, ValueError):  # empty, malformed, not UTF-8 (a ValueError too)
         return None
     if not {"label", "score"} <= set(s.columns):
         return None
-    s = s[np.isfinite(pd.to_numeric(s["score"], errors="coerce"))]
-    y = s["label"].to_numpy().astype(int)
-    sc = s["score"].to_numpy().astype(float)
+    label = pd.to_numeric(s["label"], errors="coerce")
+    score = pd.to_numeric(s["score"], errors="coerce")
+    keep = np.isfinite(score) & label.isin([0, 1])  # anything else is not a scored pair
+    y = label[keep].to_numpy().astype(int)
+    sc = score[keep].to_numpy().astype(float)
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
     if n_pos == 0 or n_neg == 0:
         return None

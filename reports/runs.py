@@ -5,7 +5,6 @@ Reports only read what `anonbench run` wrote; nothing here computes a metric.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +96,7 @@ class Bundle:
             index = edir / "examples.csv"
             if not (_inside(index, r.path) and index.is_file()):
                 continue
-            rows = _read_examples_index(index)
+            rows = _read_examples_index(index, self.warnings)
             if not rows:
                 continue
             keys = tuple(k for k, _, _ in rows)
@@ -119,11 +118,29 @@ def _inside(p: Path, root: Path) -> bool:
     return True
 
 
-def _read_examples_index(path: Path) -> list[tuple[str, str, str]]:
+def read_csv_rows(path: Path, notes: list[str] | None = None) -> list[dict[str, str]]:
+    """The rows of a small CSV file of a run folder (examples.csv, missed/*.csv). A file that
+    cannot be read (not UTF-8, malformed, not a file) gives no rows and one line in `notes`."""
     import csv
 
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if isinstance(r, dict)]
+    except (OSError, ValueError, csv.Error) as e:  # UnicodeDecodeError is a ValueError
+        if notes is not None:
+            why = " ".join(str(e).split())[:120]
+            notes.append(f"{path}: cannot be read ({type(e).__name__}: {why}); left out")
+        return []
+    return [{str(k): v if isinstance(v, str) else "" for k, v in r.items()} for r in rows]
+
+
+def read_keys(path: Path, notes: list[str] | None = None) -> list[str]:
+    """The `key` column of a missed/<protocol>/<method>.csv (see read_csv_rows)."""
+    return [r["key"] for r in read_csv_rows(path, notes) if r.get("key")]
+
+
+def _read_examples_index(path: Path, notes: list[str] | None = None) -> list[tuple[str, str, str]]:
+    rows = read_csv_rows(path, notes)
     out = []
     for r in rows:
         if r.get("key") and r.get("file"):
@@ -131,21 +148,39 @@ def _read_examples_index(path: Path) -> list[tuple[str, str, str]]:
     return out
 
 
-def load_run(path: Path) -> RunFolder:
-    from anonbench.results import read_results
+def load_run(path: Path, notes: list[str] | None = None) -> RunFolder:
+    from anonbench.results import read_results, read_run_json
 
     path = Path(path)
     if not path.is_dir():
         raise AnonbenchError(f"not a run folder: {path}")
     df = read_results(path)
-    info: dict[str, Any] = {}
-    rj = path / "run.json"
-    if rj.is_file():
-        try:
-            info = json.loads(rj.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise AnonbenchError(f"{rj}: not valid JSON ({e})") from None
-    return RunFolder(path, df, info if isinstance(info, dict) else {})
+    info = read_run_json(path / "run.json")  # one line when it is not a JSON object
+    return RunFolder(path, df, valid_info(info, path / "run.json", notes))
+
+
+# the run.json fields reports read, and their JSON types; anything else is not looked at
+RUN_JSON_FIELDS: dict[str, type] = {
+    **dict.fromkeys(("config", "protocol", "dataset", "methods", "timings_s"), dict),
+    **dict.fromkeys(("versions", "executor"), dict),
+    **dict.fromkeys(("anonbench_version", "git_sha", "started_at", "finished_at"), str),
+    **dict.fromkeys(("device", "status", "run_id"), str),
+    "runs": list,
+}
+
+
+def valid_info(info: dict[str, Any], path: Path, notes: list[str] | None = None) -> dict[str, Any]:
+    """run.json without the fields reports read that have the wrong JSON type (a list where
+    an object belongs, ...): each left out, with one line in `notes`."""
+    out = dict(info)
+    for key, want in RUN_JSON_FIELDS.items():
+        v = out.get(key)
+        if v is not None and not isinstance(v, want):
+            del out[key]
+            if notes is not None:
+                kind = "an object" if want is dict else "a list" if want is list else "a string"
+                notes.append(f"{path}: {key!r} is not {kind}; left out of the report")
+    return out
 
 
 def load_runs(paths: list[Path]) -> Bundle:
@@ -157,8 +192,8 @@ def load_runs(paths: list[Path]) -> Bundle:
 
     if not paths:
         raise AnonbenchError("no run folders given")
-    runs = [load_run(Path(p)) for p in paths]
     warnings: list[str] = []
+    runs = [load_run(Path(p), warnings) for p in paths]
     frames = []
     for r in runs:
         df = r.results.copy()

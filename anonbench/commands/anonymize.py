@@ -384,6 +384,13 @@ def run(args: argparse.Namespace) -> int:
                 "last readable frame)",
                 file=sys.stderr,
             )
+        for c in r.get("converted", []):
+            if c.startswith("animated"):  # the output is a still: say so, one line
+                print(
+                    f"anonbench: warning: {r['input']}: {c.removesuffix(' -> first frame')}: "
+                    f"only the first frame was anonymized and written to {r['output']}",
+                    file=sys.stderr,
+                )
     if t["converted_to_8bit"]:
         print(
             f"anonbench: note: {t['converted_to_8bit']} input(s) with 16-bit channels were "

@@ -16,6 +16,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,7 @@ def _header(data: np.ndarray, path: object, limit: int | None) -> ImageInfo | No
                 w, h = im.size
                 fmt, mode = im.format, im.mode
                 alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+                frames = _frames(im)
     except Image.DecompressionBombError as e:  # over twice PIL's own limit
         m = re.search(r"\((\d+) pixels\)", str(e))
         n = int(m.group(1)) if m else None
@@ -132,6 +134,8 @@ def _header(data: np.ndarray, path: object, limit: int | None) -> ImageInfo | No
     raw = data[:26].tobytes()
     if raw[:8] == _PNG_SIGNATURE and raw[12:16] == b"IHDR" and len(raw) >= 25:
         info.bits = max(8, raw[24])
+    if frames > 1:  # GIF, APNG, WebP, multi-page TIFF: the decoders keep the first frame
+        info.conversions.append(f"animated ({frames} frames) -> first frame")
     if info.bits > 8:
         info.conversions.append(f"{info.bits}-bit -> 8-bit")
     if mode == "CMYK":
@@ -139,6 +143,17 @@ def _header(data: np.ndarray, path: object, limit: int | None) -> ImageInfo | No
     elif mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16"):
         info.conversions.append("grayscale -> RGB")
     return info
+
+
+def _frames(im: Any) -> int:
+    """The frame count an image's header declares (1 when it does not say). A phone's MPO
+    JPEG (the photo, then its preview or depth image) is one picture, not an animation."""
+    if getattr(im, "format", None) == "MPO":
+        return 1
+    try:
+        return max(1, int(getattr(im, "n_frames", 1) or 1))
+    except Exception:  # a damaged later frame: the first one is what is decoded
+        return 1
 
 
 def _decode(data: np.ndarray, path: object, flags: int) -> np.ndarray:

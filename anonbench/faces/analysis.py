@@ -28,6 +28,10 @@ class FaceAnalysis:
         )
 
 
+# what a cached analysis holds (anonbench.cache.matches): anything else is recomputed
+ANALYSIS = {"boxes": ("n", 4), "scores": ("n",), "landmarks": ("n", None, 2)}
+
+
 class FaceAnalyzer:
     """Detector + landmarker; results cached under sha256(pixels) + component + version."""
 
@@ -49,7 +53,7 @@ class FaceAnalyzer:
 
     def __call__(self, image: np.ndarray) -> FaceAnalysis:
         digest = array_digest(image)
-        hit = self.cache.get(self.component, self.version, digest)
+        hit = self.cache.get(self.component, self.version, digest, ANALYSIS)
         if hit is not None:
             return FaceAnalysis(hit["boxes"], hit["scores"], hit["landmarks"])
         faces = self.detector.detect(image)

@@ -15,6 +15,9 @@ import numpy as np
 from anonbench.cache import Cache, array_digest
 from anonbench.faces.mask import Box, reference_boxes
 
+# what a cached detection holds (anonbench.cache.matches): anything else is recomputed
+BOXES = {"boxes": (None, 4)}
+
 
 def _digests(images: Sequence[np.ndarray], digests: Sequence[str] | None) -> list[str]:
     if digests is None:
@@ -44,7 +47,7 @@ def cached_detections(
     out: list[np.ndarray | None] = [None] * len(images)
     misses: dict[str, list[int]] = {}  # digest -> positions (an image given twice runs once)
     for i, key in enumerate(keys):
-        hit = cache.get(comp, detector.version, key) if key not in misses else None
+        hit = cache.get(comp, detector.version, key, BOXES) if key not in misses else None
         if hit is not None:
             out[i] = hit["boxes"]
         else:
@@ -79,8 +82,9 @@ def cached_embeddings(
     emb = np.zeros((len(images), int(embedder.dim)), np.float32)
     fell_back = np.zeros(len(images), bool)
     misses: dict[str, list[int]] = {}
+    schema = {"embedding": (int(embedder.dim),), "fallback": ()}
     for i, key in enumerate(keys):
-        hit = cache.get(comp, embedder.version, key) if key not in misses else None
+        hit = cache.get(comp, embedder.version, key, schema) if key not in misses else None
         if hit is not None:
             emb[i], fell_back[i] = hit["embedding"], bool(hit["fallback"])
         else:
