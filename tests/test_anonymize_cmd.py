@@ -205,3 +205,54 @@ def test_default_detector_leaves_fewer_frames_without_a_face(shared_data, tmp_pa
         assert _run(*args) == 0
         uncovered[det] = _report(out)["inputs"][0]["frames_without_face"]
     assert uncovered["retinaface"] <= 15 and uncovered["dlib-hog"] >= 40, uncovered
+
+
+def _sound_clip(tmp_path: Path, audio: str) -> Path:
+    """The synthetic face video with one second of a 440 Hz tone (`audio`: ffmpeg's codec)."""
+    import subprocess
+
+    from anonbench.video_audio import ffmpeg_exe
+
+    silent, clip = tmp_path / "silent.avi", tmp_path / f"clip-{audio}.mov"
+    _synthetic_video(silent, frames=10)
+    cmd = [ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(silent), "-f", "lavfi"]
+    cmd += ["-i", "sine=frequency=440:duration=1", "-c:v", "copy", "-c:a", audio, str(clip)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    return clip
+
+
+@pytest.mark.parametrize("audio, kept", [("aac", "copied aac"), ("pcm_s16le", "re-encoded")])
+def test_video_keeps_its_sound(tmp_path, audio, kept):
+    """The output video carries the original's audio stream (copied, or re-encoded to AAC
+    when MP4 does not take the codec); frames are anonymized as before."""
+    from anonbench.video_audio import audio_codec
+
+    clip = _sound_clip(tmp_path, audio)
+    assert audio_codec(clip) is not None
+    out = tmp_path / "o"
+    assert _run("--method", "blur17", "--input", str(clip), "--output", str(out)) == 0
+    r = _report(out)["inputs"][0]
+    assert r["audio"].startswith(kept) and r["frames"] == 10
+    assert audio_codec(r["output"]) == "aac"
+    # a silent video stays silent
+    silent = tmp_path / "silent.avi"
+    out2 = tmp_path / "o2"
+    assert _run("--method", "blur17", "--input", str(silent), "--output", str(out2)) == 0
+    assert _report(out2)["inputs"][0]["audio"] == "none"
+
+
+def test_threshold_reaches_the_detector(tmp_path, capsys):
+    """--threshold sets the detector's score threshold: a threshold no face reaches leaves the
+    photo without a face; a detector without a threshold is one line, exit 2."""
+    photo = _photos()[0]
+    out = tmp_path / "o"
+    args = ["--method", "blur17", "--input", str(photo), "--output", str(out)]
+    assert _run(*args, "--threshold", "0.3") == 0
+    assert _report(out)["inputs"][0]["faces"] == 1
+    assert _run(*args, "--threshold", "1.01", "--on-miss", "keep") == 0
+    assert _report(out)["inputs"][0]["faces"] == 0
+    assert _run(*args, "--detector", "dlib-hog", "--threshold", "-0.5") == 0
+    with pytest.raises(SystemExit) as e:
+        _run(*args, "--threshold", "nan")
+    assert e.value.code == 2
+    assert "not a finite number" in capsys.readouterr().err

@@ -16,6 +16,8 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    import math
+
     from anonbench import argtypes
 
     parser.add_argument("--method", required=True, help="method name (anonbench ls methods)")
@@ -57,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="retinaface",
         help="face detector; dlib's 68 landmarks are placed in its boxes (default retinaface: "
         "far fewer missed faces than dlib-hog, the benchmark protocols' detector)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=argtypes.number(-math.inf),
+        help="the detector's score threshold (lower: more faces, more false ones; default: the "
+        "detector's own, retinaface 0.5; dlib-hog: its SVM score, 0)",
     )
     parser.add_argument("--no-smooth", action="store_true", help="no temporal smoothing")
     parser.add_argument(
@@ -194,6 +202,7 @@ def process_movie(
     so a shortfall is a warning, not a failure."""
     from anonbench.errors import AnonbenchError
     from anonbench.methods.ciagan.video import process_video
+    from anonbench.video_audio import keep_audio
 
     declared = _declared_frames(src)
     if declared is not None and opts.max_frames is not None:
@@ -207,6 +216,11 @@ def process_movie(
     rep["frames_declared"] = declared
     rep["frames_decoded"] = rep["frames"]
     rep["truncated"] = declared is not None and rep["frames"] < declared
+    rep["audio"] = keep_audio(src, Path(rep["output"]))  # OpenCV writes frames only
+    if rep["audio"].startswith("failed"):
+        import sys
+
+        print(f"anonbench: warning: {src}: sound not kept ({rep['audio']})", file=sys.stderr)
     return rep
 
 
@@ -360,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
     method = _create_method(args)
     method.name = args.method
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
-    analyzer = FaceAnalyzer(detector=args.detector, cache=cache)
+    analyzer = FaceAnalyzer(detector=args.detector, cache=cache, threshold=args.threshold)
     mapper = IdentityMapper(method, args.mapping, args.seed, args.identity)
     opts = Options(
         on_miss=args.on_miss,

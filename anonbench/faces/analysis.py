@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,15 +33,44 @@ class FaceAnalysis:
 ANALYSIS = {"boxes": ("n", 4), "scores": ("n",), "landmarks": ("n", None, 2)}
 
 
+# a detector's score threshold, by the name its constructor gives it
+THRESHOLD_PARAMS = ("threshold", "conf_threshold", "min_confidence")
+
+
+def create_detector(name: str, threshold: float | None = None) -> Any:
+    """A registered detector, with its detection threshold set when `threshold` is given; a
+    detector that takes none is one clear error."""
+    import inspect
+
+    from anonbench.errors import AnonbenchError
+    from anonbench.registry import DETECTORS
+
+    if threshold is None:
+        return DETECTORS.create(name)
+    try:
+        params = inspect.signature(DETECTORS.entry(name).factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    key = next((k for k in THRESHOLD_PARAMS if k in params), None)
+    if key is None:
+        raise AnonbenchError(f"detector {name!r} takes no detection threshold")
+    return DETECTORS.create(name, **{key: threshold})
+
+
 class FaceAnalyzer:
     """Detector + landmarker; results cached under sha256(pixels) + component + version."""
 
     def __init__(
-        self, detector: str = "dlib-hog", landmarker: str = "dlib-68", cache: Cache | None = None
+        self,
+        detector: str = "dlib-hog",
+        landmarker: str = "dlib-68",
+        cache: Cache | None = None,
+        *,
+        threshold: float | None = None,
     ) -> None:
-        from anonbench.registry import DETECTORS, LANDMARKERS
+        from anonbench.registry import LANDMARKERS
 
-        self.detector = DETECTORS.create(detector)
+        self.detector = create_detector(detector, threshold)
         self.landmarker = LANDMARKERS.create(landmarker)
         self.cache = cache or Cache(enabled=False)
         self.component = f"analysis-{self.detector.name}-{self.landmarker.name}"

@@ -77,17 +77,26 @@ class HOGDetector:
 
     name = "dlib-hog"
 
-    def __init__(self, upsample: int = 1, *, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        upsample: int = 1,
+        threshold: float = 0.0,
+        *,
+        device: str = "cpu",
+        batch_size: int = 32,
+    ) -> None:
         # device and batch_size: the common evaluator arguments; dlib runs on the CPU, per image
-        self.upsample = upsample
+        # threshold: dlib's adjust_threshold on the SVM score (negative: more, weaker faces)
+        self.upsample, self.threshold = upsample, float(threshold)
         self.device, self.batch_size = "cpu", batch_size
-        self.version = f"dlib-hog/up{upsample}/1"
+        th = f"/th{self.threshold:g}" if self.threshold != 0.0 else ""
+        self.version = f"dlib-hog/up{upsample}/1{th}"
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
         return [self.detect(image) for image in images]
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
-        rects, scores, _ = _hog().run(image, self.upsample, 0.0)
+        rects, scores, _ = _hog().run(image, self.upsample, self.threshold)
         faces = [
             FaceDetection(
                 (float(r.left()), float(r.top()), float(r.right()), float(r.bottom())), float(s)
