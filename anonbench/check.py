@@ -4,8 +4,8 @@ Each metric's direction and default tolerance come from its :class:`~anonbench.a
 in the installed protocol (the registered protocol class): the files under check never set
 their own gate, so a run.json that flips a direction or widens a tolerance changes nothing. Only
 for a protocol that is not installed here, or a metric it does not declare, the copy in
-``run.json`` (``protocol.metrics``; the run's over the baseline's) is used, with a warning.
-Nothing else declares them.
+``run.json`` (``protocol.metrics``; the run's over the baseline's) is used, with a warning
+(:func:`trusted_specs`, which the reports use too). Nothing else declares them.
 
 Non-finite values (:func:`holds`): a value of +-inf never holds unless the baseline is the same
 infinity; a NaN run value never holds unless the baseline is NaN too. A NaN baseline has
@@ -56,7 +56,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,28 +213,49 @@ def _run_info(p: Path, warnings: list[str] | None = None) -> dict[str, Any]:
 def metric_specs(
     metrics: Mapping[str, Any], *paths: Path, warnings: list[str] | None = None
 ) -> dict[str, dict[str, MetricSpec]]:
-    """protocol -> metric -> MetricSpec for `metrics` (protocol -> metric names): the installed
-    protocol's specs; for a protocol not installed, or a metric it does not declare, the
-    run.json copy of each path in turn (a later path wins), each such use one line appended
-    to `warnings`."""
+    """protocol -> metric -> MetricSpec for `metrics` (protocol -> metric names), from the
+    run.json of each path in turn (a later path wins) where :func:`trusted_specs` allows."""
+    infos = [_run_info(Path(p), warnings) for p in paths]
+    return {p: trusted_specs(p, names, infos, warnings) for p, names in metrics.items()}
+
+
+def trusted_specs(
+    protocol: str,
+    names: Iterable[str],
+    infos: Sequence[Mapping[str, Any]] = (),
+    warnings: list[str] | None = None,
+) -> dict[str, MetricSpec]:
+    """name -> MetricSpec of one protocol, as `check` and the reports read them. What decides
+    a verdict (direction, default tolerance, unit) is the installed protocol's, never a
+    file's; only the display (label, decimals, description) may come from run.json, as the run
+    recorded it. For a protocol not installed here, or a metric it does not declare, the whole
+    copy in the run.json dicts `infos` (a later one wins), said in one line in `warnings`."""
+    import dataclasses
+
     from anonbench.display import registered_metrics, run_metric_specs
 
-    infos = [_run_info(Path(p), warnings) for p in paths]
-    out: dict[str, dict[str, MetricSpec]] = {}
-    for proto, names in metrics.items():
-        installed = registered_metrics(proto)
-        missing = sorted(n for n in names if n not in installed)
-        copied: dict[str, MetricSpec] = {}
-        if missing:
-            found = run_metric_specs(proto, infos, missing)
-            copied = {n: found[n] for n in missing if n in found}
-        if copied and warnings is not None:
-            where = "is not installed here" if not installed else "does not declare them"
-            warnings.append(
-                f"protocol {proto!r} {where}: the direction and tolerance of "
-                f"{', '.join(sorted(copied))} come from run.json"
+    installed = registered_metrics(protocol)
+    wanted = sorted({str(n) for n in names})
+    found = run_metric_specs(protocol, infos, wanted)
+    out: dict[str, MetricSpec] = {}
+    for name, spec in found.items():
+        inst = installed.get(name)
+        if inst is None:
+            out[name] = spec
+        else:
+            out[name] = dataclasses.replace(
+                spec,
+                higher_is_better=inst.higher_is_better,
+                tolerance=inst.tolerance,
+                unit=inst.unit,
             )
-        out[proto] = {**copied, **installed}
+    copied = sorted(n for n in wanted if n in out and n not in installed)
+    if copied and warnings is not None:
+        where = "is not installed here" if not installed else "does not declare them"
+        warnings.append(
+            f"protocol {protocol!r} {where}: the direction and tolerance of "
+            f"{', '.join(copied)} come from run.json"
+        )
     return out
 
 

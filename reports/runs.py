@@ -44,7 +44,7 @@ class Bundle:
 
     runs: list[RunFolder]
     results: Any  # merged DataFrame; a later folder's row replaces an earlier one's
-    # protocol -> metric -> MetricSpec (run.json, else the registered protocol's)
+    # protocol -> metric -> MetricSpec (installed protocol's, else run.json's; trusted_specs)
     specs: dict[str, dict[str, MetricSpec]]
     warnings: list[str]
 
@@ -187,7 +187,7 @@ def load_runs(paths: list[Path]) -> Bundle:
     """Reads run folders; a row with the same key in a later folder replaces the earlier one."""
     import pandas as pd
 
-    from anonbench.display import run_metric_specs
+    from anonbench.check import trusted_specs
     from anonbench.results import KEY
 
     if not paths:
@@ -217,7 +217,8 @@ def load_runs(paths: list[Path]) -> Bundle:
     for proto, metric in zip(allr["protocol"], allr["metric"], strict=True):
         names.setdefault(proto, []).append(metric)
     infos = [r.info for r in runs]  # a later folder's run.json wins, as its rows do
-    specs = {p: run_metric_specs(p, infos, ms) for p, ms in names.items()}
+    # the installed protocol's specs; run.json's only where it is not installed (a warning)
+    specs = {p: trusted_specs(p, ms, infos, warnings) for p, ms in names.items()}
     return Bundle(runs, allr, specs, warnings)
 
 

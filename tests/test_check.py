@@ -401,7 +401,7 @@ def test_preset_ci_refuses_what_it_cannot_hold(tmp_path, capsys, case, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     if case == "chance":
-        assert "utility: detection_rate, expression_change, fid" in err  # what would count
+        assert "utility: detection_rate, fid" in err  # what would count
 
 
 def test_method_mapping_compares_a_run_method_to_another_baseline_method(tmp_path, capsys):

@@ -313,7 +313,9 @@ def _edit_specs(run: Path, **fields_by_metric: dict) -> None:
     p.write_text(json.dumps(info))
 
 
-def test_report_takes_direction_label_and_decimals_from_run_json(tmp_path):
+def test_report_takes_label_and_decimals_from_run_json_but_never_the_direction(tmp_path):
+    """run.json may say how a metric is shown; which way is better is the installed
+    protocol's (issue 20, rule 4: a file cannot flip it)."""
     from anonbench.reports.latex import render_latex
     from anonbench.reports.runs import load_runs
     from anonbench.reports.tables import build_tables
@@ -325,18 +327,19 @@ def test_report_takes_direction_label_and_decimals_from_run_json(tmp_path):
     (t,) = build_tables(load_runs([run]))
     i = t.column_index("tar_far_1e-3")[0]
     col = t.columns[i]
-    assert col.label == "T1" and col.arrow == "↑"
+    assert col.label == "T1" and col.arrow == "↓"
     assert t.cell("mask", i).text == "0.03" and t.cell("mask", i).interval == "± 0.03"
-    # best follows the declared direction: blur17 (0.88) beats mask (0.03) now
-    assert t.cell("blur17", i).best and not t.cell("mask", i).best
+    # best follows the installed direction: mask (0.03) beats blur17 (0.88)
+    assert t.cell("mask", i).best and not t.cell("blur17", i).best
     tex = render_latex([run])
-    assert r"T1 $\uparrow$" in tex and r"\textbf{0.88}" in tex
+    assert r"T1 $\downarrow$" in tex and r"\textbf{0.03}" in tex
 
 
 @pytest.mark.parametrize("run_json", ["absent", "old"])
 def test_report_falls_back_to_the_registered_protocol(tmp_path, run_json):
     """No run.json, or one from before MetricSpec had labels: the registered lfw protocol's
-    MetricSpecs give what is missing (a run.json field that is there still wins)."""
+    MetricSpecs give what is missing (a run.json display field that is there still wins; a
+    direction never does: issue 20, rule 4)."""
     from anonbench.registry import PROTOCOLS
     from anonbench.reports.runs import load_runs
     from anonbench.reports.tables import build_tables
@@ -363,8 +366,8 @@ def test_report_falls_back_to_the_registered_protocol(tmp_path, run_json):
             assert "/" in c.text
         else:
             assert len(c.text.split(".")[1]) == reg.decimals
+        assert col.higher_is_better == reg.higher_is_better
         if run_json == "old" and col.metric == "accuracy":
-            assert col.higher_is_better is True and col.description == "old words"
+            assert col.description == "old words"
         else:
-            assert col.higher_is_better == reg.higher_is_better
             assert col.description == reg.description

@@ -165,3 +165,24 @@ def test_not_installed_protocol_uses_run_json_with_a_warning(tmp_path, capsys):
     _edit_run_json(run, "recall_at_1", higher_is_better=True)
     assert main(["check", str(run), "--baseline", str(baseline)]) == 0
     assert "warning: protocol 'plugin-celeba'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_reports_read_directions_the_same_way(tmp_path, installed):
+    """The reports (best value, arrows) take MetricSpecs from the same place as `check`."""
+    from anonbench.reports.runs import load_runs
+
+    run = _folder(tmp_path, "run", ROWS["recall"], 50.0)
+    proto = "celeba" if installed else "plugin-celeba"
+    if not installed:
+        df = pd.read_csv(run / "results.csv", dtype=str)
+        df["protocol"] = proto
+        df.to_csv(run / "results.csv", index=False)
+        info = json.loads((run / "run.json").read_text())
+        info["protocol"]["name"] = proto
+        (run / "run.json").write_text(json.dumps(info))
+    _edit_run_json(run, "recall_at_1", higher_is_better=True)
+    bundle = load_runs([run])
+    assert bundle.spec(proto, "recall_at_1").higher_is_better is (not installed)
+    warned = [w for w in bundle.warnings if "come from run.json" in w]
+    assert bool(warned) is (not installed)
