@@ -24,11 +24,14 @@ BASE = {
     "run": ["run", "--methods", "blur9", "--protocol", "lfw"],
     "produce": ["produce", "--method", "blur9", "--out", "OUT"],
     "anonymize": ["anonymize", "--method", "blur9", "--input", "IN", "--output", "OUT"],
+    "quality": ["quality", "--out", "OUT"],
 }
 NOT_NUMBERS = ["nan", "inf", "-inf", "x", "", "1e999"]
 # option -> (commands, bad values, good values -> parsed value)
 OPTIONS: dict[str, tuple[tuple[str, ...], list[str], dict[str, object]]] = {
-    "--workers": (("run", "produce"), ["0", "-1", "1.5", *NOT_NUMBERS], {"1": 1}),
+    "--workers": (("run", "produce", "quality"), ["0", "-1", "1.5", *NOT_NUMBERS], {"1": 1}),
+    "--heldout": (("quality",), ["0", "-1", "1.5", *NOT_NUMBERS], {"1": 1, "24": 24}),
+    "--threshold": (("anonymize",), NOT_NUMBERS, {"-0.5": -0.5, "0": 0.0, "0.9": 0.9}),
     "--seed": (
         ("run", "anonymize"),
         ["-1", "0.5", str(2**32), *NOT_NUMBERS],
@@ -104,7 +107,7 @@ def test_every_numeric_option_of_every_command_uses_one_type_function():
     assert set(types) == set(OPTIONS)
 
 
-@pytest.mark.parametrize("cmd", ["run", "produce"])
+@pytest.mark.parametrize("cmd", ["run", "produce", "quality"])
 def test_workers_are_capped_at_the_core_count_everywhere(tmp_path, capsys, cmd):
     cores = os.cpu_count() or 1
     args = build_parser().parse_args(_argv(tmp_path, cmd, "--workers", "10000"))

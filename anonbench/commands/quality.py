@@ -16,6 +16,8 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from anonbench import argtypes
+
     parser.add_argument("--method", default="ciagan", help="ciagan, pix2pix, cyclegan, ...")
     parser.add_argument(
         "--checkpoint",
@@ -39,8 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TRAINING_DIR",
         help="only print TRAINING_DIR/quality.csv ranked (identity effect, detection, KID)",
     )
-    parser.add_argument("--heldout", type=int, default=24, help="held-out identities (24)")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument(
+        "--heldout", type=argtypes.positive_int, default=24, help="held-out identities (24)"
+    )
+    parser.add_argument(
+        "--workers", type=argtypes.workers, default=1, help="processes, at most the cores (1)"
+    )
     parser.add_argument("--cache-dir", help="face analysis cache (default $ANONBENCH_CACHE)")
 
 
