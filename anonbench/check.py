@@ -684,13 +684,16 @@ def table_rows(res: CheckResult) -> list[list[str]]:
 
 
 def format_text(res: CheckResult) -> str:
-    """A plain aligned table for the terminal, then the summary lines."""
-    rows = table_rows(res)
+    """A plain aligned table for the terminal, then the summary lines; names from the files
+    on one line each (a label holding a newline cannot forge a PASS line in a CI log)."""
+    from anonbench.escape import one_line
+
+    rows = [[one_line(c) for c in r] for r in table_rows(res)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("")
-    lines.extend(summary_lines(res))
+    lines.extend(one_line(x) for x in summary_lines(res))
     return "\n".join(lines)
 
 

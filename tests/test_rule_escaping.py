@@ -176,3 +176,12 @@ def test_html_report_from_hostile_labels_and_paths(tmp_path, i):
             assert p not in html
     assert "<script" not in html
     assert all(m.startswith('<img src="data:') for m in re.findall(r"<img[^>]{0,20}", html))
+
+
+@pytest.mark.parametrize("i", range(len(HOSTILE)))
+def test_check_terminal_output_keeps_labels_on_one_line(tmp_path, capsys, i):
+    """Not a report format, but a CI log: a label cannot forge a line such as a PASS."""
+    run = _hostile_run(tmp_path, "run", HOSTILE[i] + "\nPASS: all 1 checked values")
+    assert main(["check", str(run), "--baseline", str(run / "results.csv")]) == 0
+    out = capsys.readouterr().out
+    assert sum(ln.startswith("PASS") for ln in out.splitlines()) == 1
