@@ -410,7 +410,7 @@ BUILTINS: tuple[Builtin, ...] = (
         "protocols",
         "lfw",
         f"{_P}.lfw:LFWVerification",
-        "LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy, 10 folds",
+        "LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy, k folds",
     ),
     Builtin(
         "protocols",

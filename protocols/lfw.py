@@ -28,7 +28,8 @@ FAR = 1e-3
 
 @register_protocol("lfw")
 class LFWVerification(Protocol):
-    """LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy over 10 folds."""
+    """LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy over the folds
+    (10 on View 2)."""
 
     name = "lfw"
     version = "2"
@@ -46,7 +47,8 @@ class LFWVerification(Protocol):
         MetricSpec(
             "accuracy",
             False,
-            "10-fold verification accuracy; 0.5 = chance",
+            "verification accuracy over the folds (each fold's threshold chosen on the other "
+            "folds); 0.5 = chance",
             label="Accuracy",
             decimals=4,
             tolerance=0.01,

@@ -19,7 +19,7 @@ from typing import Any
 from anonbench.escape import html_escape
 from anonbench.reports.compare import Comparison, build_comparisons
 from anonbench.reports.runs import Bundle, ExampleSet, is_sample, load_runs, read_keys
-from anonbench.reports.tables import WideTable, build_tables
+from anonbench.reports.tables import WideTable, build_tables, no_evaluator
 
 THUMB_PX = 112  # example faces are shown at this height: enough to judge, small file
 THUMB_SCALE = 2  # stored at twice that, so they stay sharp on high-density screens
@@ -174,7 +174,7 @@ def _figures(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> list[Figur
                 "ROC (verification)",
                 f"Pooled ROC of the saved pair scores (recognizer: {evs}); the table's TAR uses "
                 "per-fold thresholds, so it can differ slightly from the curve at FAR=1e-3. "
-                "Lower curves = better anonymization.",
+                "Lower curves = better anonymization." + _far_note(sfiles.values()),
                 _uri(plots.roc_png(curves, colors), "image/png"),
                 "ROC curves per method",
             )
@@ -290,7 +290,10 @@ def _run_meta(bundle: Bundle) -> list[dict[str, Any]]:
                 "device": info.get("device"),
                 "methods": r.methods,
                 "checkpoints": ck,
-                "evaluators": [str(e) for e in dict.fromkeys(df["evaluator"]) if str(e) != "nan"],
+                "evaluators": [
+                    str(e) for e in dict.fromkeys(df["evaluator"]) if not no_evaluator(e)
+                ],
+                "command": command_line(cfg),
                 "seeds": sorted({str(s) for s in df["seed"] if str(s) != "nan"}),
                 "anonbench": ", ".join(sorted({str(v) for v in df["anonbench_version"]})),
                 "git_sha": ", ".join(sorted(shas or {str(info.get("git_sha") or "unknown")})),
@@ -307,6 +310,82 @@ def _run_meta(bundle: Bundle) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _far_note(score_files: Any) -> str:
+    """A caption sentence when too few impostor pairs make FAR = 1e-3 unreachable: a fold's
+    threshold is chosen on the other folds' impostor pairs, so the smallest FAR above zero is
+    1 / (their number)."""
+    import pandas as pd
+
+    counts = []
+    for f in score_files:
+        try:
+            df = pd.read_csv(f, usecols=["fold", "label"])
+        except Exception:  # an unreadable scores file is reported where it is read
+            continue
+        neg = df[df["label"] == 0].groupby("fold").size()
+        if len(neg) > 1:
+            counts += [int(neg.sum() - n) for n in neg]
+        elif len(neg) == 1:
+            counts.append(int(neg.iloc[0]))
+    if not counts or min(counts) >= 1000:
+        return ""
+    n = min(counts)
+    return (
+        f" With {n} impostor pairs to choose each threshold on, the smallest non-zero FAR is "
+        f"1/{n} = {1 / n:.1e}: FAR = 1e-3 cannot be reached, so TAR@FAR=1e-3 is the TAR at "
+        "FAR = 0 (no impostor accepted)."
+    )
+
+
+def _option_defaults(protocol: str) -> dict[str, Any]:
+    """name -> default of the registered protocol's options (empty for an unknown one)."""
+    from anonbench.registry import PROTOCOLS
+
+    try:
+        return {o.name: o.default for o in PROTOCOLS.entry(protocol).factory.options}
+    except Exception:  # an uninstalled plug-in: every option is shown
+        return {}
+
+
+# run.json config key -> the `anonbench run` flag that set it (flags left at their defaults, and
+# those that do not change results, such as --quiet, are not shown)
+_FLAGS = (
+    ("data", "--data", None),
+    ("out", "--out", None),
+    ("embedder", "--embedder", "dlib-resnet"),
+    ("seed", "--seed", 0),
+    ("device", "--device", "cpu"),
+    ("executor", "--executor", "local"),
+)
+
+
+def command_line(cfg: dict[str, Any]) -> str:
+    """The `anonbench run` command of a run.json configuration ("" when it has none)."""
+    import shlex
+
+    if not isinstance(cfg, dict) or not cfg.get("methods") or not cfg.get("protocol"):
+        return ""
+    methods = cfg["methods"]
+    parts = ["anonbench", "run", "--methods"]
+    parts.append(",".join(map(str, methods)) if isinstance(methods, list) else str(methods))
+    parts += ["--protocol", str(cfg["protocol"])]
+    for key, flag, default in _FLAGS:
+        v = cfg.get(key)
+        if v is not None and v != default and v != "":
+            parts += [flag, str(v)]
+    checkpoints = cfg.get("checkpoints")
+    for m, path in checkpoints.items() if isinstance(checkpoints, dict) else ():
+        parts += ["--checkpoint", f"{m}={path}"]
+    options = cfg.get("options")
+    defaults = _option_defaults(str(cfg["protocol"]))
+    for k, v in options.items() if isinstance(options, dict) else ():
+        if k in defaults and defaults[k] == v:
+            continue  # left at its default
+        text = str(v).lower() if isinstance(v, bool) else str(v)
+        parts += ["--option", f"{k}={text}"]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def render_html(run_dirs: list[Path]) -> str:
@@ -426,6 +505,9 @@ figure img { max-width:100%; height:auto; border:1px solid var(--line); border-r
 figcaption { font-size:12px; color:var(--mute); margin-top:4px; }
 figcaption b { color:var(--ink); }
 .grid { overflow-x:auto; }
+.scroll { overflow-x:auto; max-width:100%; }
+code.cmd { white-space:pre-wrap; word-break:break-all; }
+.folds { font-size:13px; font-weight:500; color:var(--mute); }
 .grid table td, .grid table th { padding:3px; text-align:center; }
 .grid th.face { font-size:11px; font-weight:500; color:var(--mute); max-width:118px;
                 overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
@@ -441,6 +523,21 @@ code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-siz
 .runs { display:grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap:16px; }
 details summary { cursor:pointer; color:var(--accent); font-size:12.5px; }
 footer { color:var(--mute); font-size:12px; text-align:center; padding:10px; }
+@media (max-width: 600px) {
+  header { padding:14px 12px 10px; }
+  main { padding:10px 6px 32px; }
+  section.card { padding:10px 8px 12px; margin:10px 0; }
+  .runs { grid-template-columns: 1fr; }
+  table.res { font-size:11px; }
+  table.res th, table.res td { padding:3px 3px; }
+  table.res th { font-size:10.5px; overflow-wrap:anywhere; }
+  table.res th.ev { font-size:10px; }
+  table.res td .iv { font-size:9.5px; }
+  table.res td.m { white-space:normal; overflow-wrap:anywhere; }
+  dl.desc { grid-template-columns: 1fr; }
+  figure { flex-basis:100%; }
+  table.kv td { overflow-wrap:anywhere; }
+}
 """
 
 TEMPLATE = """<!DOCTYPE html>
@@ -477,11 +574,12 @@ TEMPLATE = """<!DOCTYPE html>
 <section class="card" id="{{ t.anchor }}">
   <h2>{{ t.protocol }} <span class="note">v{{ t.version }}</span> · {{ t.dataset }}
     {%- if t.split %} <span class="note">({{ t.split }})</span>{% endif %}
+    {%- if t.folds %} · <span class="folds">{{ t.folds }}</span>{% endif %}
     {%- if t.sample %}<span class="badge sample">sample, not the full protocol</span>
     {%- else %}<span class="badge full">full dataset</span>{% endif %}</h2>
   {% if t.common_evaluator is not none %}<div class="note" style="margin-bottom:6px">
     evaluator (every column): <b>{{ t.common_evaluator }}</b></div>{% endif %}
-  <table class="res">
+  <div class="scroll"><table class="res">
     <thead>{% set one_ev = t.common_evaluator %}
     <tr><th{% if one_ev is none %} rowspan="2"{% endif %}>method</th>
     {%- for col, span in t.header_groups() %}
@@ -489,7 +587,8 @@ TEMPLATE = """<!DOCTYPE html>
       {%- if col.arrow %} <span class="arrow">{{ col.arrow }}</span>{% endif %}</th>
     {%- endfor %}</tr>
     {% if one_ev is none %}
-    <tr>{% for col in t.columns %}<th class="ev">{{ col.evaluator }}</th>{% endfor %}</tr>
+    <tr>{% for col in t.columns %}<th class="ev">
+      {{- '' if col.evaluator in ('-', '') else col.evaluator }}</th>{% endfor %}</tr>
     {% endif %}
     </thead>
     <tbody>
@@ -499,15 +598,19 @@ TEMPLATE = """<!DOCTYPE html>
       {%- if c is none %}<td class="na">–</td>
       {%- else %}<td class="{{ 'best' if c.best }}{{ ' na' if c.text == 'n/a' }}"
         {%- if c.note %} title="{{ c.note }}"{% endif %}>{{ c.text }}
-        {%- if c.interval %}<span class="iv">{{ c.interval }}</span>{% endif %}</td>
+        {%- if c.interval %}<span class="iv">{{ c.interval }}
+        {%- if c.interval_kind == 'std' and c.n %} · N {{ c.n | int }}{% endif %}</span>
+        {%- endif %}</td>
       {%- endif %}{% endfor %}</tr>
     {%- endfor %}
     </tbody>
-  </table>
+  </table></div>
   <div class="legend"><span class="arrow">↑</span> higher is better,
     <span class="arrow">↓</span> lower is better (for privacy metrics: better anonymization);
-    green = best anonymizer per column (references <i>original</i>/<i>chance</i> excluded).
-    ± = std over folds, [a, b] = 95% interval; counts are <i>value/n</i>.</div>
+    {%- if t.any_best %} green = best anonymizer per column (references <i>original</i> and
+    <i>chance</i> excluded).{% endif %}
+    ± = std over {{ 'the ' ~ t.folds if t.folds else 'folds' }} (N = pairs or images scored),
+    [a, b] = 95% interval; counts are <i>value/n</i>.</div>
   {% if t.notes %}<ul class="notes">{% for n in t.notes %}<li>{{ n }}</li>{% endfor %}</ul>
   {% endif %}
   <dl class="desc">
@@ -589,6 +692,8 @@ TEMPLATE = """<!DOCTYPE html>
   <h3 class="mono">{{ r.path }}</h3>
   <table class="kv">
     <tr><td>protocol</td><td>{{ r.protocols }}</td></tr>
+    {% if r.command %}<tr><td>command</td><td><code class="cmd">{{ r.command }}</code>
+      <div class="note">rebuilt from run.json's configuration</div></td></tr>{% endif %}
     <tr><td>data</td><td>{% for d, smp in r.datasets %}<code>{{ d }}</code>
       {%- if smp %}<span class="badge sample">sample</span>{% else %}
       <span class="badge full">full</span>{% endif %} {% endfor %}

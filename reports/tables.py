@@ -8,6 +8,7 @@ decided on the *displayed* (rounded) numbers, so two values that print the same 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,14 @@ from anonbench.reports.runs import REFERENCE_METHODS, Bundle, is_sample
 
 def arrow(higher_is_better: bool | None) -> str:
     return {True: "↑", False: "↓"}.get(higher_is_better, "")  # type: ignore[arg-type]
+
+
+_FOLDS = re.compile(r"^(\d+) folds?$")
+
+
+def no_evaluator(evaluator: Any) -> bool:
+    """A row without an evaluator of its own ("-", empty or missing)."""
+    return _nan(evaluator) or str(evaluator).strip() in ("", "-")
 
 
 def _nan(v: Any) -> bool:
@@ -114,9 +123,31 @@ class WideTable:
 
     @property
     def common_evaluator(self) -> str | None:
-        """The one evaluator of every column, if there is one (then shown once, not per column)."""
-        evs = {c.evaluator for c in self.columns}
+        """The one evaluator of every column, if there is one (then shown once, not per column);
+        columns with no evaluator of their own ("-": e.g. the anonymizer's own detector) aside."""
+        evs = {c.evaluator for c in self.columns if not no_evaluator(c.evaluator)}
         return evs.pop() if len(evs) == 1 else None
+
+    @property
+    def folds(self) -> str:
+        """The fold counts the rows' notes state ("2 folds"; "" when none does)."""
+        counts = sorted(
+            {
+                int(m.group(1))
+                for c in self.cells.values()
+                for part in (c.note or "").split("; ")
+                if (m := _FOLDS.match(part))
+            }
+            | {1 for c in self.cells.values() if "single fold" in (c.note or "")}
+        )
+        if not counts:
+            return ""
+        return f"{' or '.join(map(str, counts))} fold{'s' if counts != [1] else ''}"
+
+    @property
+    def any_best(self) -> bool:
+        """Whether some column marks a best anonymizer (never with one anonymizer)."""
+        return any(c.best for c in self.cells.values())
 
     def is_reference(self, method: str) -> bool:
         return method in REFERENCE_METHODS

@@ -137,3 +137,42 @@ def test_report_in_chromium_cli(report, tmp_path):
     assert not console, console
     _assert_not_blank(png)
     _keep(png)
+
+
+_WIDTHS = """() => {
+  const vw = document.documentElement.clientWidth;
+  const over = Array.from(document.querySelectorAll('table')).map(t => {
+    const r = t.getBoundingClientRect();
+    const card = (t.closest('section') || document.body).getBoundingClientRect();
+    return {right: Math.round(r.right), width: Math.round(r.width), card: Math.round(card.right)};
+  }).filter(x => x.width > vw || x.right > x.card + 1);
+  return {vw: vw, page: document.documentElement.scrollWidth, over: over};
+}"""
+
+
+@pytest.mark.parametrize("width", [1400, 420])
+def test_report_fits_its_viewport(report, tmp_path, width):
+    """At 1400 and 420 px no table is wider than the viewport or runs past its card, and the
+    page does not scroll sideways; the screenshots are kept with $ANONBENCH_REPORT_SCREENSHOT
+    (docs/report_1400.jpg and docs/report_420.jpg come from here)."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright for Python not installed (pip install playwright)"
+    )
+    png = tmp_path / f"report_{width}.png"
+    with sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            args=FLAGS,
+            viewport={"width": width, "height": 900},
+        )
+        try:
+            page = ctx.new_page()
+            page.goto(report.as_uri(), wait_until="load")
+            got = page.evaluate(_WIDTHS)
+            page.screenshot(path=str(png), full_page=True)
+        finally:
+            ctx.close()
+    assert got["page"] <= got["vw"], got
+    assert got["over"] == [], got
+    _keep(png)
