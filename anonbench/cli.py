@@ -335,8 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from anonbench.runner import default_workers
 
         args.workers = default_workers()
+    from anonbench.safety import sigterm_as_interrupt
+
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():  # rule 10: `kill` ends any command like Ctrl-C
+            return int(args.func(args) or 0)
     except AnonbenchError as e:
         print(f"anonbench: error: {e}", file=sys.stderr)
         return int(getattr(e, "exit_code", 2))  # 1 for an OS error after work started

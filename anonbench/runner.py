@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from anonbench.display import format_table
 from anonbench.errors import AnonbenchError
 from anonbench.provenance import git_sha, now, versions
 from anonbench.registry import EMBEDDERS, METHODS, PROTOCOLS
-from anonbench.safety import check_tree, refuse_overlap
+from anonbench.safety import check_tree, refuse_overlap, sigterm_as_interrupt
 
 
 @dataclass
@@ -267,27 +266,6 @@ def _earlier_details(prev: dict[str, Any], proto: Any) -> dict[str, Any]:
             if isinstance(details, dict) and details:
                 return details
     return {}
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Rule 10: SIGTERM (a scheduler stopping a job, `kill`) ends a run like Ctrl-C does:
-    run.json records "interrupted", what finished is kept. Main thread only."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _rows_complete(res: Any, method: str, protocol: str, keys: Any) -> bool:

@@ -10,14 +10,19 @@
 3. One output per input (`refuse_collisions`): two inputs never share an output name, compared
    case-insensitively (`a.jpg` / `a.png` both become `a.png`; `x.JPG` / `x.jpg` are one file on
    a case-insensitive disk).
+
+And rule 10's signal part (`sigterm_as_interrupt`): SIGTERM ends any command as Ctrl-C does,
+so what a command cleans up or records on an interrupt it does on `kill` too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from anonbench.errors import AnonbenchError
 
@@ -170,3 +175,24 @@ def refuse_collisions(pairs: Iterable[tuple[str, str]], where: str) -> None:
                 f"{where}: {other!r} and {src!r} would both be written to {out!r} (output "
                 "names are compared case-insensitively); rename one of them"
             )
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Rule 10: SIGTERM (a scheduler stopping a job, `kill`) ends a run like Ctrl-C does:
+    run.json records "interrupted", what finished is kept. Main thread only."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

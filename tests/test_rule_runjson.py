@@ -5,7 +5,7 @@ Generated: a skipped rerun after entries of another protocol, another version, o
 details of the wrong shape keeps its own protocol's details; SIGTERM while preparing,
 producing or scoring leaves run.json "interrupted" with what finished kept, and the handler
 that was there before; `--no-cache` leaves no temporary cache after success, failure or an
-interrupt.
+interrupt; SIGTERM stops anonymize as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -113,3 +113,32 @@ def test_no_cache_removes_its_temporary_cache(tmp_path, warm, monkeypatch, end):
     code = run_tiny(TINY, tmp_path / "out", warm, methods, "--no-cache")
     assert code == {"success": 0, "failure": 2, "interrupt": 130}[end]
     assert made and not any(Path(m).exists() for m in made)
+
+
+def test_sigterm_stops_anonymize_like_ctrl_c(tmp_path, capsys, monkeypatch):
+    """The handler is the CLI's, for every command: a stopped anonymize removes the folder
+    it created."""
+    import shutil
+
+    import anonbench.commands.anonymize as anon
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(
+            TINY / "images_deepfunneled" / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg", src / name
+        )
+    real = anon.process_photo
+
+    def photo(method, path, dst, *a):
+        if path.name == "b.jpg":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(method, path, dst, *a)
+
+    monkeypatch.setattr(anon, "process_photo", photo)
+    out = tmp_path / "out"
+    argv = ["anonymize", "--method", "blur9", "--input", str(src), "--output", str(out)]
+    from anonbench.cli import main
+
+    assert main([*argv, "--no-cache", "--quiet", "--detector", "dlib-hog"]) == 130
+    assert "interrupted" in capsys.readouterr().err and not out.exists()
