@@ -352,6 +352,7 @@ def test_bad_scores_lose_only_their_roc_curve(tmp_path):
 # -- an animated input image -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_animated_input_is_flattened_with_one_warning(tmp_path):
     """`anonymize` keeps the first frame of an animated PNG or WebP: one warning line each."""
     from PIL import Image

@@ -126,6 +126,7 @@ def colliding_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_a_run_writes_one_scores_file_per_label(colliding_run):
     files = sorted(p.name for p in (colliding_run / "scores" / "lfw").iterdir())
     assert files == sorted(score_file_name(x) for x in ("x y", "x_y", "Ü ✓"))
