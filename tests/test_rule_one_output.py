@@ -4,7 +4,8 @@ Outputs are named after their input's relative path (`produce`, the output store
 suffix .png; `anonymize`: the same name). Two inputs that would share an output name, compared
 case-insensitively, are refused before any work, with one line naming both: generated over
 suffixes, letter case and Unicode case folding, in identity folders, CelebA lists, LFW pairs,
-and anonymize's input folders. Names that differ are accepted.
+and anonymize's input folders (whose videos become NAME.mp4, BMPs with alpha NAME.png).
+Names that differ are accepted.
 """
 
 from __future__ import annotations
@@ -123,3 +124,22 @@ def test_anonymize_refuses_names_equal_but_for_case(tmp_path, capsys):
     assert main([*argv, "--no-cache", "--quiet"]) == 2
     assert "'x.JPG' and 'x.jpg'" in one_error_line(capsys)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("names", "refused"),
+    [
+        (("v.avi", "v.avi.mp4"), True),  # a video not in MP4 is written as NAME.mp4
+        (("p.bmp", "p.bmp.png"), True),  # a BMP with alpha is written as NAME.png
+        (("v.mp4", "v.avi"), False),
+        (("p.jpg", "p.jpg.png"), False),  # a JPEG has no alpha: written under its own name
+    ],
+)
+def test_anonymize_output_names_that_a_suffix_makes_equal(tmp_path, capsys, names, refused):
+    from anonbench.commands.anonymize import _output_names
+
+    outputs = [o for n in names for o in _output_names(n)]
+    assert (len({o.casefold() for o in outputs}) < len(outputs)) == refused
+    if refused:
+        with pytest.raises(CollisionError):
+            refuse_collisions([(n, o) for n in names for o in _output_names(n)], "x")

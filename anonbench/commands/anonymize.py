@@ -249,7 +249,7 @@ def anonymize_inputs(
     items = collect_inputs(src)
     # rules 2 and 3, before any work: the input is never written; one output per input
     refuse_overlap([("--output", out_dir)], [("the input", src)])
-    refuse_collisions(((name, name) for _, name in items), f"--input {src}")
+    refuse_collisions(((n, o) for _, n in items for o in _output_names(n)), f"--input {src}")
     before = _listing(out_dir)
     try:
         reports, failed = _anonymize_all(method, items, out_dir, analyzer, mapper, opts)
@@ -259,6 +259,17 @@ def anonymize_inputs(
     report = _report(method, mapper, opts, reports, failed)
     atomic_write_text(out_dir / "anonymize_report.json", json.dumps(report, indent=2))
     return report
+
+
+def _output_names(name: str) -> list[str]:
+    """Every name an input's output may take: its own; a video not in MP4 gets `.mp4`
+    appended (process_video); a BMP with alpha gets `.png` appended (process_photo)."""
+    from anonbench.methods.ciagan.video import VIDEO_EXTENSIONS
+
+    suffix = Path(name).suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return [name if suffix == ".mp4" else name + ".mp4"]
+    return [name] if suffix in (".png", ".webp", ".jpg", ".jpeg") else [name, name + ".png"]
 
 
 def _listing(out_dir: Path) -> set[Path] | None:
