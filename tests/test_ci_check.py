@@ -68,6 +68,7 @@ def _summary(out: str, prefix: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_passes_its_own_baseline(run_lfw, capsys):
     run = run_lfw("ciagan_shipped", "ciagan")
     if REGEN:
@@ -89,6 +90,7 @@ def test_shipped_checkpoint_passes_its_own_baseline(run_lfw, capsys):
     )
 
 
+@pytest.mark.slow
 def test_random_weights_checkpoint_fails_on_utility(run_lfw, tmp_path, capsys):
     from anonbench.methods.ciagan.checkpoint import random_generator_checkpoint, save_atomic
 
@@ -107,6 +109,7 @@ def test_random_weights_checkpoint_fails_on_utility(run_lfw, tmp_path, capsys):
     assert "❌ **regressed** | ciagan | lfw | lfw-sample | face_kept" in md.read_text()
 
 
+@pytest.mark.slow
 def test_blur17_passes_and_mask_mapped_to_blur17_fails_on_utility(run_lfw, capsys):
     blur = run_lfw("blur17", "blur17")
     if REGEN:

@@ -164,6 +164,7 @@ def test_trainers_are_listed_with_their_options_without_torch():
         assert h.returncode == 0 and f"anonbench train {name}" in h.stdout
 
 
+@pytest.mark.slow
 def test_cli_train_two_steps_then_anonymize_and_run(tmp_path, fixtures):
     """`anonbench train pix2pix` for 2 steps on an 18-image CelebA fixture, then its last.pt
     through `anonymize --checkpoint` (the face changes, nothing outside the mask does) and

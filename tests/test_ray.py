@@ -372,6 +372,7 @@ def _same_results(a: Path, b: Path, methods: list[str]) -> None:
         assert len(sa.splitlines()) > 150  # every pair of the sample scored
 
 
+@pytest.mark.slow
 @needs_ray
 def test_ray_run_equals_local_run_and_shuts_its_instance_down(local_run, tmp_path):
     """--executor ray (a local instance of 2 CPUs) writes the same results.csv rows and per-pair
@@ -395,6 +396,7 @@ def test_ray_run_equals_local_run_and_shuts_its_instance_down(local_run, tmp_pat
     assert not left, f"Ray processes left running: {left}"
 
 
+@pytest.mark.slow
 @needs_ray
 def test_ray_run_with_a_worker_killed_mid_run_completes_through_retry(local_run, tmp_path):
     """A Ray worker process killed while it embeds images (SIGKILL from outside, as when a
@@ -435,6 +437,7 @@ def test_ray_run_with_a_worker_killed_mid_run_completes_through_retry(local_run,
     _same_results(local_run, out, ["original"])
 
 
+@pytest.mark.slow
 @needs_ray
 def test_ray_ctrl_c_leaves_results_whole_and_a_rerun_completes_the_rest(tmp_path):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) during the second method:
