@@ -73,6 +73,14 @@ non_negative_number = number(0.0)
 seed = integer(0, SEED_MAX)
 
 
+def fraction(text: str) -> float:
+    """A share: a finite number from 0 to 1."""
+    v = _number(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return v
+
+
 def cap_workers(n: int, flag: str = "--workers") -> int:
     """`n` capped at the core count (os.cpu_count()), with a one-line warning when capped:
     more processes than cores only add memory and switching."""

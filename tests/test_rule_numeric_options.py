@@ -179,3 +179,29 @@ def test_run_option_folds_is_refused_before_any_work(tmp_path, capsys, text):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"option folds={text}:" in err
     assert list(tmp_path.iterdir()) == []
+
+
+TRAINER_CASES = [
+    (opt, text)
+    for opt, bad in {
+        "--epochs": ["0", "-1", "1.5", *NOT_NUMBERS],
+        "--seed": ["-1", str(2**32), *NOT_NUMBERS],
+        "--test-fraction": ["-0.1", "1.5", *NOT_NUMBERS],
+    }.items()
+    for text in bad
+]
+
+
+@pytest.mark.parametrize("opt, text", TRAINER_CASES)
+def test_identifier_trainer_options_the_same_way(tmp_path, capsys, opt, text):
+    """`anonbench train identifier` parses its numbers with the same type functions."""
+    from anonbench.faces.pnca_options import build_parser as trainer_parser
+
+    parser = trainer_parser()
+    for action in parser._actions:
+        assert action.type not in (int, float), action.option_strings
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--data", "x", "--out", str(tmp_path / "o"), f"{opt}={text}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"argument {opt}" in err, err
