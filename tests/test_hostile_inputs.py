@@ -103,6 +103,32 @@ def build_tree(t: Path) -> None:
     for name, data in (("run_empty", b""), ("run_bytes", b"method,value\n\xff\xfe\n")):
         (t / name).mkdir()
         (t / name / "results.csv").write_bytes(data)
+    bomb = t / "run_bomb"  # an example image whose header claims 20000 x 20000 pixels
+    shutil.copytree(t / "run", bomb)
+    _png_header_only(bomb / "examples" / "lfw" / "blur17" / "00.jpg", 20000, 20000)
+    shutil.copytree(t / "run", t / INJECTED)
+
+
+INJECTED = "run\n\\input{/etc/passwd}\n\\write18{touch pwned}"
+
+
+def _png_header_only(path: Path, w: int, h: int) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def _no_live_latex(t: Path) -> None:
+    """Nothing from a path became a live LaTeX line (part B's rule 5)."""
+    for line in (t / "t.tex").read_text().splitlines():
+        assert not line.lstrip().startswith(("\\input", "\\write18")), line
 
 
 @dataclass
@@ -111,6 +137,7 @@ class Case:
     argv: Callable[[Path], list[str]]
     code: int
     allowed: tuple[str, ...] = ()  # folders / files under the tree the case may write
+    post: Callable[[Path], None] | None = None  # a further check of what it wrote
 
 
 def _run(data: str, methods: str = "blur9", protocol: str = "lfw", out: str = "o"):
@@ -185,6 +212,18 @@ CASES = [
     Case("report-empty-results", _cmd("report", "T/run_empty", "--html", "T/r.html"), 2),
     Case("report-not-utf8", _cmd("report", "T/run_bytes", "--html", "T/r.html"), 2),
     Case("report-ok", _cmd("report", "T/run", "--html", "T/r.html"), 0, ("r.html",)),
+    # part B's cases that work already: a decompression bomb, LaTeX from a path, options
+    Case("report-bomb-example", _cmd("report", "T/run_bomb", "--html", "T/r.html"), 0, ("r.html",)),
+    Case(
+        "report-latex-from-a-path",
+        _cmd("report", f"T/{INJECTED}", "--latex", "T/t.tex"),
+        0,
+        ("t.tex",),
+        _no_live_latex,
+    ),
+    Case("run-max-pixels-negative", lambda t: [*_run("lfw:T/lfw")(t), "--max-pixels", "-1"], 2),
+    Case("run-seed-negative", lambda t: [*_run("lfw:T/lfw")(t), "--seed", "-1"], 2),
+    Case("anonymize-seed-negative", lambda t: [*_anonymize("photos")(t), "--seed", "-1"], 2),
     Case(
         "check-markdown-over-run-json",
         _cmd("check", "T/run", "--baseline", "T/run", "--markdown", "T/run/run.json"),
@@ -211,13 +250,18 @@ def tree(tmp_path_factory) -> Path:
 def test_hostile_input(tree, capsys, case):
     argv = case.argv(tree)
     before = snapshot(tree)
-    code = main([*argv, "--quiet"] if argv[0] in ("run", "produce", "anonymize") else argv)
+    try:
+        code = main([*argv, "--quiet"] if argv[0] in ("run", "produce", "anonymize") else argv)
+    except SystemExit as e:  # argparse refuses an option value: its usage line, exit 2
+        code = e.code
     cap = capsys.readouterr()
     assert "Traceback" not in cap.out + cap.err, cap.err
     assert code == case.code, cap.err
     if code == 2:
-        errors = [ln for ln in cap.err.splitlines() if ln.startswith("anonbench: error:")]
+        errors = [ln for ln in cap.err.splitlines() if ": error:" in ln]
         assert len(errors) == 1, cap.err
+    if case.post is not None:
+        case.post(tree)
     after = snapshot(tree)
     changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
     outside = sorted(p for p in changed if not any(_under(p, a) for a in case.allowed))
