@@ -57,6 +57,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+# an entry holds boxes, landmarks or one embedding: kilobytes. A file declaring more is not one
+MAX_ENTRY_BYTES = 64 << 20
+
 # key -> shape: an int is that size, None any size, a name the same size wherever it appears
 Schema = Mapping[str, tuple[int | str | None, ...]]
 
@@ -101,6 +104,9 @@ class Cache:
         p = self._path(component, version, digest)
         try:
             with np.load(p, allow_pickle=False) as z:
+                # the sizes the zip declares, before anything is inflated: no zip bomb
+                if sum(i.file_size for i in z.zip.infolist()) > MAX_ENTRY_BYTES:
+                    return None
                 arrays = {k: z[k] for k in z.files}
         except FileNotFoundError:
             return None

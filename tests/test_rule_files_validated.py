@@ -182,6 +182,20 @@ def test_bad_cache_entry_is_recomputed(tmp_path, comp, name, content):
     case(tmp_path, content)
 
 
+def test_zip_bomb_entry_is_not_inflated(tmp_path):
+    """An entry declaring more than MAX_ENTRY_BYTES (100 MB of zeros in 100 kB) is not read."""
+    import zipfile
+
+    from anonbench.cache import MAX_ENTRY_BYTES
+
+    buf, npy = io.BytesIO(), io.BytesIO()
+    np.save(npy, np.zeros((MAX_ENTRY_BYTES + (36 << 20)) // 8))
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("boxes.npy", npy.getvalue())
+    assert len(buf.getvalue()) < 1 << 20
+    _detect_case(tmp_path, buf.getvalue())
+
+
 def test_pickled_entry_is_not_loaded(tmp_path):
     cache = Cache(tmp_path)
     p = _write_entry(cache, "c", "1", "d", {"boxes": np.array([object()], dtype=object)})
