@@ -123,10 +123,16 @@ class LFWVerification(Protocol):
         from anonbench.metrics.reversal import parse_reversal
 
         parse_reversal(ctx.options.get("reversal"))  # a wrong value fails before any work
-        _, firsts, seconds = self._keys(ctx)
-        ctx.originals.analyze(
-            sorted({*firsts, *seconds}, key=lambda r: r.key), f"analyse {ctx.data.label}"
-        )
+        pairs, firsts, seconds = self._keys(ctx)
+        unique = sorted({*firsts, *seconds}, key=lambda r: r.key)
+        if not ctx.quiet:
+            # the counts the progress bars and the table show, said once so they add up
+            print(
+                f"{ctx.data.label}: {len(pairs)} pairs; {len(firsts)} distinct first images "
+                f"(references), {len(seconds)} distinct second images (anonymized), "
+                f"{len(unique)} distinct in all"
+            )
+        ctx.originals.analyze(unique, f"analyse {ctx.data.label} (distinct images)")
 
     def records(self, method: Anonymizer, ctx: RunContext) -> list[ImageRecord]:
         return self._keys(ctx)[2]
@@ -154,7 +160,7 @@ class LFWVerification(Protocol):
                     real_items(ctx, org.readable(todo)),
                     [],
                     [ctx.embedder],
-                    desc=f"lfw reference ({ctx.data.label})",
+                    desc=f"lfw first images ({ctx.data.label})",
                     **kw,
                 )
             )
@@ -162,7 +168,7 @@ class LFWVerification(Protocol):
             store_items(ctx, org.readable(seconds), store),
             [],
             [ctx.embedder],
-            desc=f"lfw {method.name} ({ctx.data.label})",
+            desc=f"lfw {method.name}: second images ({ctx.data.label})",
             **kw,
         )
         errors = org.errors([*firsts, *seconds])
