@@ -468,34 +468,8 @@ def compare(
             df[c] = df[c].map(_str)
         df["protocol_version"] = df["protocol_version"].map(_str)
 
-    # a baseline computed under another protocol version measures something else
-    cur_versions = cur.groupby("protocol")["protocol_version"].agg(lambda s: sorted(set(s)))
-    for proto, bver in base.groupby("protocol")["protocol_version"]:
-        if proto in cur_versions.index:
-            bv, cv = sorted(set(bver)), cur_versions[proto]
-            if bv != cv:
-                raise AnonbenchError(
-                    f"protocol {proto!r}: baseline is version {', '.join(bv)}, run is version "
-                    f"{', '.join(cv)}; results of different protocol versions are not comparable"
-                )
-
-    base_metrics = sorted(set(base["metric"]))
-    for t in tolerances:
-        sel = base[base["metric"] == t.metric]
-        if sel.empty:
-            close = difflib.get_close_matches(t.metric, base_metrics, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise AnonbenchError(
-                f"--tolerance names metric {t.metric!r}, which the baseline does not have{hint}; "
-                f"baseline metrics: {', '.join(base_metrics)}"
-            )
-        if t.evaluator is not None and (sel["evaluator"] != t.evaluator).all():
-            evs = ", ".join(sorted(set(sel["evaluator"])))
-            raise AnonbenchError(
-                f"--tolerance names {t.metric}[{t.evaluator}], but the baseline's {t.metric} "
-                f"rows have evaluators: {evs}"
-            )
-
+    _same_versions(cur, base)
+    _tolerances_apply(tolerances, base)
     base = _map_baseline(base, cur, method_map)
     extra = sorted(set(cur["method"]) - set(base["method"]))
     if preset is not None and preset.require_baseline_for_every_method and extra:
@@ -518,30 +492,7 @@ def compare(
         c = cur_idx.get(k)
         if c is None:
             raise AnonbenchError(_missing_message(r, cur))
-        bv, cv = float(r["value"]), float(c["value"])
-        amount, note = _resolve(tol, r, spec)
-        if math.isinf(bv) or math.isinf(cv):
-            note = f"{note}, non-finite" if note else "non-finite"
-        rows.append(
-            CheckRow(
-                method=r["method"],
-                protocol=r["protocol"],
-                dataset=r["dataset"],
-                split=r["split"],
-                metric=r["metric"],
-                evaluator=r["evaluator"],
-                baseline=bv,
-                current=cv,
-                allowed=_fmt_amount(tol.worse, amount),
-                ok=holds(bv, cv, tol.worse, amount),
-                change=cv - bv,
-                source=tol.source,
-                rule=_rule_text(tol, spec),
-                note=note,
-                baseline_method=r["baseline_method"],
-                role=role(spec),
-            )
-        )
+        rows.append(_check_row(r, float(c["value"]), tol, spec))
     if not rows:
         why = "; ".join(f"{m} ({w})" for m, w in _collapse(skipped, set()).items())
         raise AnonbenchError(
@@ -558,6 +509,67 @@ def compare(
         extra_methods=extra,
         preset=preset,
         method_map=method_map,
+    )
+
+
+def _same_versions(cur: Any, base: Any) -> None:
+    """A baseline computed under another protocol version measures something else."""
+    cur_versions = cur.groupby("protocol")["protocol_version"].agg(lambda s: sorted(set(s)))
+    for proto, bver in base.groupby("protocol")["protocol_version"]:
+        if proto in cur_versions.index:
+            bv, cv = sorted(set(bver)), cur_versions[proto]
+            if bv != cv:
+                raise AnonbenchError(
+                    f"protocol {proto!r}: baseline is version {', '.join(bv)}, run is version "
+                    f"{', '.join(cv)}; results of different protocol versions are not comparable"
+                )
+
+
+def _tolerances_apply(tolerances: list[Tolerance], base: Any) -> None:
+    """Every given tolerance names a metric (and evaluator) the baseline has."""
+    base_metrics = sorted(set(base["metric"]))
+    for t in tolerances:
+        sel = base[base["metric"] == t.metric]
+        if sel.empty:
+            close = difflib.get_close_matches(t.metric, base_metrics, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise AnonbenchError(
+                f"--tolerance names metric {t.metric!r}, which the baseline does not have{hint}; "
+                f"baseline metrics: {', '.join(base_metrics)}"
+            )
+        if t.evaluator is not None and (sel["evaluator"] != t.evaluator).all():
+            evs = ", ".join(sorted(set(sel["evaluator"])))
+            raise AnonbenchError(
+                f"--tolerance names {t.metric}[{t.evaluator}], but the baseline's {t.metric} "
+                f"rows have evaluators: {evs}"
+            )
+
+
+def _check_row(
+    r: Mapping[str, Any], cv: float, tol: Tolerance, spec: MetricSpec | None
+) -> CheckRow:
+    """Baseline row `r` against the run's value `cv` under tolerance `tol` (see holds)."""
+    bv = float(r["value"])
+    amount, note = _resolve(tol, r, spec)
+    if math.isinf(bv) or math.isinf(cv):
+        note = f"{note}, non-finite" if note else "non-finite"
+    return CheckRow(
+        method=r["method"],
+        protocol=r["protocol"],
+        dataset=r["dataset"],
+        split=r["split"],
+        metric=r["metric"],
+        evaluator=r["evaluator"],
+        baseline=bv,
+        current=cv,
+        allowed=_fmt_amount(tol.worse, amount),
+        ok=holds(bv, cv, tol.worse, amount),
+        change=cv - bv,
+        source=tol.source,
+        rule=_rule_text(tol, spec),
+        note=note,
+        baseline_method=r["baseline_method"],
+        role=role(spec),
     )
 
 
