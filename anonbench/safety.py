@@ -1,9 +1,11 @@
 """The path rules every command follows (DESIGN.md, "Safety rules"), each enforced here, once:
 
-1. Containment (`DataRoot.path`): a path built from data (names in pairs.txt, file names in
-   identity_CelebA.txt, manifest keys, record keys, labels) is a plain relative path, and once
-   resolved (symlinks too) it stays inside its root. Otherwise a ContainmentError naming
-   file:line, raised while the data is opened, before anything is written.
+1. Containment (`DataRoot.path`, `check_tree`): a path built from data (names in pairs.txt,
+   file names in identity_CelebA.txt, record keys, the files an output store's manifest
+   names, `folder:` outputs, export targets) is a plain relative path, and once resolved
+   (symlinks too) it stays inside its root. Otherwise a ContainmentError naming file:line,
+   raised before anything is written. (Method labels, which name files too, are checked
+   where they are parsed: anonbench.runner.parse_method.)
 2. Inputs are never written (`refuse_overlap`): an output path is not, does not contain and
    does not lie inside an input (originals, data roots, `folder:` outputs, `anonymize`'s
    input, a run's own files for reports), after resolving links.
