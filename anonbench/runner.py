@@ -523,7 +523,7 @@ def _run(
             t1 = time.perf_counter()
             had = _files_under(out)
             rows = proto.evaluate(method, store, ctx)
-            _verify_store(name, store, records, out, had)
+            _verify_store(name, store, records, out, had, proto.name)
             info["timings_s"][name] = {
                 "produce": round(t_prod, 2),
                 "evaluate": round(time.perf_counter() - t1, 2),
@@ -625,13 +625,30 @@ def _files_under(out: Path) -> set[Path]:
     return {p for p in out.rglob("*") if not p.is_dir()}
 
 
-def _verify_store(name: str, store: Any, records: Any, out: Path, had: set[Path]) -> None:
+def _own_new_files(out: Path, had: set[Path], name: str, protocol: str) -> list[Path]:
+    """The files of method `name` that its scoring added: scores/, missed/ and examples/ of
+    the protocol, named after the label (a concurrent run's files are not touched)."""
+    from anonbench.scores import score_file_name
+
+    names = {name, f"{name}.csv", score_file_name(name)}
+    own = []
+    for p in _files_under(out) - had:
+        parts = p.relative_to(out).parts
+        if len(parts) >= 3 and parts[0] in ("scores", "missed", "examples"):
+            if parts[1] == protocol and parts[2] in names:
+                own.append(p)
+    return own
+
+
+def _verify_store(
+    name: str, store: Any, records: Any, out: Path, had: set[Path], protocol: str
+) -> None:
     """Rule 6: a method is complete only if every output was scored as it was produced.
-    Otherwise the files its evaluation added to --out (scores, examples, missed lists) go
-    with its numbers: nothing partial is left."""
+    Otherwise the files its scoring added to --out (scores, examples, missed list) go with
+    its numbers: nothing partial is left."""
     bad = [] if store is None else store.verify(records)
     if bad:
-        for p in _files_under(out) - had:
+        for p in _own_new_files(out, had, name, protocol):
             p.unlink(missing_ok=True)
         raise StoreChangedError(
             f"{len(bad)} output(s) of {name} vanished or changed while it was scored (first: "

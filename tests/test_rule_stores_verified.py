@@ -202,8 +202,10 @@ def test_an_output_that_vanishes_while_scored_reports_nothing(
     capsys.readouterr()
     assert run_tiny(TINY, out, cache, "blur9") == 1
     assert "vanished or changed while it was scored" in one_error_line(capsys)
-    # no numbers, and none of the files its scoring wrote (scores, examples, missed)
-    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+    # no numbers, and none of the files its scoring wrote (scores, examples, missed list);
+    # the protocol's examples.csv index, shared by every method, may stay
+    left = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
+    assert left in ([], ["examples/lfw/examples.csv"])
     monkeypatch.setattr(LFWVerification, "evaluate", real)
     assert run_tiny(TINY, out, cache, "blur9") == 0  # not skipped: scored whole
     assert "skipped blur9" not in capsys.readouterr().out
