@@ -21,7 +21,8 @@ class OneLineParser(argparse.ArgumentParser):
     `--help` still shows the usage."""
 
     def error(self, message: str) -> Any:
-        self.exit(2, f"anonbench: error: {self.prog.removeprefix('anonbench ')}: {message}\n")
+        cmd = self.prog.removeprefix("anonbench").strip()  # the subcommand, if any
+        self.exit(2, f"anonbench: error: {f'{cmd}: ' if cmd else ''}{message}\n")
 
 
 def _parse_checkpoints(items: Sequence[str]) -> dict[str, str]:
