@@ -192,6 +192,7 @@ def test_errors_are_one_line(tmp_path, capsys, monkeypatch):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_default_detector_leaves_fewer_frames_without_a_face(shared_data, tmp_path):
     """Why `anonymize` defaults to RetinaFace: on the Hamilton clip dlib HOG finds no face in

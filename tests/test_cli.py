@@ -38,6 +38,7 @@ def sample_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_sample_run_outputs(sample_run, capsys):
     df = pd.read_csv(sample_run / "results.csv")
     assert list(df.columns) == COLUMNS
@@ -53,6 +54,7 @@ def test_sample_run_outputs(sample_run, capsys):
     assert acc > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["original", "blur17"])
 def test_scores_file_recomputes_the_metrics(sample_run, method):
     s = pd.read_csv(sample_run / "scores" / "lfw" / f"{method}.csv")
@@ -69,6 +71,7 @@ def test_scores_file_recomputes_the_metrics(sample_run, method):
     assert np.isfinite(s["score"]).all() and s["score"].between(-1, 1).all()
 
 
+@pytest.mark.slow
 def test_rerun_merges_rows(sample_run, tmp_path):
     # a second method into the same folder keeps the first ones' rows
     rc = main(

@@ -606,6 +606,7 @@ def test_interrupted_run_resumes_with_what_is_missing(
     assert set(pd_read(out / "results.csv")["method"]) == {"original", "blur9"}
 
 
+@pytest.mark.slow
 def test_two_run_processes_into_one_folder(tmp_path, tiny_cache):
     from anonbench.results import read_results
 
