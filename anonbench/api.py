@@ -130,6 +130,9 @@ class Trainable(Anonymizer):
         raise NotImplementedError
 
 
+METRIC_ROLES = ("privacy", "utility", "realism", "count")
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """The single source of a metric's direction, display and default `check` tolerance."""
@@ -144,6 +147,17 @@ class MetricSpec:
     tolerance: float | None = None
     # "percent" (0-100), "fraction" (0-1), "count" (shown as value/n) or "" (a plain number)
     unit: str = ""
+    # what the metric measures (METRIC_ROLES): "privacy" (an attacker's success), "utility"
+    # (the face kept), "realism" (FID, KID) or "count" (a diagnostic); None: not declared (a
+    # third-party spec), `anonbench check` then infers it from direction and unit
+    role: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role is not None and self.role not in METRIC_ROLES:
+            raise ValueError(
+                f"MetricSpec {self.name!r}: role {self.role!r} is not one of "
+                f"{', '.join(METRIC_ROLES)} (or None)"
+            )
 
     @property
     def display(self) -> str:

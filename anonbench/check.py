@@ -115,9 +115,13 @@ PRESETS = {
 
 
 def role(spec: MetricSpec | None) -> str | None:
-    """ "utility" (higher is better: the face is kept, detectable; or a lower-is-better plain
-    number such as FID: realism), "privacy" (a lower-is-better rate, percent or fraction: an
-    attacker's success), None (a count or diagnostic with no direction)."""
+    """The role a checked metric plays: the spec's declared one (the metric catalog's:
+    privacy, utility, realism; None for a count). A spec without one (a plug-in's) gets it
+    from direction and unit: "utility" (higher is better, or a lower-is-better plain number),
+    "privacy" (a lower-is-better rate, percent or fraction: an attacker's success), None (a
+    count or diagnostic with no direction)."""
+    if spec is not None and spec.role is not None:
+        return None if spec.role == "count" else spec.role
     if spec is None or spec.higher_is_better is None:
         return None
     if spec.higher_is_better:
@@ -226,7 +230,7 @@ def trusted_specs(
     warnings: list[str] | None = None,
 ) -> dict[str, MetricSpec]:
     """name -> MetricSpec of one protocol, as `check` and the reports read them. What decides
-    a verdict (direction, default tolerance, unit) is the installed protocol's, never a
+    a verdict (direction, default tolerance, unit, role) is the installed protocol's, never a
     file's; only the display (label, decimals, description) may come from run.json, as the run
     recorded it. For a protocol not installed here, or a metric it does not declare, the whole
     copy in the run.json dicts `infos` (a later one wins), said in one line in `warnings`."""
@@ -248,6 +252,7 @@ def trusted_specs(
                 higher_is_better=inst.higher_is_better,
                 tolerance=inst.tolerance,
                 unit=inst.unit,
+                role=inst.role,
             )
     copied = sorted(n for n in wanted if n in out and n not in installed)
     if copied and warnings is not None:

@@ -36,10 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from anonbench.api import Anonymizer, MetricSpec, Option, Protocol, RunContext
+from anonbench.api import Anonymizer, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
 from anonbench.errors import AnonbenchError, UnknownNameError
 from anonbench.evaluate import real_items, run_kwargs, store_items
+from anonbench.metrics import catalog
+from anonbench.metrics.catalog import EXPRESSION_CEILING, NME_CEILING, POSE_CEILING
 from anonbench.registry import register_protocol
 
 DEFAULT_DETECTORS = "dlib-hog,retinaface,mtcnn"
@@ -47,11 +49,7 @@ DEFAULT_DETECTORS = "dlib-hog,retinaface,mtcnn"
 # ones (weights downloaded on first use) are there when asked for by name
 DEFAULT_RECOGNIZERS = "pnca,dlib-resnet"
 DEFAULT_LANDMARKERS = "dlib-68,mediapipe"
-# utility metrics: the value an output with no face or no landmarks counts at, and the cap of
-# every per-image error (one wild fit weighs no more than a failure)
-NME_CEILING = 0.5  # half the inter-ocular distance: the points are off the facial features
-POSE_CEILING = 45.0  # degrees of head rotation between original and output
-EXPRESSION_CEILING = 0.5  # mean change of the mouth and eye opening ratios
+# utility ceilings (NME_CEILING, POSE_CEILING, EXPRESSION_CEILING): see the metric catalog
 DET_IOU = 0.5
 REF_IOU = 0.3  # a detector's own face on the original must overlap the reference this much
 
@@ -206,108 +204,18 @@ class CelebAProtocol(Protocol):
     name = "celeba"
     version = "2"
     datasets = ("celeba", "folders")
-    metrics = (
-        MetricSpec(
-            "detection_rate",
-            True,
-            "% of anonymized faces a detector still finds "
-            "(IoU >= 0.5 with its detection on the original)",
-            label="detection %",
-            decimals=1,
-            tolerance=1.0,
-            unit="percent",
-        ),
-        MetricSpec(
-            "recall_at_1",
-            False,
-            "% of anonymized queries whose nearest real gallery "
-            "image has the source identity; lower = better anonymization",
-            label="Recall@1 %",
-            decimals=1,
-            tolerance=1.0,
-            unit="percent",
-        ),
-        MetricSpec(
-            "fid",
-            False,
-            "Frechet Inception distance, anonymized vs real test images",
-            label="FID",
-            decimals=1,
-            tolerance=2.0,
-        ),
-        MetricSpec(
-            "kid",
-            False,
-            "Kernel Inception distance (unbiased cubic-kernel MMD^2 of the FID features, "
-            "torch-fidelity's estimator), anonymized vs real test images; std over subsets",
-            label="KID",
-            decimals=4,
-            tolerance=0.005,
-        ),
-        MetricSpec(
-            "landmark_nme",
-            False,
-            "normalised mean error of the output's landmarks against the original's (divided "
-            f"by the original's inter-ocular distance); an output without a face or landmarks "
-            f"counts as {NME_CEILING} (the cap of every error); lower = geometry kept",
-            label="landmark NME",
-            decimals=3,
-            tolerance=0.01,
-        ),
-        MetricSpec(
-            "pose_error",
-            False,
-            "degrees between the head rotations of original and output (PnP fit of six "
-            "landmarks to a generic 3D face; geodesic angle, yaw/pitch/roll in the note); an "
-            f"output without a face or landmarks counts as {POSE_CEILING:g} (the cap)",
-            label="pose err. deg",
-            decimals=1,
-            tolerance=1.0,
-        ),
-        MetricSpec(
-            "expression_change",
-            False,
-            "mean of the absolute changes of the mouth-opening ratio and the eye aspect ratio, "
-            f"output against original; an output without a face or landmarks counts as "
-            f"{EXPRESSION_CEILING} (the cap)",
-            label="expr. change",
-            decimals=3,
-            tolerance=0.02,
-        ),
-        MetricSpec(
-            "landmarks_no_face",
-            None,
-            "outputs where the landmarker's detector found no face over the original's or the "
-            "landmarker found no landmarks (counted at the ceiling of the utility metrics)",
-            label="landmarks failed",
-            decimals=0,
-            unit="count",
-        ),
-        MetricSpec(
-            "faces_missed",
-            None,
-            "test images in which the anonymizer found no face (left unchanged: leaks)",
-            label="faces missed",
-            decimals=0,
-            unit="count",
-        ),
-        MetricSpec(
-            "embedder_no_face",
-            None,
-            "anonymized images in which the recognizer's detector found no face over the "
-            "reference face (it embedded the reference box)",
-            label="recognizer found no face",
-            decimals=0,
-            unit="count",
-        ),
-        MetricSpec(
-            "original_not_detected",
-            None,
-            "originals a detector misses at the reference face (left out of its detection rate)",
-            label="originals not detected",
-            decimals=0,
-            unit="count",
-        ),
+    metrics = catalog.specs(
+        "detection_rate",
+        "recall_at_1",
+        "fid",
+        "kid",
+        "landmark_nme",
+        "pose_error",
+        "expression_change",
+        "landmarks_no_face",
+        "faces_missed",
+        "embedder_no_face",
+        "original_not_detected",
     )
     options = (
         Option("detectors", str, DEFAULT_DETECTORS, "comma-separated detectors"),

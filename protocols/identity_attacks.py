@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from anonbench.api import Anonymizer, MetricSpec, Option, Protocol, RunContext
+from anonbench.api import Anonymizer, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
 from anonbench.evaluate import real_items, run_kwargs, store_items
+from anonbench.metrics import catalog
 from anonbench.protocols.celeba import (
     SPLIT_OPTIONS,
     Split,
@@ -32,17 +33,6 @@ from anonbench.protocols.celeba import (
     trained_attacker,
 )
 from anonbench.registry import register_protocol
-
-RECALL = MetricSpec(
-    "recall_at_1",
-    False,
-    "% of queries (landmark drawings) whose nearest real test landmark drawing has the "
-    "source identity",
-    label="Recall@1 %",
-    decimals=1,
-    tolerance=1.0,
-    unit="percent",
-)
 
 
 def _recall(
@@ -76,17 +66,9 @@ class LandmarkAttack(Protocol):
     name = "landmark-attack"
     version = "2"
     datasets = ("celeba", "folders")
-    metrics = (
-        RECALL,
-        MetricSpec(
-            "landmarks_missing",
-            None,
-            "anonymized faces in which dlib found no face "
-            "to draw landmarks from (counted as misses)",
-            label="no landmarks",
-            decimals=0,
-            unit="count",
-        ),
+    metrics = catalog.specs(
+        "recall_at_1",
+        "landmarks_missing",
     )
     options = SPLIT_OPTIONS
 
@@ -170,17 +152,8 @@ class FaceSwapCheck(Protocol):
     name = "faceswap"
     version = "2"
     datasets = ("celeba", "folders")
-    metrics = (
-        MetricSpec(
-            "target_recall_at_1",
-            False,
-            "% of generated faces whose nearest real image "
-            "(of the method's identities) has the target identity; chance = 1/identities",
-            label="target Recall@1 %",
-            decimals=1,
-            tolerance=2.0,
-            unit="percent",
-        ),
+    metrics = catalog.specs(
+        "target_recall_at_1",
     )
     options = (
         Option("recognizers", str, "dlib-resnet", "comma-separated recognizers"),

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from anonbench.api import Anonymizer, MetricSpec, Option, Protocol, RunContext
+from anonbench.api import Anonymizer, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
+from anonbench.metrics import catalog
 from anonbench.registry import register_protocol
 
 FAR = 1e-3
@@ -34,62 +35,13 @@ class LFWVerification(Protocol):
     name = "lfw"
     version = "2"
     datasets = ("lfw",)
-    metrics = (
-        MetricSpec(
-            "tar_far_1e-3",
-            False,
-            "true accept rate at FAR <= 0.001 (mean over folds); lower = better anonymization",
-            label="TAR@FAR=1e-3",
-            decimals=4,
-            tolerance=0.01,
-            unit="fraction",
-        ),
-        MetricSpec(
-            "accuracy",
-            False,
-            "verification accuracy over the folds (each fold's threshold chosen on the other "
-            "folds); 0.5 = chance",
-            label="Accuracy",
-            decimals=4,
-            tolerance=0.01,
-            unit="fraction",
-        ),
-        MetricSpec(
-            "face_kept",
-            True,
-            "% of anonymized images in which the recognizer's own detector still finds the "
-            "face (over the reference face); utility: a destroyed face scores low",
-            label="face kept %",
-            decimals=1,
-            tolerance=2.0,
-            unit="percent",
-        ),
-        MetricSpec(
-            "faces_missed",
-            None,
-            "anonymized images in which the anonymizer's detector "
-            "found no face (returned unchanged, kept in the metric)",
-            label="faces missed",
-            decimals=0,
-            unit="count",
-        ),
-        MetricSpec(
-            "embedder_no_face",
-            None,
-            "anonymized images in which the recognizer's detector found no face over the "
-            "reference face (it embedded the reference box)",
-            label="recognizer found no face",
-            decimals=0,
-            unit="count",
-        ),
-        MetricSpec(
-            "unreadable_images",
-            None,
-            "images that could not be read; their pairs are left out",
-            label="unreadable",
-            decimals=0,
-            unit="count",
-        ),
+    metrics = catalog.specs(
+        "tar_far_1e-3",
+        "accuracy",
+        "face_kept",
+        "faces_missed",
+        "embedder_no_face",
+        "unreadable_images",
     )
     options = (
         Option("pairs", str, "pairs.txt", "pairs file in the data root (View 2: pairs.txt)"),
