@@ -210,21 +210,17 @@ class LFWVerification(Protocol):
                 }
                 for m in (("tar_far_1e-3",) if not n_folds else ("tar_far_1e-3", "accuracy"))
             ]
-        from anonbench.metrics.retrieval import bootstrap_ci
+        from anonbench.metrics.result import MetricResult
 
         kept = np.array([not anon[r.key]["embs"][ctx.embedder][1] for r in ok], np.float64) * 100
-        lo, hi = bootstrap_ci(kept, seed=ctx.seed)
-        rows.append(
-            {
-                **base,
-                "metric": "face_kept",
-                "value": float(kept.mean()) if len(kept) else math.nan,
-                "ci_low": lo,
-                "ci_high": hi,
-                "n": len(kept),
-                "note": "embedder_no_face is the count behind it",
-            }
+        face_kept = MetricResult.from_values(
+            "face_kept",
+            ctx.embedder,
+            kept,
+            seed=ctx.seed,
+            note="embedder_no_face is the count behind it",
         )
+        rows.append({**base, **face_kept.to_row()})
         rows += [
             # the anonymizer's detector, not the recognizer, misses these
             {
