@@ -17,7 +17,7 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from anonbench.api import MetricSpec
+from anonbench.api import METRIC_ROLES, MetricSpec
 
 _FIELDS = {f.name for f in dataclasses.fields(MetricSpec)}
 
@@ -45,6 +45,8 @@ def spec_from_dict(d: Mapping[str, Any], base: MetricSpec | None = None) -> Metr
         ):
             kw[key] = None if value is None else float(value)
         elif key in ("description", "label", "unit") and isinstance(value, str):
+            kw[key] = value
+        elif key == "role" and (value is None or value in METRIC_ROLES):
             kw[key] = value
     return MetricSpec(**kw)
 

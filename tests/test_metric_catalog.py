@@ -69,3 +69,11 @@ def test_run_json_copy_gains_the_role_and_check_trusts_the_installed_one():
     forged = dataclasses.asdict(catalog.spec("fid")) | {"role": "privacy"}
     info = {"protocol": {"name": "celeba", "metrics": [forged]}}
     assert trusted_specs("celeba", ["fid"], [info])["fid"].role == "realism"
+
+
+def test_run_json_role_is_read_back_and_an_unknown_role_is_dropped():
+    from anonbench.display import spec_from_dict
+
+    assert spec_from_dict({"name": "x", "role": "realism"}).role == "realism"
+    assert spec_from_dict({"name": "x", "role": "bogus"}).role is None
+    assert spec_from_dict({"name": "x", "role": 3}).role is None
