@@ -390,7 +390,7 @@ def _loop(
     bar = tqdm(
         total=total, initial=min(trainer.step_count, total), desc=name, disable=not cfg.progress
     )
-    t_start = last_save = time.monotonic()
+    t_start = last_save = last_grid = epoch_t0 = time.monotonic()
     ended = "finished"
     with stop_on_sigterm() as stop:
         while trainer.step_count < total:
@@ -412,16 +412,22 @@ def _loop(
                 save("failed")
                 raise AnonbenchError(f"non-finite loss at step {trainer.step_count}: {row}")
             s = trainer.step_count
-            since = time.monotonic() - last_save
-            due = not cfg.save_minutes or since >= 60 * cfg.save_minutes
+            now = time.monotonic()
+            since = now - last_save
+            if s % spe == 1 or spe == 1:
+                epoch_t0 = now - float(row.get("seconds", 0.0))  # this epoch began with this step
+            # the grid (and a checkpoint) at an epoch end, at most every --save-minutes
+            due = not cfg.save_minutes or now - last_grid >= 60 * cfg.save_minutes
             if s % spe == 0 and due:
                 trainer.sample_grid(out / "samples" / f"epoch_{s // spe:04d}.png")
                 save()
-                last_save = time.monotonic()
+                last_save = last_grid = time.monotonic()
             elif s == total or (cfg.save_every and s % cfg.save_every == 0):
                 save()
-            elif cfg.save_minutes and since >= 60 * cfg.save_minutes:
-                save()  # a long epoch (pix2pix: one image per step) still checkpoints
+            elif cfg.save_minutes and min(since, now - epoch_t0) >= 60 * cfg.save_minutes:
+                # only an epoch longer than --save-minutes (pix2pix: one image per step)
+                # checkpoints mid-epoch; shorter ones wait for their end, grid included
+                save()
                 last_save = time.monotonic()
             elif len(pending) >= 50:
                 write_losses(losses_csv, pending, columns)

@@ -178,3 +178,34 @@ def test_rank_orders_by_identity_effect_then_detection_then_kid():
         },
     ]
     assert [r["checkpoint"] for r in rank(rows)] == ["d", "c", "b", "a", "e"]
+
+
+@pytest.mark.parametrize(
+    ("minutes_per_step", "want_grids", "want_mid_epoch"), [(1, True, False), (3, True, True)]
+)
+def test_checkpoints_every_save_minutes_and_grids_at_epoch_ends(
+    minutes_per_step, want_grids, want_mid_epoch, tmp_path, monkeypatch
+):
+    """8 faces at batch 2: 4 steps an epoch. Epochs shorter than --save-minutes 5 (1 min a
+    step) checkpoint at epoch ends with their grid; longer ones (3 min a step) also mid-epoch,
+    and still write a grid at an epoch end once --save-minutes have passed since the last."""
+    import anonbench.methods.gan_train as core
+    from anonbench.methods.pix2pix.train import Trainer
+
+    clock = [0.0]
+    monkeypatch.setattr(core.time, "monotonic", lambda: clock[0])
+    step = Trainer.step
+
+    def timed_step(self):
+        clock[0] += 60.0 * minutes_per_step
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "step", timed_step)
+    fam = _family()
+    saved_at: list[int] = []
+    real_save = fam.save
+    monkeypatch.setattr(fam, "save", lambda st, p: (saved_at.append(st["step"]), real_save(st, p)))
+    train(fam, _pix2pix_cfg(tmp_path, max_steps=12, save_minutes=5.0))
+    grids = sorted(p.name for p in (tmp_path / "run" / "samples").glob("epoch_*.png"))
+    assert bool(grids) == want_grids, grids
+    assert any(s % 4 for s in saved_at if s < 12) == want_mid_epoch, saved_at
