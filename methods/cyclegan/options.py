@@ -23,15 +23,7 @@ class CycleGANConfig(BaselineTrainConfig):
 
 
 # --preset cpu: see benchmarks/results/cpu_recipes.md for the measurements behind it
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "cpu": dict(
-        common.cpu_runtime_defaults(),
-        ngf=32,
-        ndf=32,
-        epochs=10,
-    ),
-}
+PRESETS: dict[str, dict[str, Any]] = common.baseline_presets(epochs=10)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,15 +19,7 @@ class Pix2PixConfig(BaselineTrainConfig):
 
 
 # --preset cpu: see benchmarks/results/cpu_recipes.md for the measurements behind it
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "cpu": dict(
-        common.cpu_runtime_defaults(),
-        ngf=32,
-        ndf=32,
-        epochs=40,
-    ),
-}
+PRESETS: dict[str, dict[str, Any]] = common.baseline_presets(epochs=40)
 
 
 def build_parser() -> argparse.ArgumentParser:
