@@ -103,7 +103,7 @@ class TrainingStatus:
             "epoch": epoch,
             "steps_total": total,
             "cpu_hours": round(self.cpu_seconds() / 3600, 4),
-            "cpu_seconds": round(self.cpu_seconds(), 1),
+            "cpu_seconds": round(self.cpu_seconds(), 3),  # ms: a short resume must still add
             "wall_hours_this_run": round((time.monotonic() - self.wall_t0) / 3600, 4),
             "seconds_per_step": round(sum(secs) / len(secs), 4) if secs else None,
             "pid": os.getpid(),

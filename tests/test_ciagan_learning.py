@@ -238,3 +238,48 @@ def test_compiled_bf16_generator_on_cuda():
     d = (ref - out).abs()
     assert d[inside].mean() < 0.005 and d[inside].max() < 0.04
     assert torch.equal(ref[~inside], out[~inside])
+
+
+def test_init_generator_warm_starts_only_the_generator(tmp_path):
+    """--init-generator (a training folder lost with its machine): the generator takes the
+    exported weights (fp16 pieces included), the critic is fresh; other data is one line."""
+    from anonbench.methods.ciagan import checkpoint as ckpt_io
+
+    data = synthetic_faces(n_ids=3, per_id=2)
+    cfg = {**LEARNING_CONFIG, "identity_pretrain": "none"}
+    src = Trainer(TrainConfig(**{**cfg, "seed": 5}), data, torch.device("cpu"))
+    raw = tmp_path / "raw.pt"
+    ckpt_io.save_atomic(
+        {
+            "format": ckpt_io.FORMAT,
+            "format_version": ckpt_io.FORMAT_VERSION,
+            "config": TrainConfig(**cfg).to_dict(),
+            "num_identities": data.num_identities,
+            "img_size": cfg["img_size"],
+            "identity_names": list(data.identity_names),
+            "step": 7,
+            "models": {"generator": src.G.state_dict()},
+        },
+        raw,
+    )
+    ckpt_io.export_generator(raw, tmp_path / "g.pt")  # fp16, as committed
+    blob = (tmp_path / "g.pt").read_bytes()
+    (tmp_path / "g.pt").unlink()
+    (tmp_path / "g.pt.part00").write_bytes(blob)
+    warm = Trainer(
+        TrainConfig(**{**cfg, "init_generator": str(tmp_path / "g.pt")}), data, torch.device("cpu")
+    )
+    cold = Trainer(TrainConfig(**cfg), data, torch.device("cpu"))
+    for k, v in src.G.state_dict().items():
+        w = warm.G.state_dict()[k]
+        assert w.dtype == torch.float32
+        assert torch.allclose(w, v, atol=1e-2, rtol=1e-2), k
+    for k, v in cold.D.state_dict().items():  # the critic is the seed's fresh one
+        assert torch.equal(warm.D.state_dict()[k], v), k
+    other = synthetic_faces(n_ids=4, per_id=2)
+    with pytest.raises(AnonbenchError, match="identities that differ"):
+        Trainer(
+            TrainConfig(**{**cfg, "init_generator": str(tmp_path / "g.pt")}),
+            other,
+            torch.device("cpu"),
+        )

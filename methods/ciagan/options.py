@@ -50,6 +50,9 @@ class TrainConfig(GanTrainConfig):
     critic_width: int = 64
     id_width: int = 64
     embed_dim: int = 0  # 0: the number of identities (official)
+    # warm start: a generator-only (exported) checkpoint whose weights seed the generator; the
+    # critic, identity net and optimizers start fresh (a training folder lost with its machine)
+    init_generator: str = ""
 
 
 # --preset cpu: the recipe chosen by the learning curves in benchmarks/results/cpu_recipes.md
@@ -129,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--critic-width", type=int, default=d.critic_width)
     p.add_argument("--id-width", type=int, default=d.id_width)
     p.add_argument("--embed-dim", type=int, default=d.embed_dim, help="0: number of identities")
+    p.add_argument(
+        "--init-generator",
+        default=d.init_generator,
+        metavar="FILE",
+        help="warm start: seed the generator with this generator-only checkpoint (e.g. an "
+        "exported one, .part* pieces joined); same size, widths and identities; the critic, "
+        "identity net and optimizers start fresh",
+    )
     return p
 
 
@@ -151,6 +162,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         critic_width=args.critic_width,
         id_width=args.id_width,
         embed_dim=args.embed_dim,
+        init_generator=args.init_generator,
     )
 
 
@@ -165,6 +177,11 @@ def validate(cfg: TrainConfig) -> None:
         raise AnonbenchError("--identity-init must be 'kaiming' or 'default'")
     if cfg.identity_lr_scale < 0:
         raise AnonbenchError("--identity-lr-scale must be >= 0")
+    if cfg.init_generator:
+        from anonbench.methods.ciagan.checkpoint import checkpoint_files
+
+        if not checkpoint_files(cfg.init_generator):
+            raise AnonbenchError(f"--init-generator: no such file: {cfg.init_generator}")
 
 
 def main(argv: list[str]) -> int:

@@ -147,6 +147,8 @@ class Trainer(GanTrainer):
         if cfg.identity_init == "kaiming":
             init_identity_branch(nets["generator"])
         cl = self.memory_format
+        if cfg.init_generator:
+            _warm_start(nets["generator"], cfg, data)
         self.G = nets["generator"].to(device, memory_format=cl)
         self.D = nets["critic"].to(device, memory_format=cl)
         self.S = nets["identity"].to(device, memory_format=cl)
@@ -435,6 +437,27 @@ class Trainer(GanTrainer):
             rows.append(torch.stack([v.image[i], v.landmarks[i], *(c[i] for c in cols)]))
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(torch.cat(rows).float().cpu(), path, nrow=5, padding=2, pad_value=1.0)
+
+
+def _warm_start(g: torch.nn.Module, cfg: TrainConfig, data: TrainData) -> None:
+    """Loads --init-generator's weights into g: the file must be this config's generator,
+    trained on the same identities (the one-hot's order is the identity order)."""
+    src = cfg.init_generator
+    ckpt = ckpt_io.load(src)
+    if int(ckpt["img_size"]) != cfg.img_size:
+        raise ckpt_io.CheckpointError(
+            f"--init-generator {src} is {ckpt['img_size']} px; this training is {cfg.img_size}"
+        )
+    names = list(ckpt.get("identity_names", []))
+    if names != list(data.identity_names):
+        raise ckpt_io.CheckpointError(
+            f"--init-generator {src} was trained on {ckpt['num_identities']} identities that "
+            f"differ from the {data.num_identities} in {cfg.data}"
+        )
+    state = ckpt["models"]["generator"]
+    ckpt_io.check_fits(g, state, f"--init-generator {src} (--gen-width {cfg.gen_width})")
+    g.load_state_dict({k: v.float() for k, v in state.items()})
+    print(f"ciagan: generator warm-started from {src} (its step {int(ckpt.get('step', 0))})")
 
 
 def _check_resume(saved: dict[str, Any], data: TrainData, last: Path, cfg: TrainConfig) -> None:
