@@ -67,6 +67,26 @@ _SPECS = (
         unit="fraction",
         role="privacy",
     ),
+    MetricSpec(
+        "auc",
+        False,
+        "area under the ROC over all pairs (ties count half); 0.5 = chance",
+        label="AUC",
+        decimals=4,
+        tolerance=0.01,
+        unit="fraction",
+        role="privacy",
+    ),
+    MetricSpec(
+        "eer",
+        True,
+        "equal error rate over all pairs (FAR = FRR), 0.5 = chance; higher = better anonymization",
+        label="EER",
+        decimals=4,
+        tolerance=0.01,
+        unit="fraction",
+        role="privacy",
+    ),
     # utility: the face is kept (detectable, same geometry)
     MetricSpec(
         "detection_rate",

@@ -98,3 +98,39 @@ def kfold_verification(
     return VerificationResult(
         ids, np.array(tar), np.array(fth), np.array(acc), np.array(ath), in_sample, far
     )
+
+
+def roc_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) at every distinct score taken as the threshold, highest first, after the
+    point (0, 0) of +inf: scikit-learn's roc_curve with drop_intermediate=False."""
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if not n_pos or not n_neg:
+        raise ValueError("the ROC needs both matched and mismatched pairs")
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    # the last position of each run of equal scores: tied pairs enter together
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC (trapezoids, so a tied positive-negative pair counts one half): the
+    probability that a matched pair scores above a mismatched one."""
+    fpr, tpr = roc_points(scores, labels)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def equal_error_rate(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The rate where the false accept rate equals the false reject rate (1 - TPR), read
+    where the ROC's polyline crosses FAR = FRR (linear between its two neighbouring points)."""
+    fpr, tpr = roc_points(scores, labels)
+    d = (1.0 - tpr) - fpr  # FRR - FAR: 1 at (0, 0), falls to -1 at (1, 1)
+    i = int(np.flatnonzero(d <= 0)[0])  # exists: the last point is (1, 1)
+    if d[i] == 0:
+        return float(fpr[i])
+    t = d[i - 1] / (d[i - 1] - d[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
