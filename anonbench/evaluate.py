@@ -91,6 +91,9 @@ class Originals:
     analyses: dict[str, Analysis | str] = field(default_factory=dict)
     _fallback_rel: tuple[float, float, float, float] | None = None
     executor: Any = None  # anonbench.executors.Executor; None: the local process pool
+    # True after freeze(): later analyses (train identities) no longer move the fallback box,
+    # so an original without a face keeps one reference box for the whole run
+    frozen: bool = False
 
     def analyze(self, records: Sequence[ImageRecord], desc: str) -> dict[str, Analysis | str]:
         """Analyses of the records (cached by content on disk and here in memory)."""
@@ -122,7 +125,8 @@ class Originals:
                     # in chunk order, whatever order the shards finished in
                     for i in sorted(done):
                         self.analyses.update(done[i])
-            self._fallback_rel = None
+            if not self.frozen:
+                self._fallback_rel = None
         return {r.key: self.analyses[r.key] for r in records}
 
     def readable(self, records: Sequence[ImageRecord]) -> list[ImageRecord]:
@@ -134,8 +138,9 @@ class Originals:
 
     def fallback_rel(self) -> tuple[float, float, float, float] | None:
         """The median reference box over every analysed original with a face, relative to
-        the image size; None when no original has a detected face."""
-        if self._fallback_rel is None:
+        the image size; None when no original has a detected face (then, once frozen, for
+        good)."""
+        if self._fallback_rel is None and not self.frozen:
             rel = []
             for a in self.analyses.values():
                 if isinstance(a, Analysis) and len(a):
@@ -146,6 +151,13 @@ class Originals:
                 m = np.median(np.array(rel, np.float64), axis=0)
                 self._fallback_rel = (float(m[0]), float(m[1]), float(m[2]), float(m[3]))
         return self._fallback_rel
+
+    def freeze(self) -> None:
+        """Fixes the fallback box to the median over the originals analysed so far (the
+        scored ones, at prepare); idempotent."""
+        if not self.frozen:
+            self.fallback_rel()
+            self.frozen = True
 
     def reference(self, key: str) -> tuple[Box, bool]:
         """(reference box, True when it is the fallback box: no face on the original)."""

@@ -1,0 +1,1 @@
+"""Scorers: the metric families protocols compose (contract: anonbench.scorers.base)."""
