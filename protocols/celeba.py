@@ -43,6 +43,8 @@ from anonbench.evaluate import real_items, run_kwargs, store_items
 from anonbench.metrics import catalog
 from anonbench.metrics.catalog import EXPRESSION_CEILING, NME_CEILING, POSE_CEILING
 from anonbench.registry import register_protocol
+from anonbench.scorers.attackers import embed_trained, fit_attacker, is_trained, trained_attacker
+from anonbench.splits import SPLIT_OPTIONS, Split, load_split
 
 DEFAULT_DETECTORS = "dlib-hog,retinaface,mtcnn"
 # only evaluators that work after install: mobilefacenet (weights not shipped) and the facenet
@@ -53,75 +55,9 @@ DEFAULT_LANDMARKERS = "dlib-68,mediapipe"
 DET_IOU = 0.5
 REF_IOU = 0.3  # a detector's own face on the original must overlap the reference this much
 
-SPLIT_OPTIONS = (
-    Option("test_fraction", float, 0.5, "share of identities held out for testing", 0, 1),
-    Option("max_per_identity", int, 0, "test images per identity (0 = all)"),
-    Option("pnca_epochs", int, 20, "training epochs of the Proxy-NCA attackers", 1),
-)
-
 
 def _names(s: str) -> list[str]:
     return [x.strip() for x in str(s).split(",") if x.strip()]
-
-
-@dataclass
-class Split:
-    train: list[ImageRecord]
-    test: list[ImageRecord]
-    train_ids: list[str]
-    test_ids: list[str]
-    info: dict[str, Any]
-
-
-def load_split(ctx: RunContext) -> Split:
-    """The dataset's records split by identity (seeded): train identities train attackers,
-    test identities are anonymized and scored."""
-    from anonbench.data.splits import identity_split
-
-    records = ctx.data.records
-    frac = float(ctx.options.get("test_fraction", 0.5))
-    train_ids, test_ids = identity_split([r.identity for r in records], ctx.seed, frac)
-    per_id = int(ctx.options.get("max_per_identity", 0))
-    test_set, train_set = set(test_ids), set(train_ids)
-    test = _cap([r for r in records if r.identity in test_set], per_id)
-    train = [r for r in records if r.identity in train_set]
-    info = {
-        "dataset": ctx.data.label,
-        "seed": ctx.seed,
-        "test_fraction": frac,
-        "max_per_identity": per_id,
-        "train_identities": train_ids,
-        "test_identities": test_ids,
-        "n_test_images": len(test),
-        "n_train_images": len(train),
-        "missing_files": len(ctx.data.missing_files),
-    }
-    return Split(train, test, train_ids, test_ids, info)
-
-
-def trained_attacker(name: str, ctx: RunContext, **extra: Any) -> Any:
-    """A TrainedAttacker from the registry with the run's device, seed and epochs."""
-    import inspect
-
-    from anonbench.registry import EMBEDDERS
-
-    e = EMBEDDERS.entry(name)
-    try:
-        params = inspect.signature(e.factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    kw = {
-        "device": ctx.device,
-        "batch_size": max(ctx.batch_size, 32),
-        "epochs": int(ctx.options.get("pnca_epochs", 20)),
-        "seed": ctx.seed,
-        **extra,
-    }
-    return EMBEDDERS.create(name, **{k: v for k, v in kw.items() if k in params})
-
-
-def is_trained(evaluator: Any) -> bool:
-    return hasattr(evaluator, "fit") and hasattr(evaluator, "training")
 
 
 @dataclass
@@ -142,58 +78,6 @@ class _Prepared:
     real: dict[str, dict[str, Any]] = field(default_factory=dict)
     gallery: dict[str, np.ndarray] = field(default_factory=dict)  # trained attackers
     fid_real: np.ndarray | None = None
-
-
-def embed_trained(
-    ctx: RunContext, attacker: Any, items: list[tuple], desc: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of a fitted attacker over (key, ImageRef, box) items, batched, cached; a
-    progress bar named `desc` (loading may restore each image: minutes on thousands)."""
-    from tqdm.auto import tqdm
-
-    from anonbench.cache import Cache, array_digest
-    from anonbench.faces.cached import cached_embeddings
-
-    cache = Cache(ctx.cache_dir)
-    embs, fbs = [], []
-    step = max(ctx.batch_size, 32)
-    with tqdm(
-        total=len(items),
-        desc=desc or attacker.name,
-        unit="img",
-        dynamic_ncols=True,
-        disable=ctx.quiet,
-        leave=False,
-    ) as bar:
-        for i in range(0, len(items), step):
-            chunk = items[i : i + step]
-            imgs = [ref.load() for _, ref, _ in chunk]
-            e, f = cached_embeddings(
-                cache, attacker, imgs, [b for _, _, b in chunk], [array_digest(x) for x in imgs]
-            )
-            embs.append(e)
-            fbs.append(f)
-            bar.update(len(chunk))
-    if not embs:
-        return np.zeros((0, attacker.dim), np.float32), np.zeros(0, bool)
-    return np.concatenate(embs), np.concatenate(fbs)
-
-
-def fit_attacker(
-    ctx: RunContext, attacker: Any, records: list[ImageRecord], extra: list[tuple] = ()
-) -> None:
-    """Fits a trained attacker on real train images (+ extra (key, ImageRef, box, label))."""
-    org = ctx.originals
-    org.analyze(records, f"analyse train ({ctx.data.label})")
-    ok = org.readable(records)
-    images = [ref.load() for _, ref, _ in real_items(ctx, ok)]
-    boxes = [org.reference(r.key)[0] for r in ok]
-    labels = [r.identity for r in ok]
-    for _, ref, box, label in extra:
-        images.append(ref.load())
-        boxes.append(box)
-        labels.append(label)
-    attacker.fit(images, boxes, labels, cache_dir=ctx.cache_dir, quiet=ctx.quiet)
 
 
 @register_protocol("celeba")
@@ -906,16 +790,3 @@ def _detector_names() -> set[str]:
     from anonbench.registry import DETECTORS
 
     return set(DETECTORS.names())
-
-
-def _cap(records: list[ImageRecord], per_id: int) -> list[ImageRecord]:
-    """At most per_id images per identity (0 = all), keeping the first by key."""
-    if per_id <= 0:
-        return records
-    seen: dict[str, int] = {}
-    out = []
-    for r in sorted(records, key=lambda r: r.key):
-        if seen.get(r.identity, 0) < per_id:
-            seen[r.identity] = seen.get(r.identity, 0) + 1
-            out.append(r)
-    return out

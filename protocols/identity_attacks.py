@@ -24,15 +24,9 @@ from anonbench.api import Anonymizer, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
 from anonbench.evaluate import real_items, run_kwargs, store_items
 from anonbench.metrics import catalog
-from anonbench.protocols.celeba import (
-    SPLIT_OPTIONS,
-    Split,
-    embed_trained,
-    fit_attacker,
-    load_split,
-    trained_attacker,
-)
 from anonbench.registry import register_protocol
+from anonbench.scorers.attackers import embed_trained, fit_attacker, trained_attacker
+from anonbench.splits import SPLIT_OPTIONS, Split, load_split
 
 
 def _recall(
