@@ -3,12 +3,15 @@ embedders. They are kept small on purpose; see DESIGN.md."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, runtime_checkable
 from typing import Protocol as TypingProtocol
 
 import numpy as np
+
+from anonbench.log import get_logger
 
 if TYPE_CHECKING:  # torch is heavy: only the type checker needs it here
     import torch
@@ -202,6 +205,11 @@ class Evaluator(TypingProtocol):
     version: str
 
 
+def runs_in_workers(evaluator: Any) -> bool:
+    """Whether an evaluator (instance or class) declares `cpu_workers = True`."""
+    return bool(getattr(evaluator, "cpu_workers", False))
+
+
 @runtime_checkable
 class Detector(Evaluator, TypingProtocol):
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
@@ -264,13 +272,56 @@ class TrainedAttacker(Embedder, TypingProtocol):
         ...
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What a run lends every plug-in, decided once (anonbench.runner) and never changed:
+    where torch runs, how big its batches are, how many worker processes, the cache, the
+    executor of both stages, the seed, whether progress bars show, and the logger that
+    warnings go to. Plug-ins receive the parts their constructor takes through one builder
+    (anonbench.plugins.build)."""
+
+    device: str = "cpu"
+    batch_size: int = 32
+    workers: int = 1
+    cache_dir: str = ""
+    # anonbench.executors.Executor (local pool or Ray); None = the local pool of `workers`
+    executor: Any = None
+    seed: int = 0
+    quiet: bool = False  # no progress bars (warnings still go to `logger`)
+    compile: bool = False  # torch.compile for methods that take it (CIAGAN, on CUDA)
+    logger: logging.Logger = field(default_factory=get_logger)
+
+    def offer(self) -> dict[str, Any]:
+        """The constructor arguments a plug-in may take from the run (by parameter name)."""
+        return {"device": self.device, "batch_size": self.batch_size, "seed": self.seed}
+
+    def evaluation(self) -> dict[str, Any]:
+        """The keyword arguments of anonbench.evaluate.evaluate_images."""
+        return {
+            "cache_dir": self.cache_dir,
+            "workers": self.workers,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "quiet": self.quiet,
+            "executor": self.executor,
+        }
+
+
+# the RunContext attributes that mirror a field of Resources (protocols read ctx.<name>)
+_RESOURCE_FIELDS = ("cache_dir", "seed", "workers", "device", "batch_size", "quiet", "executor")
+
+
 @dataclass
 class RunContext:
-    """What a protocol needs from the runner."""
+    """What a protocol needs from the runner: the data, where to write, its typed options,
+    the originals' analyses, and the run's Resources (`ctx.resources`; its fields are also
+    readable as ctx.device, ctx.batch_size, ctx.workers, ctx.cache_dir, ctx.executor,
+    ctx.seed and ctx.quiet). Built with `resources=`, those fields come from it."""
 
     data: Any  # anonbench.data.datasets.Dataset: the records, their kind and label
     out_dir: str
-    cache_dir: str
+    cache_dir: str = ""
+    # the LFW attacker; also the protocol option `embedder` where the protocol declares one
     embedder: str = "dlib-resnet"
     seed: int = 0
     workers: int = 1
@@ -284,6 +335,14 @@ class RunContext:
     # anonbench.executors.Executor that runs the shards of both stages (local pool or Ray);
     # protocols reach it through evaluate.run_kwargs, None = the local pool of `workers`
     executor: Any = None
+    resources: Resources | None = None
+
+    def __post_init__(self) -> None:
+        if self.resources is None:  # built field by field (tests, older callers)
+            self.resources = Resources(**{k: getattr(self, k) for k in _RESOURCE_FIELDS})
+        else:  # the run's one Resources: the mirrored fields follow it
+            for k in _RESOURCE_FIELDS:
+                setattr(self, k, getattr(self.resources, k))
 
 
 class Protocol:

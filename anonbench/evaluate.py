@@ -224,8 +224,10 @@ def create_evaluator(registry: Any, name: str, device: str = "cpu", batch_size: 
 
 
 def in_workers(evaluator: Any) -> bool:
-    """dlib evaluators run in CPU worker processes; everything else batched in-process."""
-    return type(evaluator).__module__.endswith(".dlib_faces")
+    """Evaluators declaring `cpu_workers = True` (dlib) run in CPU worker processes."""
+    from anonbench.api import runs_in_workers
+
+    return runs_in_workers(evaluator)
 
 
 def run_kwargs(ctx: Any) -> dict[str, Any]:

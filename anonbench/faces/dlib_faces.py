@@ -76,6 +76,7 @@ class HOGDetector:
     """dlib HOG + linear SVM frontal face detector (the paper's "Dlib" detector)."""
 
     name = "dlib-hog"
+    cpu_workers = True  # runs in CPU worker processes (anonbench.api.runs_in_workers)
 
     def __init__(
         self,
@@ -111,6 +112,7 @@ class MMODDetector:
     """dlib MMOD CNN face detector (slower than HOG on a CPU, better on hard poses)."""
 
     name = "dlib-mmod"
+    cpu_workers = True  # runs in CPU worker processes (anonbench.api.runs_in_workers)
 
     def __init__(self, upsample: int = 1, *, device: str = "cpu", batch_size: int = 32) -> None:
         # device and batch_size: the common evaluator arguments; dlib runs on the CPU, per image
@@ -144,6 +146,7 @@ class Dlib68Landmarker:
     """dlib 68-point shape predictor (iBUG 300-W layout)."""
 
     name = "dlib-68"
+    cpu_workers = True  # runs in CPU worker processes (anonbench.api.runs_in_workers)
     version = "dlib-68/1"
 
     def __init__(self, *, device: str = "cpu", batch_size: int = 32) -> None:
@@ -166,6 +169,7 @@ class DlibResNetEmbedder:
     """
 
     name = "dlib-resnet"
+    cpu_workers = True  # runs in CPU worker processes (anonbench.api.runs_in_workers)
     dim = 128
 
     def __init__(
