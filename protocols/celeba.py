@@ -44,7 +44,7 @@ from anonbench.metrics import catalog
 from anonbench.metrics.catalog import EXPRESSION_CEILING, NME_CEILING, POSE_CEILING
 from anonbench.registry import register_protocol
 from anonbench.scorers.attackers import embed_trained, fit_attacker, is_trained, trained_attacker
-from anonbench.splits import SPLIT_OPTIONS, Split, load_split
+from anonbench.splits import SPLIT_OPTIONS, Split, analyse_test, load_split
 
 DEFAULT_DETECTORS = "dlib-hog,retinaface,mtcnn"
 # only evaluators that work after install: mobilefacenet (weights not shipped) and the facenet
@@ -153,10 +153,7 @@ class CelebAProtocol(Protocol):
 
         split = load_split(ctx)
         org = ctx.originals
-        org.analyze(split.test, f"analyse test ({ctx.data.label})")
-        for e in sorted(org.errors(split.test).values()):
-            print(f"warning: {e} (left out)")
-        ok = org.readable(split.test)
+        ok = analyse_test(ctx, split)  # reference boxes frozen before the train analysis
         unavailable: dict[str, str] = {}
 
         def available(reg: Any, n: str) -> Any:

@@ -26,7 +26,7 @@ from anonbench.evaluate import real_items, run_kwargs, store_items
 from anonbench.metrics import catalog
 from anonbench.registry import register_protocol
 from anonbench.scorers.attackers import embed_trained, fit_attacker, trained_attacker
-from anonbench.splits import SPLIT_OPTIONS, Split, load_split
+from anonbench.splits import SPLIT_OPTIONS, Split, analyse_test, load_split
 
 
 def _recall(
@@ -77,8 +77,7 @@ class LandmarkAttack(Protocol):
             return self._state
         split = load_split(ctx)
         org = ctx.originals
-        org.analyze(split.test, f"analyse test ({ctx.data.label})")
-        test = org.readable(split.test)
+        test = analyse_test(ctx, split, warn=False)  # boxes frozen before the train analysis
         att = trained_attacker("pnca-landmarks", ctx, cache_dir=ctx.cache_dir)
         fit_attacker(ctx, att, split.train)
         g, fb = embed_trained(ctx, att, real_items(ctx, test))
@@ -181,8 +180,8 @@ class FaceSwapCheck(Protocol):
             return []
         if self._split is None:
             self._split = load_split(ctx)
-        ctx.originals.analyze(self._split.test, f"analyse test ({ctx.data.label})")
-        return ctx.originals.readable(self._split.test)
+        # boxes frozen before the target identities' gallery is analysed
+        return analyse_test(ctx, self._split, warn=False)
 
     def targets(self, method: Anonymizer, ctx: RunContext) -> dict[str, int] | None:
         usable, _ = self._usable(method, ctx)
