@@ -27,6 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _say(msg: str) -> None:
@@ -77,50 +78,78 @@ def _load_any(path: str) -> tuple[dict, int | None, float | None]:
 
         ck = torch.load(p, map_location="cpu", weights_only=True)
         if isinstance(ck, dict) and ck.get("format") == FORMAT:
-            info = p.with_suffix(".json")
-            cpu_h = json.loads(info.read_text()).get("cpu_hours") if info.is_file() else None
+            info = p.with_suffix(".json")  # a snapshot's; last.pt: the run's status.json
+            if not info.is_file():
+                info = p.parent / "status.json"
+            meta = json.loads(info.read_text()) if info.is_file() else {}
+            cpu_h = meta.get("cpu_hours") if meta.get("step") == ck["step"] else None
             return ck["state_dict"], int(ck["step"]), cpu_h
     ck, _sha = pf.load_checkpoint(p)
     return ck["state_dict"], ck["config"].get("steps"), None
 
 
-def cmd_quality(a: argparse.Namespace) -> int:
-    import csv
-
+def _heldout(a: argparse.Namespace) -> tuple[Any, list[str]]:
+    """The 112-px celeba test crops, made once and kept in --heldout."""
     import numpy as np
 
     from anonbench.faces.pnca_face_data import write_npz_atomic
-    from anonbench.faces.pnca_face_train import embed, heldout_crops, recall_at_1
+    from anonbench.faces.pnca_face_train import heldout_crops
 
-    torch_threads(a.threads)
     held = Path(a.heldout).expanduser()
     if held.is_file():
         with np.load(held) as z:
-            crops, ids = z["crops"], [str(v) for v in z["ids"]]
-    else:
-        crops, ids = heldout_crops(a.celeba, a.cache_dir, a.seed, a.test_fraction)
-        write_npz_atomic(held, crops=crops, ids=np.array(ids))
-    t0 = time.time()
-    sd, step, cpu_h = _load_any(a.checkpoint)
-    r1 = recall_at_1(embed(sd, crops), ids)
-    row = {
-        "step": step,
-        "cpu_hours": cpu_h,
-        "recall1_original": round(r1, 2),
-        "n": len(ids),
-        "identities": len(set(ids)),
-        "checkpoint": str(a.checkpoint),
-        "seconds": round(time.time() - t0),
-    }
-    _say(json.dumps(row))
-    if a.log_to:
-        log = Path(a.log_to).expanduser() / "quality.csv"
-        new = not log.is_file()
-        with open(log, "a", newline="") as f:
-            w = csv.DictWriter(f, list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+            return z["crops"], [str(v) for v in z["ids"]]
+    crops, ids = heldout_crops(a.celeba, a.cache_dir, a.seed, a.test_fraction)
+    write_npz_atomic(held, crops=crops, ids=np.array(ids))
+    return crops, ids
+
+
+def _append_row(folder: str | None, row: dict[str, Any]) -> None:
+    import csv
+
+    if not folder:
+        return
+    log = Path(folder).expanduser() / "quality.csv"
+    new = not log.is_file()
+    with open(log, "a", newline="") as f:
+        w = csv.DictWriter(f, list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def cmd_quality(a: argparse.Namespace) -> int:
+    """Scores --checkpoint, or every snapshot step_*.pt of a folder not yet in the log."""
+    import csv
+
+    from anonbench.faces.pnca_face_train import embed, recall_at_1
+
+    torch_threads(a.threads)
+    crops, ids = _heldout(a)
+    ck = Path(a.checkpoint).expanduser()
+    todo = [str(ck)]
+    if ck.is_dir():
+        done = set()
+        log = Path(a.log_to or "").expanduser() / "quality.csv"
+        if a.log_to and log.is_file():
+            with open(log, newline="") as f:
+                done = {r["checkpoint"] for r in csv.DictReader(f)}
+        todo = [str(p) for p in sorted(ck.glob("step_*.pt")) if str(p) not in done]
+    for path in todo:
+        t0 = time.time()
+        sd, step, cpu_h = _load_any(path)
+        r1 = recall_at_1(embed(sd, crops), ids)
+        row = {
+            "step": step,
+            "cpu_hours": cpu_h,
+            "recall1_original": round(r1, 2),
+            "n": len(ids),
+            "identities": len(set(ids)),
+            "checkpoint": path,
+            "seconds": round(time.time() - t0),
+        }
+        _say(json.dumps(row))
+        _append_row(a.log_to, row)
     return 0
 
 
@@ -174,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=cmd_train)
     q = sub.add_parser("quality", help="Recall@1 of a checkpoint on the celeba test identities")
-    q.add_argument("--checkpoint", required=True, help="last.pt, a snapshot, or an export")
+    q.add_argument(
+        "--checkpoint",
+        required=True,
+        help="last.pt, a snapshot, an export, or a snapshots/ folder (those not yet logged)",
+    )
     q.add_argument("--celeba", default="../shared/data/celeba")
     q.add_argument(
         "--heldout",

@@ -197,3 +197,32 @@ def test_export_loads_in_the_attacker_with_bare_celeba_classes(tmp_path: Path) -
     want = pt.embed(net.state_dict(), crops)
     got = att.embed_crops(crops)
     assert np.abs(want - got).max() < 0.05  # fp16 export against float32
+
+
+def test_script_quality_logs_a_row_per_checkpoint(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "pnca_face_v2_script", Path(__file__).parents[1] / "benchmarks" / "pnca_face_v2.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "run"
+    cfg = pt.V2Config(str(_data(tmp_path)), str(out), epochs=1, batch_size=4, cap=3)
+    last = pt.train(cfg, progress=False)  # keep_minutes 30: the final snapshot is kept
+    snaps = sorted((out / "snapshots").glob("step_*.pt"))
+    assert [p.name for p in snaps] == ["step_0000002.pt"]
+    held = tmp_path / "held.npz"
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 255, (6, 112, 112, 3), dtype=np.uint8)
+    pd_.write_npz_atomic(held, crops=crops, ids=np.array(list("aabbcc")))
+    common = ["--heldout", str(held), "--log-to", str(out)]
+    assert script.main(["quality", "--checkpoint", str(last), *common]) == 0
+    assert script.main(["quality", "--checkpoint", str(out / "snapshots"), *common]) == 0
+    assert script.main(["quality", "--checkpoint", str(out / "snapshots"), *common]) == 0
+    import csv
+
+    rows = list(csv.DictReader(open(out / "quality.csv")))
+    assert [r["checkpoint"] for r in rows] == [str(last), str(snaps[0])]  # no snapshot twice
+    assert all(r["step"] == "2" and r["n"] == "6" and r["cpu_hours"] for r in rows)
+    assert 0 <= float(rows[0]["recall1_original"]) <= 100

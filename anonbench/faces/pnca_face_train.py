@@ -309,8 +309,9 @@ def _loop(
 def heldout_crops(
     celeba_root: str | Path, cache_dir: str | None, seed: int = 0, test_fraction: float = 0.5
 ) -> tuple[np.ndarray, list[str]]:
-    """112-px test crops of every celeba test image (the protocol's reference box: the dlib
-    face nearest the centre, else the whole image) and their identities. Cached analyses."""
+    """112-px test crops of every celeba test image and their identities. The reference box
+    is the protocol's: the dlib face nearest the centre, else (no face) the median relative
+    reference box (here over the test images; the protocol takes all originals). Cached."""
     from anonbench.data.images import read_rgb
     from anonbench.faces.pnca import centre_face_box
     from anonbench.faces.pnca_face_data import FaceSource, celeba_split
@@ -318,14 +319,23 @@ def heldout_crops(
     records, _, test_ids = celeba_split(celeba_root, seed, test_fraction)
     test = set(test_ids)
     src = FaceSource(cache_dir)
-    crops, ids = [], []
+    items, rels = [], []
     for r in records:
         if r.identity in test:
             img = read_rgb(r.path)
-            box, _found = centre_face_box(img, src.analyzer)
-            crops.append(pf.face_crop_112(img, box))
-            ids.append(r.identity)
-    return np.stack(crops), ids
+            box, found = centre_face_box(img, src.analyzer)
+            h, w = img.shape[:2]
+            items.append((img, box, found, r.identity))
+            if found:
+                rels.append((box[0] / w, box[1] / h, box[2] / w, box[3] / h))
+    rel = np.median(rels, axis=0) if rels else (0.25, 0.25, 0.75, 0.75)
+    crops = []
+    for img, box, found, _ in items:
+        h, w = img.shape[:2]
+        if not found:
+            box = (rel[0] * w, rel[1] * h, rel[2] * w, rel[3] * h)
+        crops.append(pf.face_crop_112(img, box))
+    return np.stack(crops), [it[3] for it in items]
 
 
 @torch.inference_mode()
