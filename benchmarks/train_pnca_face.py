@@ -10,6 +10,9 @@ without one are left out (counted). With --epochs 0 the run is sized to --budget
 learning-rate schedule follows the larger of step and wall-time progress, so on a shared CPU
 it still anneals and ends on time (the steps done are recorded). Writes
 log.txt, last.pt (float32, every epoch) and the fp16 export pnca_face_r18.pt.part* to --out.
+
+This trains v1 (149 celeba identities). v2 (LFW + celeba train identities, resumable
+background job): benchmarks/pnca_face_v2.py.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ head, trained with the Proxy-NCA loss (anonbench.faces.pnca.proxy_nca_loss) on t
 protocol's default train identities (`identity_split(seed=0, test_fraction=0.5)`), exported
 fp16 to weights/pnca/ (see MODEL_CARD.md there). The protocol refuses a run whose test
 identities overlap the checkpoint's training identities (`classes`).
+
+v2 (issue 24, not shipped yet): the same network, crop and augmentation trained on ~1,800
+identities (LFW people with >= 2 images + the celeba train identities, LFW people matching a
+celeba test identity dropped) as a resumable CPU background job: benchmarks/pnca_face_v2.py
+(data: pnca_face_data.py, training, quality check and export: pnca_face_train.py).
 """
 
 from __future__ import annotations
