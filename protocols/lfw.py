@@ -38,6 +38,8 @@ class LFWVerification(Protocol):
     metrics = catalog.specs(
         "tar_far_1e-3",
         "accuracy",
+        "auc",
+        "eer",
         "face_kept",
         "faces_missed",
         "embedder_no_face",
@@ -210,6 +212,7 @@ class LFWVerification(Protocol):
                 }
                 for m in (("tar_far_1e-3",) if not n_folds else ("tar_far_1e-3", "accuracy"))
             ]
+        rows += _roc_rows(scores, base, doubt)
         from anonbench.metrics.result import MetricResult
 
         kept = np.array([not anon[r.key]["embs"][ctx.embedder][1] for r in ok], np.float64) * 100
@@ -355,3 +358,17 @@ def _kfold(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> tuple[A
         return kfold_verification(scores, labels, folds, far=FAR), ""
     except ValueError as e:
         return None, str(e)
+
+
+def _roc_rows(scores: Any, base: dict[str, Any], doubt: str) -> list[dict[str, Any]]:
+    """AUC and EER over all scored pairs (no threshold is chosen, so no folds): NaN with the
+    reason when the pairs lack a class."""
+    from anonbench.metrics.verification import equal_error_rate, roc_auc
+
+    s, y = scores["score"].to_numpy(), scores["label"].to_numpy()
+    try:
+        values = {"auc": roc_auc(s, y), "eer": equal_error_rate(s, y)}
+        note = doubt or None
+    except ValueError as e:
+        values, note = {"auc": math.nan, "eer": math.nan}, f"cannot be computed: {e}"
+    return [{**base, "metric": m, "value": v, "n": len(s), "note": note} for m, v in values.items()]
