@@ -58,95 +58,125 @@ def _fmt(v: float, std: float | None, decimals: int) -> str:
     return txt
 
 
+# a paper column: (table, the paper's evaluator name, our evaluator of the same model or None)
+PaperKey = tuple[str, str, str | None]
+
+
 def build_comparisons(table: WideTable) -> list[Comparison]:
     """One comparison per metric that both our table and the paper report for the protocol."""
     pvals = for_protocol(table.protocol)
-    out: list[Comparison] = []
+    out = []
     for metric in dict.fromkeys(v.metric for v in pvals):
-        ours_cols = [
-            i for i in table.column_index(metric) if table.columns[i].evaluator != "chance"
-        ]
-        if not ours_cols:
-            continue
-        ours_evs = {table.columns[i].evaluator for i in ours_cols}
-        mvals = [v for v in pvals if v.metric == metric]
-        pcols: list[tuple[str, str, str | None]] = list(
-            dict.fromkeys((v.table, v.paper_evaluator, v.evaluator) for v in mvals)
-        )
-        columns = [
-            CompareColumn("ours", table.columns[i].evaluator or "(none)", "ours") for i in ours_cols
-        ]
-        lower = {e.lower() for e in ours_evs}
-        columns += [
-            CompareColumn(
-                "paper",
-                pev,
-                f"paper, {tab}",
-                (ev is not None and ev in ours_evs) or pev.lower() in lower,
-            )
-            for tab, pev, ev in pcols
-        ]
-        decimals = max(
-            (
-                len(t.split(".")[1])
-                for i in ours_cols
-                for m in table.methods
-                if (c := table.cell(m, i)) is not None and "." in (t := c.text)
-            ),
-            default=3,
-        )
-        by_key: dict[tuple[str, str, str | None], dict[str, PaperValue]] = {}
-        for v in mvals:
-            by_key.setdefault((v.table, v.paper_evaluator, v.evaluator), {})[v.method or v.row] = v
-        rows: list[CompareRow] = []
-        paper_methods = list(dict.fromkeys(v.method or v.row for v in mvals))
-        ours_methods = [
-            m for m in table.methods if m != "chance" and any(table.cell(m, i) for i in ours_cols)
-        ]
-        for m in [*ours_methods, *[p for p in paper_methods if p not in ours_methods]]:
-            cells = []
-            for i in ours_cols:
-                c = table.cell(m, i)
-                cells.append(
-                    "" if c is None else (c.text + (f" {c.interval}" if c.interval else ""))
-                )
-            for key in pcols:
-                v = by_key.get(key, {}).get(m)
-                cells.append("" if v is None else _fmt(v.value, v.std, decimals))
-            in_ours = m in ours_methods
-            in_paper = m in paper_methods
-            anon = next((v for v in mvals if v.method == m), None)
-            if in_ours and in_paper:
-                label, origin = m, "both"
-            elif in_ours:
-                label, origin = m, "ours"
-            else:
-                is_ours_name = anon is not None
-                label = f"{m} (not in this run)" if is_ours_name else f"{m} (paper only)"
-                origin = "paper"
-            rows.append(CompareRow(label, m if in_ours else None, origin, cells))
-        notes = [c for c in dict.fromkeys(v.caveat for v in mvals) if c]
-        if not any(c.same_model for c in columns):
-            notes.append(
-                f"Different evaluators: ours used {', '.join(sorted(ours_evs))}, the paper "
-                f"{', '.join(sorted({p[1] for p in pcols}))}. Compare orderings, not values."
-            )
-        if table.sample:
-            notes.append(
-                f"Ours are on {table.dataset} (the embedded sample), the paper on the full "
-                f"{mvals[0].dataset}: not comparable numbers."
-            )
-        elif table.dataset != mvals[0].dataset:
-            notes.append(f"Ours are on {table.dataset}, the paper on {mvals[0].dataset}.")
-        out.append(
-            Comparison(
-                metric,
-                table.columns[ours_cols[0]].label,
-                arrow(table.columns[ours_cols[0]].higher_is_better),
-                mvals[0].dataset,
-                columns,
-                rows,
-                notes,
-            )
-        )
+        c = _comparison(table, metric, [v for v in pvals if v.metric == metric])
+        if c is not None:
+            out.append(c)
     return out
+
+
+def _comparison(table: WideTable, metric: str, mvals: list[PaperValue]) -> Comparison | None:
+    """Our columns of `metric` beside the paper's values `mvals` (None: we do not report it)."""
+    ours_cols = [i for i in table.column_index(metric) if table.columns[i].evaluator != "chance"]
+    if not ours_cols:
+        return None
+    ours_evs = {table.columns[i].evaluator for i in ours_cols}
+    pcols: list[PaperKey] = list(
+        dict.fromkeys((v.table, v.paper_evaluator, v.evaluator) for v in mvals)
+    )
+    columns = _columns(table, ours_cols, ours_evs, pcols)
+    rows = _rows(table, ours_cols, mvals, pcols)
+    first = table.columns[ours_cols[0]]
+    notes = _notes(table, mvals, columns, ours_evs, pcols)
+    return Comparison(
+        metric, first.label, arrow(first.higher_is_better), mvals[0].dataset, columns, rows, notes
+    )
+
+
+def _columns(
+    table: WideTable, ours_cols: list[int], ours_evs: set[str], pcols: list[PaperKey]
+) -> list[CompareColumn]:
+    """Our evaluators' columns, then the paper's, each marked "same model" when it is one of
+    our evaluators in this run."""
+    columns = [
+        CompareColumn("ours", table.columns[i].evaluator or "(none)", "ours") for i in ours_cols
+    ]
+    lower = {e.lower() for e in ours_evs}
+    columns += [
+        CompareColumn(
+            "paper",
+            pev,
+            f"paper, {tab}",
+            (ev is not None and ev in ours_evs) or pev.lower() in lower,
+        )
+        for tab, pev, ev in pcols
+    ]
+    return columns
+
+
+def _decimals(table: WideTable, ours_cols: list[int]) -> int:
+    """The paper's values are shown with as many decimals as our cells (3 when none)."""
+    return max(
+        (
+            len(t.split(".")[1])
+            for i in ours_cols
+            for m in table.methods
+            if (c := table.cell(m, i)) is not None and "." in (t := c.text)
+        ),
+        default=3,
+    )
+
+
+def _rows(
+    table: WideTable, ours_cols: list[int], mvals: list[PaperValue], pcols: list[PaperKey]
+) -> list[CompareRow]:
+    """Our methods first (in table order), then the paper's methods this run does not have."""
+    decimals = _decimals(table, ours_cols)
+    by_key: dict[PaperKey, dict[str, PaperValue]] = {}
+    for v in mvals:
+        by_key.setdefault((v.table, v.paper_evaluator, v.evaluator), {})[v.method or v.row] = v
+    paper_methods = list(dict.fromkeys(v.method or v.row for v in mvals))
+    ours_methods = [
+        m for m in table.methods if m != "chance" and any(table.cell(m, i) for i in ours_cols)
+    ]
+    rows = []
+    for m in [*ours_methods, *[p for p in paper_methods if p not in ours_methods]]:
+        cells = []
+        for i in ours_cols:
+            c = table.cell(m, i)
+            cells.append("" if c is None else (c.text + (f" {c.interval}" if c.interval else "")))
+        for key in pcols:
+            v = by_key.get(key, {}).get(m)
+            cells.append("" if v is None else _fmt(v.value, v.std, decimals))
+        in_ours = m in ours_methods
+        if in_ours:
+            label, origin = m, ("both" if m in paper_methods else "ours")
+        else:
+            # a paper method anonbench has (by name) is "not in this run"
+            ours_name = any(v.method == m for v in mvals)
+            label = f"{m} (not in this run)" if ours_name else f"{m} (paper only)"
+            origin = "paper"
+        rows.append(CompareRow(label, m if in_ours else None, origin, cells))
+    return rows
+
+
+def _notes(
+    table: WideTable,
+    mvals: list[PaperValue],
+    columns: list[CompareColumn],
+    ours_evs: set[str],
+    pcols: list[PaperKey],
+) -> list[str]:
+    """The paper's caveats, then what makes the numbers not comparable (evaluators, data)."""
+    notes = [c for c in dict.fromkeys(v.caveat for v in mvals) if c]
+    if not any(c.same_model for c in columns):
+        notes.append(
+            f"Different evaluators: ours used {', '.join(sorted(ours_evs))}, the paper "
+            f"{', '.join(sorted({p[1] for p in pcols}))}. Compare orderings, not values."
+        )
+    if table.sample:
+        notes.append(
+            f"Ours are on {table.dataset} (the embedded sample), the paper on the full "
+            f"{mvals[0].dataset}: not comparable numbers."
+        )
+    elif table.dataset != mvals[0].dataset:
+        notes.append(f"Ours are on {table.dataset}, the paper on {mvals[0].dataset}.")
+    return notes

@@ -92,121 +92,147 @@ def _thumb(path: Path, notes: list[str] | None = None) -> str | None:
 
 
 def _figures(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> list[Figure]:
-    from anonbench.reports import plots
-    from anonbench.reports.paper import for_protocol
+    """The section's figures: privacy vs utility, ROC, FID (those the table can feed)."""
+    figs = (_scatter_figure(t, colors), _roc_figure(bundle, t, colors), _fid_figure(t, colors))
+    return [f for f in figs if f is not None]
 
-    figs: list[Figure] = []
-    # privacy-utility scatter: y = Recall@1 (per recognizer) or TAR; x = detection rate
+
+def _scatter_points(t: WideTable, xi: int, ycols: list[int], derived: bool) -> list[Any]:
+    """One point per method and y column; `derived`: x is 100·(1 − embedder_no_face/n)."""
+    from anonbench.reports import plots
+
+    points = []
+    for m in t.methods:
+        if m == "chance":
+            continue
+        xc = t.cell(m, xi)
+        if xc is None or math.isnan(xc.value):
+            continue
+        if derived:
+            if not xc.n:
+                continue
+            x, xlo, xhi = 100.0 * (1.0 - xc.value / xc.n), None, None
+        else:
+            x, xlo, xhi = xc.value, xc.lo, xc.hi
+        for yi in ycols:
+            yc = t.cell(m, yi)
+            if yc is None or math.isnan(yc.value):
+                continue
+            ev = t.columns[yi].evaluator
+            points.append(plots.Point(m, ev, x, yc.value, xlo, xhi, yc.lo, yc.hi))
+    return points
+
+
+def _chance_levels(t: WideTable, ycols: list[int]) -> dict[str, float]:
+    """Chance level per recognizer: a "chance" row per recognizer, or a column with evaluator
+    "chance" shared by all."""
+    chance: dict[str, float] = {}
+    chance_cols = t.column_index(t.columns[ycols[0]].metric, "chance")
+    shared = [
+        c.value
+        for i in chance_cols
+        for m in t.methods
+        if (c := t.cell(m, i)) is not None and not math.isnan(c.value)
+    ]
+    for yi in ycols:
+        c = t.cell("chance", yi)
+        if c is not None and not math.isnan(c.value):
+            chance[t.columns[yi].evaluator] = c.value
+        elif shared:
+            chance[t.columns[yi].evaluator] = shared[0]
+    return chance
+
+
+def _scatter_figure(t: WideTable, colors: dict[str, str]) -> Figure | None:
+    """Privacy-utility scatter: y = Recall@1 (per recognizer) or TAR; x = detection rate, or
+    the share of faces the recognizer's detector found where the protocol has no detection."""
+    from anonbench.reports import plots
+
     ycols = [i for i in t.column_index("recall_at_1") if t.columns[i].evaluator != "chance"]
     ycols = ycols or t.column_index("tar_far_1e-3")
     xcols = t.column_index("detection_rate")
     derived = not xcols and bool(t.column_index("embedder_no_face"))
-    if ycols and (xcols or derived):
-        xi = xcols[0] if xcols else t.column_index("embedder_no_face")[0]
-        points = []
-        for m in t.methods:
-            if m == "chance":
-                continue
-            xc = t.cell(m, xi)
-            if xc is None or math.isnan(xc.value):
-                continue
-            if derived:
-                if not xc.n:
-                    continue
-                x, xlo, xhi = 100.0 * (1.0 - xc.value / xc.n), None, None
-            else:
-                x, xlo, xhi = xc.value, xc.lo, xc.hi
-            for yi in ycols:
-                yc = t.cell(m, yi)
-                if yc is None or math.isnan(yc.value):
-                    continue
-                ev = t.columns[yi].evaluator
-                points.append(plots.Point(m, ev, x, yc.value, xlo, xhi, yc.lo, yc.hi))
-        if points:
-            ylab = t.columns[ycols[0]].label
-            if derived:
-                xlab = "face found by the recognizer's detector (%)"
-                how = (
-                    "x = 100·(1 − embedder_no_face/n): anonymized faces the recognizer's own "
-                    "detector still found (no detection-rate metric in this protocol)."
-                )
-            else:
-                xlab = f"detection rate (%), {t.columns[xi].evaluator}"
-                how = f"x = detection rate by {t.columns[xi].evaluator}."
-            # chance level: a "chance" row per recognizer, or a column with evaluator "chance"
-            chance: dict[str, float] = {}
-            chance_cols = t.column_index(t.columns[ycols[0]].metric, "chance")
-            shared = [
-                c.value
-                for i in chance_cols
-                for m in t.methods
-                if (c := t.cell(m, i)) is not None and not math.isnan(c.value)
-            ]
-            for yi in ycols:
-                c = t.cell("chance", yi)
-                if c is not None and not math.isnan(c.value):
-                    chance[t.columns[yi].evaluator] = c.value
-                elif shared:
-                    chance[t.columns[yi].evaluator] = shared[0]
-            evs = ", ".join(dict.fromkeys(p.series for p in points))
-            figs.append(
-                Figure(
-                    "Privacy vs utility",
-                    f"One point per method, one panel per recognizer ({evs}); bars are the "
-                    "intervals of the table. Bottom right is best: hard to re-identify, still a "
-                    f"usable face. {how}",
-                    _uri(plots.scatter_png(points, colors, xlab, ylab, chance), "image/png"),
-                    f"scatter of {ylab} against {xlab}",
-                    wide=len({p.series for p in points}) > 1,
-                )
-            )
-    # ROC curves from the saved per-pair scores
+    if not ycols or not (xcols or derived):
+        return None
+    xi = xcols[0] if xcols else t.column_index("embedder_no_face")[0]
+    points = _scatter_points(t, xi, ycols, derived)
+    if not points:
+        return None
+    ylab = t.columns[ycols[0]].label
+    if derived:
+        xlab = "face found by the recognizer's detector (%)"
+        how = (
+            "x = 100·(1 − embedder_no_face/n): anonymized faces the recognizer's own "
+            "detector still found (no detection-rate metric in this protocol)."
+        )
+    else:
+        xlab = f"detection rate (%), {t.columns[xi].evaluator}"
+        how = f"x = detection rate by {t.columns[xi].evaluator}."
+    chance = _chance_levels(t, ycols)
+    evs = ", ".join(dict.fromkeys(p.series for p in points))
+    return Figure(
+        "Privacy vs utility",
+        f"One point per method, one panel per recognizer ({evs}); bars are the "
+        "intervals of the table. Bottom right is best: hard to re-identify, still a "
+        f"usable face. {how}",
+        _uri(plots.scatter_png(points, colors, xlab, ylab, chance), "image/png"),
+        f"scatter of {ylab} against {xlab}",
+        wide=len({p.series for p in points}) > 1,
+    )
+
+
+def _roc_figure(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> Figure | None:
+    """ROC curves from the saved per-pair scores (verification protocols)."""
+    from anonbench.reports import plots
+
     sfiles = bundle.scores_files(t.protocol, t.dataset)
     curves = [
         c
         for m in t.methods
         if m in sfiles and (c := plots.roc_from_scores(sfiles[m], m)) is not None
     ]
-    if curves:
-        evs = ", ".join(t.columns[i].evaluator for i in t.column_index("tar_far_1e-3")) or "?"
-        figs.append(
-            Figure(
-                "ROC (verification)",
-                f"Pooled ROC of the saved pair scores (recognizer: {evs}); the table's TAR uses "
-                "per-fold thresholds, so it can differ slightly from the curve at FAR=1e-3. "
-                "Lower curves = better anonymization." + _far_note(sfiles.values()),
-                _uri(plots.roc_png(curves, colors), "image/png"),
-                "ROC curves per method",
-            )
-        )
-    # FID bars, with the paper's Table 4 beside where the protocol matches
+    if not curves:
+        return None
+    evs = ", ".join(t.columns[i].evaluator for i in t.column_index("tar_far_1e-3")) or "?"
+    return Figure(
+        "ROC (verification)",
+        f"Pooled ROC of the saved pair scores (recognizer: {evs}); the table's TAR uses "
+        "per-fold thresholds, so it can differ slightly from the curve at FAR=1e-3. "
+        "Lower curves = better anonymization." + _far_note(sfiles.values()),
+        _uri(plots.roc_png(curves, colors), "image/png"),
+        "ROC curves per method",
+    )
+
+
+def _fid_figure(t: WideTable, colors: dict[str, str]) -> Figure | None:
+    """FID bars, with the paper's Table 4 beside where the protocol matches."""
+    from anonbench.reports import plots
+    from anonbench.reports.paper import for_protocol
+
     fcols = t.column_index("fid")
-    if fcols:
-        i = fcols[0]
-        ours = {
-            m: (c.value, c.lo, c.hi)
-            for m in t.methods
-            if (c := t.cell(m, i)) is not None and not math.isnan(c.value)
-        }
-        paper = {
-            v.method: v.value
-            for v in for_protocol(t.protocol)
-            if v.metric == "fid" and v.method in ours
-        }
-        if ours:
-            figs.append(
-                Figure(
-                    "FID",
-                    f"Fréchet Inception Distance ({t.columns[i].evaluator or 'Inception'}), "
-                    "lower = closer to real faces"
-                    + (
-                        "; hatched: the paper's Table 4 (its own data and setup)." if paper else "."
-                    ),
-                    _uri(plots.fid_png(ours, paper, colors), "image/png"),
-                    "FID per method",
-                )
-            )
-    return figs
+    if not fcols:
+        return None
+    i = fcols[0]
+    ours = {
+        m: (c.value, c.lo, c.hi)
+        for m in t.methods
+        if (c := t.cell(m, i)) is not None and not math.isnan(c.value)
+    }
+    paper = {
+        v.method: v.value
+        for v in for_protocol(t.protocol)
+        if v.metric == "fid" and v.method in ours
+    }
+    if not ours:
+        return None
+    return Figure(
+        "FID",
+        f"Fréchet Inception Distance ({t.columns[i].evaluator or 'Inception'}), "
+        "lower = closer to real faces"
+        + ("; hatched: the paper's Table 4 (its own data and setup)." if paper else "."),
+        _uri(plots.fid_png(ours, paper, colors), "image/png"),
+        "FID per method",
+    )
 
 
 def _missed(bundle: Bundle, t: WideTable) -> tuple[list[MissedRow], str]:
