@@ -31,6 +31,7 @@ from anonbench.api import Anonymizer, FaceBatch, MethodMeta
 from anonbench.cache import atomic_write_text, file_sha256
 from anonbench.data.records import IMAGE_EXTENSIONS, ImageRecord
 from anonbench.errors import AnonbenchError
+from anonbench.log import warn
 
 STORE_VERSION = "1"
 MANIFEST = "manifest.json"
@@ -303,11 +304,46 @@ def produce(
     executor: anonbench.executors.Executor; a distributed one (ray) runs chunks as tasks, a GPU
     each when `device` is cuda; otherwise batches run here. Every stored output is verified
     (rule 6): a damaged or missing one is produced again; `force`: the whole store is."""
-    from tqdm.auto import tqdm
-
     sid = store_id(method, label, targets, analysis_version())
     root = Path(cache_dir) / "outputs" / sid
     entries = {} if force else _read_manifest(root)
+    todo, current, upgraded = _to_produce(root, records, analyses, entries)
+    info = {
+        "method": label,
+        "class": f"{type(method).__module__}.{type(method).__qualname__}",
+        "config": method.config(),
+        "checkpoint_sha256": method.meta.checkpoint_sha256,
+        "region": method.meta.region,
+        "analysis": analysis_version(),
+        "targets": "default" if targets is None else "explicit",
+        "store": sid,
+    }
+    if upgraded and not todo:
+        _write_manifest(root, info, entries)
+    _clear_targets(root, [r.key for r, _ in todo])
+    if todo:
+        job = _Production(method, label, sid, root, info, analyses, targets, entries)
+        job.run(
+            todo, batch_size=batch_size, quiet=quiet, desc=desc, executor=executor, device=device
+        )
+    # the records of this call whose original is readable and unchanged; an entry of an
+    # original that became unreadable or changed is never handed out (nor exported)
+    mine = {
+        k: e
+        for k, sha in current.items()
+        if (e := entries.get(k)) is not None and e.get("source_sha256") == sha
+    }
+    return OutputStore(label, root, mine, external=False, info=info)
+
+
+def _to_produce(
+    root: Path,
+    records: Sequence[ImageRecord],
+    analyses: dict[str, Any],
+    entries: dict[str, dict[str, Any]],
+) -> tuple[list[tuple[ImageRecord, str]], dict[str, str], bool]:
+    """(record, sha256 of its original) to produce, key -> sha256 of each readable original,
+    and whether a stored entry gained its output digest (the manifest is then rewritten)."""
     todo: list[tuple[ImageRecord, str]] = []
     current: dict[str, str] = {}  # key -> sha256 of the readable original now on disk
     upgraded = False
@@ -323,64 +359,77 @@ def produce(
         if not _stored_output_ok(root, r.key, e):
             todo.append((r, sha))  # damaged, changed or missing output: produced again
         upgraded |= e.get("sha256") != had
-    info = {
-        "method": label,
-        "class": f"{type(method).__module__}.{type(method).__qualname__}",
-        "config": method.config(),
-        "checkpoint_sha256": method.meta.checkpoint_sha256,
-        "region": method.meta.region,
-        "analysis": analysis_version(),
-        "targets": "default" if targets is None else "explicit",
-        "store": sid,
-    }
-    if upgraded and not todo:
-        _write_manifest(root, info, entries)
-    _clear_targets(root, [r.key for r, _ in todo])
-    if todo:
+    return todo, current, upgraded
+
+
+@dataclass
+class _Production:
+    """One production into the store at `root`: its manifest `entries` grow as chunks end."""
+
+    method: Anonymizer
+    label: str
+    sid: str
+    root: Path
+    info: dict[str, Any]
+    analyses: dict[str, Any]
+    targets: dict[str, int] | None
+    entries: dict[str, dict[str, Any]]
+
+    def run(
+        self,
+        todo: list[tuple[ImageRecord, str]],
+        *,
+        batch_size: int,
+        quiet: bool,
+        desc: str | None,
+        executor: Any,
+        device: str,
+    ) -> None:
+        from tqdm.auto import tqdm
+
         bar = tqdm(
             total=len(todo),
-            desc=desc or f"produce {label}",
+            desc=desc or f"produce {self.label}",
             unit="img",
             dynamic_ncols=True,
             disable=quiet,
         )
-        last_save = time.monotonic()
         step = max(1, batch_size)
         chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
         try:
             if executor is not None and executor.distributed:
                 _produce_distributed(
                     executor,
-                    method,
-                    label,
-                    sid,
-                    root,
+                    self.method,
+                    self.label,
+                    self.sid,
+                    self.root,
                     chunks,
-                    analyses,
-                    targets,
-                    entries,
+                    self.analyses,
+                    self.targets,
+                    self.entries,
                     bar,
                     device,
                 )
             else:
-                for chunk in chunks:
-                    entries.update(_produce_chunk(method, root, chunk, analyses, targets))
-                    bar.update(len(chunk))
-                    if time.monotonic() - last_save > 30:
-                        _write_manifest(root, info, entries)
-                        last_save = time.monotonic()
+                self._here(chunks, bar)
         finally:
             # also after a failed shard or Ctrl-C: the finished outputs are kept for a rerun
             bar.close()
-            _write_manifest(root, info, entries)
-    # the records of this call whose original is readable and unchanged; an entry of an
-    # original that became unreadable or changed is never handed out (nor exported)
-    mine = {
-        k: e
-        for k, sha in current.items()
-        if (e := entries.get(k)) is not None and e.get("source_sha256") == sha
-    }
-    return OutputStore(label, root, mine, external=False, info=info)
+            _write_manifest(self.root, self.info, self.entries)
+
+    def _here(self, chunks: list[list[tuple[ImageRecord, str]]], bar: Any) -> None:
+        """The chunks in this process; the manifest saved every 30 s (a long production
+        interrupted by a crash keeps most of its work)."""
+        last_save = time.monotonic()
+        for chunk in chunks:
+            self.entries.update(
+                _produce_chunk(self.method, self.root, chunk, self.analyses, self.targets)
+            )
+            bar.update(len(chunk))
+            if time.monotonic() - last_save > 30:
+                _write_manifest(self.root, self.info, self.entries)
+                last_save = time.monotonic()
 
 
 def _clear_targets(root: Path, keys: Sequence[str]) -> None:
@@ -474,8 +523,6 @@ def _read_manifest(root: Path) -> dict[str, dict[str, Any]]:
     """The entries of a store's manifest. A damaged one (not JSON, the wrong shape) is one
     warning line and an empty store: everything is produced again. Entries that are not
     objects are dropped (produced again)."""
-    import sys
-
     p = root / MANIFEST
     if not p.is_file():
         return {}
@@ -486,10 +533,7 @@ def _read_manifest(root: Path) -> dict[str, dict[str, Any]]:
             raise ValueError("no 'images' object")
     except (OSError, ValueError) as e:
         why = type(e).__name__ if not isinstance(e, ValueError) else str(e).splitlines()[0]
-        print(
-            f"warning: {p}: damaged output-store manifest ({why[:80]}); producing again",
-            file=sys.stderr,
-        )
+        warn(f"{p}: damaged output-store manifest ({why[:80]}); producing again")
         return {}
     return {k: e for k, e in images.items() if isinstance(k, str) and isinstance(e, dict)}
 

@@ -7,8 +7,9 @@ Each plug-in is declared once.
   description. Listing them (``anonbench ls``) imports nothing; resolving a name imports its
   module and takes the named attribute with the declared parameters. A module that does not
   provide what its declaration names is an error (:class:`DeclarationError`), never a fallback
-  to something else. A built-in module may still decorate its classes with ``@register_...``;
-  the decorator must then agree with the declaration (same ``module:attr``, same parameters).
+  to something else. A built-in is declared there only: its module does not decorate its
+  classes (a test checks); a decorator that names an already declared entry must agree with
+  the declaration (same ``module:attr``, same parameters), or it is a DeclarationError.
 - Third-party plug-ins come in through the entry-point groups ``anonbench.methods``,
   ``anonbench.protocols``, ``anonbench.detectors``, ``anonbench.embedders``,
   ``anonbench.landmarkers`` and ``anonbench.trainers``: ``name = "pkg.module:attr"`` declares

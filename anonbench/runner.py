@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anonbench
-from anonbench.api import RunContext
+from anonbench.api import Resources, RunContext
 from anonbench.cache import default_cache_dir
 from anonbench.display import format_table
 from anonbench.errors import AnonbenchError
+from anonbench.ledger import Ledger, earlier_details, key_str
+from anonbench.log import get_logger, note, warn
 from anonbench.provenance import git_sha, now, versions
 from anonbench.registry import EMBEDDERS, METHODS, PROTOCOLS
 from anonbench.safety import check_tree, refuse_overlap, sigterm_as_interrupt
+
+if TYPE_CHECKING:
+    from anonbench.plan import PlannedMethod
+
+LOG = get_logger("runner")
+DEFAULT_EMBEDDER = "dlib-resnet"
 
 
 @dataclass
@@ -28,7 +34,8 @@ class RunConfig:
     protocol: str
     data: str | None = None  # KIND:PATH or a plain path (the protocol's default kind)
     out: str | None = None
-    embedder: str = "dlib-resnet"
+    # the LFW attacker (alias of its option `embedder`); None: the protocol's default
+    embedder: str | None = None
     workers: int = 1
     seed: int = 0
     cache_dir: str | None = None
@@ -104,27 +111,30 @@ def resolve_device(device: str) -> str:
     raise AnonbenchError(f"--device {dev!r}: expected auto, cpu, cuda or cuda:N")
 
 
-def build_method(spec: MethodSpec, cfg: RunConfig) -> Any:
-    import inspect
-
+def build_method(
+    spec: MethodSpec, resources: Resources, checkpoints: dict[str, str] | None = None
+) -> Any:
+    """The method of one --methods item, named by its label: a folder of outputs, or a
+    registered method built with its checkpoint and the run's device (when not the CPU) and
+    torch.compile (when asked) if its constructor takes them."""
+    from anonbench.plugins import build
     from anonbench.produce import FolderMethod
 
     if spec.folder is not None:
         m = FolderMethod(spec.folder)
     else:
         assert spec.name is not None
-        kwargs: dict[str, Any] = {}
-        if spec.name in cfg.checkpoints:
-            kwargs["checkpoint"] = cfg.checkpoints[spec.name]
-        try:
-            params = inspect.signature(METHODS.entry(spec.name).factory).parameters  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            params = {}
-        if "device" in params and cfg.device != "cpu":
-            kwargs["device"] = cfg.device
-        if cfg.compile and "compile" in params:
-            kwargs["compile"] = True
-        m = METHODS.create(spec.name, **kwargs)
+        fixed = {}
+        if spec.name in (checkpoints or {}):
+            fixed["checkpoint"] = (checkpoints or {})[spec.name]
+        # only what differs from a method's own default is offered: a method built for the
+        # CPU without torch.compile is built exactly as `METHODS.create(name)` builds it
+        offer: dict[str, Any] = {}
+        if resources.device != "cpu":
+            offer["device"] = resources.device
+        if resources.compile:
+            offer["compile"] = True
+        m = build(METHODS, spec.name, offer, **fixed)
     m.name = spec.label
     return m
 
@@ -190,93 +200,6 @@ def _check_out_dir(out: Path) -> tuple[dict[str, Any], Any]:
     return prev, res
 
 
-def _key_str(v: Any) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return ""
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
-_ROW_KEY = ("dataset", "split", "metric", "evaluator")
-
-
-def _folder_fingerprint(folder: str) -> list[tuple[str, int, int]]:
-    root = Path(folder)
-    return sorted(
-        (f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
-        for f in root.rglob("*")
-        if f.is_file()
-    )
-
-
-def input_digest(spec: MethodSpec, method: Any, ds: Any, proto: Any, cfg: RunConfig, options):
-    """sha256 of everything a method's rows depend on: its config and checkpoint sha256 (a
-    folder method: its files' names, sizes and times), the data (spec, label, record count),
-    the protocol (name, version, options), the seed and the embedder."""
-    import hashlib
-
-    d = {
-        "method": {
-            "label": spec.label,
-            "class": f"{type(method).__module__}.{type(method).__qualname__}",
-            "config": method.config(),
-            "checkpoint_sha256": method.meta.checkpoint_sha256,
-            "folder": None if spec.folder is None else _folder_fingerprint(spec.folder),
-        },
-        "data": {
-            "spec": ds.spec,
-            "kind": ds.kind,
-            "label": ds.label,
-            "records": len(ds.records),
-            "missing_files": len(ds.missing_files),
-            "pairs_file": None if not ds.pairs_file else Path(ds.pairs_file).name,
-        },
-        "protocol": {"name": proto.name, "version": proto.version, "options": options},
-        "seed": cfg.seed,
-        "embedder": cfg.embedder,
-    }
-    text = json.dumps(d, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _earlier_methods(prev: dict[str, Any], protocol: str) -> dict[str, dict[str, Any]]:
-    """method -> its record in the latest run of `protocol` (run.json) that ran or skipped it."""
-    from anonbench.results import run_entries
-
-    out: dict[str, dict[str, Any]] = {}
-    for e in run_entries(prev):
-        proto = e.get("protocol")
-        if not isinstance(proto, dict) or proto.get("name") != protocol:
-            continue
-        for name, m in (e.get("methods") or {}).items():
-            if isinstance(m, dict):
-                out[name] = m
-    return out
-
-
-def _earlier_details(prev: dict[str, Any], proto: Any) -> dict[str, Any]:
-    """The details of the latest run.json entry of this protocol (name and version)."""
-    from anonbench.results import run_entries
-
-    for e in reversed(run_entries(prev)):
-        p = e.get("protocol")
-        if isinstance(p, dict) and (p.get("name"), p.get("version")) == (proto.name, proto.version):
-            details = p.get("details")
-            if isinstance(details, dict) and details:
-                return details
-    return {}
-
-
-def _rows_complete(res: Any, method: str, protocol: str, keys: Any) -> bool:
-    """Every row key recorded for the method is in results.csv."""
-    if res is None or not isinstance(keys, list) or not keys:
-        return False
-    sel = res[(res["method"] == method) & (res["protocol"] == protocol)]
-    have = {tuple(r) for r in sel[list(_ROW_KEY)].to_numpy()}
-    return all(isinstance(k, list) and tuple(k) in have for k in keys)
-
-
 def _measured(rows: list[dict[str, Any]], metrics: Any) -> bool:
     """Whether any row holds a computed value of a metric with a direction (not a count)."""
     import math
@@ -318,12 +241,42 @@ def data_inputs(ds: Any, specs: Sequence[MethodSpec] = ()) -> list[tuple[str, An
     return inputs
 
 
-def run(cfg: RunConfig) -> Path:
-    """Produces each method's outputs, evaluates them with the protocol; returns the folder."""
-    from anonbench.data.datasets import open_dataset
-    from anonbench.options import parse_options
-    from anonbench.produce import check_folder_manifest
+@dataclass
+class _Setup:
+    """What `run` checked and built before any work; the run's steps read it."""
 
+    cfg: RunConfig
+    proto: Any  # anonbench.api.Protocol
+    options: dict[str, Any]  # parsed, typed protocol options
+    embedder: str
+    specs: list[MethodSpec]
+    ds: Any  # anonbench.data.datasets.Dataset
+    out: Path
+    resources: Resources
+    prev: dict[str, Any]  # the run.json an earlier run left in --out
+    res: Any  # its results.csv (strings), None when absent
+    built: dict[str, Any] = field(default_factory=dict)  # label -> method
+
+
+def run(cfg: RunConfig) -> Path:
+    """Produces each method's outputs, evaluates them with the protocol; returns the folder.
+
+    The steps: checks (everything that can be wrong is one line before any work), the plan
+    (anonbench.plan: digests, skip decisions), one method's run (produce, evaluate, timings)
+    per planned method, and the ledger (anonbench.ledger: run.json, results.csv)."""
+    s = _setup(cfg)
+    created = not s.out.exists()
+    s.out.mkdir(parents=True, exist_ok=True)
+    try:
+        with sigterm_as_interrupt(), s.resources.executor:  # a Ray instance it started stops
+            return _run(s)
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no empty folder
+            _remove_if_empty(s.out)
+        raise
+
+
+def _check_numbers(cfg: RunConfig) -> None:
     if not cfg.methods:
         raise AnonbenchError("no methods given")
     if cfg.workers < 1:
@@ -332,11 +285,30 @@ def run(cfg: RunConfig) -> Path:
         raise AnonbenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     cores = os.cpu_count() or 1
     if cfg.workers > cores:
-        print(f"warning: --workers {cfg.workers} > {cores} cores: using {cores}", file=sys.stderr)
+        warn(f"--workers {cfg.workers} > {cores} cores: using {cores}", logger=LOG)
         cfg.workers = cores
-    proto = PROTOCOLS.create(cfg.protocol)
-    options = parse_options(proto.options, cfg.options, f"protocol {proto.name}")
-    EMBEDDERS.entry(cfg.embedder)  # a typo fails now, not after the first method
+
+
+def _protocol_options(proto: Any, cfg: RunConfig) -> tuple[dict[str, Any], str]:
+    """The protocol's typed options and the embedder. --embedder is the alias of the option
+    `embedder` where the protocol declares one (LFW), else the run's embedder (ctx.embedder)."""
+    from anonbench.options import parse_options
+
+    given = dict(cfg.options)
+    declared = {o.name for o in proto.options}
+    if "embedder" in declared and cfg.embedder is not None:
+        if str(given.get("embedder", cfg.embedder)).strip() != cfg.embedder:
+            raise AnonbenchError(
+                f"--embedder {cfg.embedder} and --option embedder={given['embedder']} disagree"
+            )
+        given["embedder"] = cfg.embedder
+    options = parse_options(proto.options, given, f"protocol {proto.name}")
+    if "embedder" in declared:
+        return options, str(options["embedder"])
+    return options, cfg.embedder or DEFAULT_EMBEDDER
+
+
+def _check_methods(cfg: RunConfig) -> list[MethodSpec]:
     specs = [parse_method(m) for m in cfg.methods]
     labels = [s.label for s in specs]
     dup = sorted({x for x in labels if labels.count(x) > 1})
@@ -352,10 +324,22 @@ def run(cfg: RunConfig) -> Path:
         raise AnonbenchError(
             f"--checkpoint given for methods not in --methods: {sorted(unknown_ckpt)}"
         )
-    device = resolve_device(cfg.device)
-    cfg.device = device
-    from anonbench.executors import create_executor
+    return specs
 
+
+def _setup(cfg: RunConfig) -> _Setup:
+    """Every check before any work, in the order a user meets them; nothing is created."""
+    from anonbench.data.datasets import open_dataset
+    from anonbench.executors import create_executor
+    from anonbench.produce import check_folder_manifest
+
+    _check_numbers(cfg)
+    proto = PROTOCOLS.create(cfg.protocol)
+    options, embedder = _protocol_options(proto, cfg)
+    cfg.embedder = embedder  # run.json's config records the embedder used
+    EMBEDDERS.entry(embedder)  # a typo fails now, not after the first method
+    specs = _check_methods(cfg)
+    cfg.device = resolve_device(cfg.device)
     # a missing ray extra or a bad executor option is one line before any work
     executor = create_executor(
         cfg.executor, workers=cfg.workers, address=cfg.ray_address, max_retries=cfg.max_retries
@@ -377,227 +361,247 @@ def run(cfg: RunConfig) -> Path:
     prev, res = _check_out_dir(out)
     check_writable_dir(cache_dir, "--cache-dir")
     if ds.missing_files:
-        print(
-            f"warning: {len(ds.missing_files)} files listed in {ds.label} are missing "
+        warn(
+            f"{len(ds.missing_files)} files listed in {ds.label} are missing "
             "(left out; run.json lists the count)",
-            file=sys.stderr,
+            logger=LOG,
         )
+    resources = Resources(
+        device=cfg.device,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        cache_dir=cache_dir,
+        executor=executor,
+        seed=cfg.seed,
+        quiet=cfg.quiet,
+        compile=cfg.compile,
+        logger=LOG,
+    )
+    s = _Setup(cfg, proto, options, embedder, specs, ds, out, resources, prev, res)
     # methods are built before any work and before --out exists: a bad checkpoint or an
     # option a method refuses is one line, with nothing left behind
-    built = {spec.label: build_method(spec, cfg) for spec in specs}
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        with sigterm_as_interrupt(), executor:  # a Ray instance it started is shut down
-            return _run(
-                cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res, executor
-            )
-    except BaseException:
-        if created:  # a run that failed before writing anything leaves no empty folder
-            _remove_if_empty(out)
-        raise
+    s.built = {spec.label: build_method(spec, resources, cfg.checkpoints) for spec in specs}
+    return s
 
 
-def _run(
-    cfg, proto, options, specs, built, ds, out, cache_dir, device, prev, res, executor
-) -> Path:
+def _run_info(s: _Setup) -> dict[str, Any]:
+    """This run's entry in run.json, before any method."""
     import uuid
 
-    import pandas as pd
-
-    from anonbench.evaluate import Originals
-    from anonbench.executors import ShardError
-    from anonbench.produce import open_folder_store, produce
-    from anonbench.results import append_run_info, make_row, merge_and_write
-
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, cfg.workers))
-    except ImportError:
-        pass
-    ctx = RunContext(
-        data=ds,
-        out_dir=str(out),
-        cache_dir=cache_dir,
-        embedder=cfg.embedder,
-        seed=cfg.seed,
-        workers=cfg.workers,
-        device=device,
-        batch_size=cfg.batch_size,
-        options=options,
-        quiet=cfg.quiet,
-        originals=Originals(cache_dir, cfg.workers, cfg.quiet, executor=executor),
-        executor=executor,
-    )
-    info: dict[str, Any] = {
+    r = s.resources
+    return {
         "run_id": uuid.uuid4().hex,
         "status": "running",
         "anonbench_version": anonbench.__version__,
         "git_sha": git_sha(),
         "versions": versions(),
         "started_at": now(),
-        "config": {**cfg.__dict__, "cache_dir": cache_dir, "options": options},
-        "dataset": ds.describe(),
-        "device": device,
-        "executor": executor.describe(),
+        "config": {**s.cfg.__dict__, "cache_dir": r.cache_dir, "options": s.options},
+        "dataset": s.ds.describe(),
+        "device": r.device,
+        "executor": r.executor.describe(),
         "protocol": {
-            "name": proto.name,
-            "version": proto.version,
-            "metrics": [dataclasses.asdict(m) for m in proto.metrics],
+            "name": s.proto.name,
+            "version": s.proto.version,
+            "metrics": [dataclasses.asdict(m) for m in s.proto.metrics],
         },
         "methods": {},
         "timings_s": {},
     }
-    run_json = out / "run.json"
-    earlier = _earlier_methods(prev, proto.name)
-    all_rows: list[dict[str, Any]] = []
-    computed_rows: list[dict[str, Any]] = []
-    finished: list[str] = []
-    recorded = False  # run.json holds this run's entry
-    prepared = False
-    doing = "preparing"
-    t_run = time.perf_counter()
+
+
+def _run(s: _Setup) -> Path:
+    from anonbench.evaluate import Originals
+    from anonbench.plan import plan_methods
+
+    r = s.resources
     try:
-        for spec in specs:
-            method = built[spec.label]
-            name = spec.label
-            digest = input_digest(spec, method, ds, proto, cfg, options)
-            before = earlier.get(name) or {}
-            if (
-                not cfg.force
-                and before.get("input_digest") == digest
-                and _rows_complete(res, name, proto.name, before.get("rows"))
-            ):
-                print(f"skipped {name} (rows complete, inputs unchanged; --force recomputes)")
-                info["methods"][name] = {**before, "skipped": True}
-                old = res[(res["method"] == name) & (res["protocol"] == proto.name)].copy()
-                for c in ("value", "std", "ci_low", "ci_high", "n"):
-                    old[c] = pd.to_numeric(old[c], errors="coerce")
-                all_rows.extend(old.to_dict("records"))  # shown in the table, not rewritten
-                finished.append(name)
-                append_run_info(run_json, info)
-                recorded = True
+        import torch
+
+        torch.set_num_threads(max(1, r.workers))
+    except ImportError:
+        pass
+    originals = Originals(r.cache_dir, r.workers, r.quiet, executor=r.executor)
+    ctx = RunContext(
+        data=s.ds,
+        out_dir=str(s.out),
+        embedder=s.embedder,
+        options=s.options,
+        originals=originals,
+        resources=r,
+    )
+    ledger = Ledger(s.out, _run_info(s), s.prev)
+    plan = plan_methods(
+        s.specs,
+        s.built,
+        s.ds,
+        s.proto,
+        s.options,
+        seed=r.seed,
+        embedder=s.embedder,
+        force=s.cfg.force,
+        prev=s.prev,
+        res=s.res,
+    )
+    _execute(plan, s, ctx, ledger)
+    return _conclude(s, ledger)
+
+
+@dataclass
+class _Doing:
+    """What the run is doing, for the one-line message of a run that stops."""
+
+    what: str = "preparing"
+
+
+def _execute(plan: list[PlannedMethod], s: _Setup, ctx: RunContext, ledger: Ledger) -> None:
+    """Runs the plan: the protocol's preparation once (only when a method is computed), then
+    each method, the ledger written after each; a stop is recorded and said in one line."""
+    from anonbench.executors import ShardError
+
+    doing = _Doing()
+    t_run = time.perf_counter()
+    prepared = False
+    try:
+        for item in plan:
+            if item.skip:
+                print(f"skipped {item.label} (rows complete, inputs unchanged; --force recomputes)")
+                ledger.skip(item.label, item.before, s.res, s.proto.name)
                 continue
             if not prepared:
-                doing = "preparing"
+                doing.what = "preparing"
                 t0 = time.perf_counter()
-                proto.prepare(ctx)
-                info["timings_s"]["prepare"] = round(time.perf_counter() - t0, 2)
+                s.proto.prepare(ctx)
+                ledger.timing("prepare", round(time.perf_counter() - t0, 2))
                 prepared = True
-            if method.meta.note:
-                print(f"note: {name}: {method.meta.note}", file=sys.stderr)
-            doing = f"producing {name}"
-            t0 = time.perf_counter()
-            records = proto.records(method, ctx)
-            targets = proto.targets(method, ctx)
-            if spec.folder is not None:
-                store = open_folder_store(name, spec.folder, records)
-                if store.info["found"] < len(records):
-                    bad = store.info.get("undecodable")
-                    print(
-                        f"warning: {name}: {len(records) - store.info['found']}/{len(records)} "
-                        f"outputs missing in the folder{f' ({bad} undecodable)' if bad else ''}"
-                        ": scored as originals (leaks), listed as missed",
-                        file=sys.stderr,
-                    )
-            elif records:
-                analyses = ctx.originals.analyze(records, f"analyse {ds.label}")
-                store = produce(
-                    method,
-                    name,
-                    records,
-                    analyses,
-                    cache_dir=cache_dir,
-                    batch_size=cfg.batch_size,
-                    targets=targets,
-                    quiet=cfg.quiet,
-                    executor=executor,
-                    device=device,
-                    force=cfg.force,
-                )
-            else:
-                store = None
-            t_prod = time.perf_counter() - t0
-            doing = f"evaluating {name}"
-            t1 = time.perf_counter()
-            had = _files_under(out)
-            rows = proto.evaluate(method, store, ctx)
-            _verify_store(name, store, records, out, had, proto.name)
-            info["timings_s"][name] = {
-                "produce": round(t_prod, 2),
-                "evaluate": round(time.perf_counter() - t1, 2),
-            }
-            stamp = now()
-            mrows = [
-                make_row(
-                    method=name,
-                    protocol=proto.name,
-                    protocol_version=proto.version,
-                    seed=cfg.seed,
-                    checkpoint_sha256=method.meta.checkpoint_sha256,
-                    anonbench_version=anonbench.__version__,
-                    git_sha=git_sha(),
-                    created_at=stamp,
-                    **{**r, "note": _join_notes(r.get("note"), method.meta.note)},
-                )
-                for r in rows
-            ]
-            measured = _measured(mrows, proto.metrics)
-            info["methods"][name] = {
-                "class": f"{type(method).__module__}.{type(method).__qualname__}",
-                "config": method.config(),
-                "meta": method.meta.__dict__,
-                "store": None if store is None else {"root": str(store.root), **store.info},
-                # what a rerun compares to skip it; none when it measured nothing (recomputed)
-                "input_digest": digest if measured else None,
-                "rows": [[_key_str(r[k]) for k in _ROW_KEY] for r in mrows],
-            }
-            all_rows.extend(mrows)
-            computed_rows.extend(mrows)
-            # written after every method: an interrupted run keeps what it finished
-            doing = f"writing the results of {name}"
-            merge_and_write(out / "results.csv", mrows)
-            append_run_info(run_json, info)
-            recorded = True
-            finished.append(name)
-        doing = "writing run.json"
-        info["timings_s"]["total"] = round(time.perf_counter() - t_run, 2)
-        info["executor"] = executor.describe()  # with the cluster's size once it started
+            _run_method(item, s, ctx, ledger, doing)
+        doing.what = "writing run.json"
         # rule 10: a run that skipped every method keeps its own protocol's latest details,
         # never those of another protocol recorded in the same run.json
-        info["protocol"]["details"] = ctx.extra if prepared else _earlier_details(prev, proto)
-        info["finished_at"] = now()
-        info["status"] = "finished"
-        append_run_info(run_json, info)
+        details = ctx.extra if prepared else earlier_details(s.prev, s.proto)
+        ledger.finish(time.perf_counter() - t_run, s.resources.executor, details)
     except ShardError as e:
-        _mark(run_json, info, f"failed: {e}", recorded)
-        kept = f" ({', '.join(finished)})" if finished else ""
+        ledger.mark(f"failed: {e}")
         raise ShardError(
-            f"stopped while {doing}: {e}; results.csv and run.json keep the "
-            f"{len(finished)} method(s) finished before it{kept}; a rerun computes only "
-            "what is missing"
+            f"stopped while {doing.what}: {e}; results.csv and run.json keep {ledger.kept()}; "
+            "a rerun computes only what is missing"
         ) from None
     except OSError as e:
-        _mark(run_json, info, f"failed: {e}", recorded)
-        kept = f" ({', '.join(finished)})" if finished else ""
+        ledger.mark(f"failed: {e}")
         raise RunWriteError(
-            f"stopped while {doing}: {e}; results.csv and run.json keep the "
-            f"{len(finished)} method(s) finished before it{kept}"
+            f"stopped while {doing.what}: {e}; results.csv and run.json keep {ledger.kept()}"
         ) from None
     except BaseException as e:
-        _mark(
-            run_json,
-            info,
-            "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-            recorded,
-        )
+        ledger.mark("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         raise
-    print(format_table(pd.DataFrame(all_rows), proto.metrics))
-    if computed_rows and not _measured(computed_rows, proto.metrics) and not cfg.allow_empty:
+
+
+def _run_method(
+    item: PlannedMethod, s: _Setup, ctx: RunContext, ledger: Ledger, doing: _Doing
+) -> None:
+    """One method: produce its outputs, evaluate them, stamp and record its rows."""
+    name, method = item.label, item.method
+    if method.meta.note:
+        note(f"{name}: {method.meta.note}", logger=LOG)
+    doing.what = f"producing {name}"
+    t0 = time.perf_counter()
+    records, store = _produce(item, s, ctx)
+    t_prod = time.perf_counter() - t0
+    doing.what = f"evaluating {name}"
+    t1 = time.perf_counter()
+    had = _files_under(s.out)
+    rows = s.proto.evaluate(method, store, ctx)
+    _verify_store(name, store, records, s.out, had, s.proto.name)
+    ledger.timing(
+        name, {"produce": round(t_prod, 2), "evaluate": round(time.perf_counter() - t1, 2)}
+    )
+    mrows = _stamp(rows, name, method, s.proto, s.resources.seed)
+    entry = {
+        "class": f"{type(method).__module__}.{type(method).__qualname__}",
+        "config": method.config(),
+        "meta": method.meta.__dict__,
+        "store": None if store is None else {"root": str(store.root), **store.info},
+        # what a rerun compares to skip it; none when it measured nothing (recomputed)
+        "input_digest": item.digest if _measured(mrows, s.proto.metrics) else None,
+    }
+    ledger.describe(name, entry, mrows)
+    # written after every method: an interrupted run keeps what it finished
+    doing.what = f"writing the results of {name}"
+    ledger.commit(name, mrows)
+
+
+def _produce(item: PlannedMethod, s: _Setup, ctx: RunContext) -> tuple[list[Any], Any]:
+    """The records the protocol asks for and the method's output store (None: no records)."""
+    from anonbench import produce as production  # looked up now: tests replace produce
+
+    name, method, r = item.label, item.method, s.resources
+    records = s.proto.records(method, ctx)
+    targets = s.proto.targets(method, ctx)
+    if item.spec.folder is not None:
+        store = production.open_folder_store(name, item.spec.folder, records)
+        if store.info["found"] < len(records):
+            bad = store.info.get("undecodable")
+            warn(
+                f"{name}: {len(records) - store.info['found']}/{len(records)} outputs missing "
+                f"in the folder{f' ({bad} undecodable)' if bad else ''}: scored as originals "
+                "(leaks), listed as missed",
+                logger=LOG,
+            )
+        return records, store
+    if not records:
+        return records, None
+    analyses = ctx.originals.analyze(records, f"analyse {s.ds.label}")
+    store = production.produce(
+        method,
+        name,
+        records,
+        analyses,
+        cache_dir=r.cache_dir,
+        batch_size=r.batch_size,
+        targets=targets,
+        quiet=r.quiet,
+        executor=r.executor,
+        device=r.device,
+        force=s.cfg.force,
+    )
+    return records, store
+
+
+def _stamp(
+    rows: list[dict[str, Any]], name: str, method: Any, proto: Any, seed: int
+) -> list[dict[str, Any]]:
+    """A method's rows with their provenance (results.csv columns)."""
+    from anonbench.results import make_row
+
+    stamp = now()
+    return [
+        make_row(
+            method=name,
+            protocol=proto.name,
+            protocol_version=proto.version,
+            seed=seed,
+            checkpoint_sha256=method.meta.checkpoint_sha256,
+            anonbench_version=anonbench.__version__,
+            git_sha=git_sha(),
+            created_at=stamp,
+            **{**r, "note": _join_notes(r.get("note"), method.meta.note)},
+        )
+        for r in rows
+    ]
+
+
+def _conclude(s: _Setup, ledger: Ledger) -> Path:
+    """The table on the console; a run that measured nothing is an error (unless
+    --allow-empty); the HTML report of the run."""
+    import pandas as pd
+
+    proto, out = s.proto, s.out
+    print(format_table(pd.DataFrame(ledger.rows), proto.metrics))
+    computed = ledger.computed
+    if computed and not _measured(computed, proto.metrics) and not s.cfg.allow_empty:
         counts = ", ".join(
-            f"{r['method']} {r['metric']} {_key_str(r['value'])}/{_key_str(r['n'])}"
-            for r in computed_rows
+            f"{r['method']} {r['metric']} {key_str(r['value'])}/{key_str(r['n'])}"
+            for r in computed
             if r["metric"] == "unreadable_images"
         )
         raise AnonbenchError(
@@ -654,19 +658,6 @@ def _verify_store(
             f"{len(bad)} output(s) of {name} vanished or changed while it was scored (first: "
             f"{bad[0]}); its partial numbers were not recorded; a rerun produces them again"
         )
-
-
-def _mark(run_json: Path, info: dict[str, Any], status: str, recorded: bool) -> None:
-    """Best effort: records how a run that had written its entry ended."""
-    if not recorded:
-        return
-    from anonbench.results import append_run_info
-
-    info["status"] = status
-    try:
-        append_run_info(run_json, info)
-    except (OSError, AnonbenchError):
-        pass
 
 
 def _join_notes(*notes: str | None) -> str | None:

@@ -1,2 +1,3 @@
-"""Anonymization methods (installed as anonbench.methods). Built-ins are declared lazily in
-anonbench.registry; each module registers its classes with @register_method."""
+"""Anonymization methods (installed as anonbench.methods). Built-ins are declared once, in
+anonbench.registry.BUILTINS (name, "module:Class", fixed parameters); their modules do not
+register themselves."""

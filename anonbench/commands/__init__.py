@@ -1,4 +1,4 @@
-"""Subcommands beyond `ls` and `run`, one module each, discovered by anonbench.cli.
+"""The subcommands, one module each, discovered by anonbench.cli.
 
 A command module must stay light at import (no torch, cv2, pandas at top level) and define:
     NAME: str                      the subcommand name

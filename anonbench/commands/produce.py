@@ -28,15 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
     from pathlib import Path
 
+    from anonbench.api import Resources
     from anonbench.cache import default_cache_dir
     from anonbench.data.datasets import open_dataset
     from anonbench.errors import AnonbenchError
     from anonbench.evaluate import Originals
+    from anonbench.log import note, warn
     from anonbench.produce import export_store, export_targets, produce
-    from anonbench.runner import RunConfig, build_method, data_inputs, parse_method, resolve_device
+    from anonbench.runner import build_method, data_inputs, parse_method, resolve_device
     from anonbench.safety import refuse_overlap
 
     spec = parse_method(args.method)
@@ -46,14 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise AnonbenchError(f"--workers must be >= 1, got {args.workers}")
     if args.batch_size < 1:
         raise AnonbenchError(f"--batch-size must be >= 1, got {args.batch_size}")
-    cfg = RunConfig(
-        methods=[args.method],
-        protocol="",
-        checkpoints={args.method: args.checkpoint} if args.checkpoint else {},
-        device=resolve_device(args.device),
-        batch_size=args.batch_size,
-        compile=args.compile,
-    )
+    device = resolve_device(args.device)
     # a plain path: identity folders; KIND:PATH for LFW or CelebA layouts
     ds = open_dataset(args.data, "lfw" if args.data is None else "folders")
     out = Path(args.out)
@@ -63,9 +57,18 @@ def run(args: argparse.Namespace) -> int:
     # rule 2, before any work: the originals are never written
     refuse_overlap([("--out", out), ("--cache-dir", cache_dir)], data_inputs(ds))
     export_targets(ds.records, out)  # rule 1: no output lands outside --out (links)
-    method = build_method(spec, cfg)
+    resources = Resources(
+        device=device,
+        batch_size=args.batch_size,
+        workers=args.workers or 1,
+        cache_dir=cache_dir,
+        quiet=args.quiet,
+        compile=args.compile,
+    )
+    checkpoints = {args.method: args.checkpoint} if args.checkpoint else {}
+    method = build_method(spec, resources, checkpoints)
     if method.meta.note:
-        print(f"note: {spec.label}: {method.meta.note}", file=sys.stderr)
+        note(f"{spec.label}: {method.meta.note}")
     try:
         import torch
 
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     analyses = originals.analyze(ds.records, f"analyse {ds.label}")
     bad = originals.errors(ds.records)
     for _, e in sorted(bad.items()):
-        print(f"warning: {e} (skipped)", file=sys.stderr)
+        warn(f"{e} (skipped)")
     store = produce(
         method,
         spec.label,

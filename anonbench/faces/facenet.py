@@ -21,7 +21,7 @@ from anonbench.cache import file_sha256
 from anonbench.errors import MissingWeightsError
 from anonbench.faces.mask import Box, choose_box, reference_boxes
 from anonbench.faces.mobilefacenet import WeightsMismatchError, load_state_checked
-from anonbench.registry import DETECTORS, register_embedder
+from anonbench.registry import DETECTORS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -121,8 +121,6 @@ def crop_with_margin(
     )
 
 
-@register_embedder("facenet-vggface2", pretrained="vggface2")
-@register_embedder("facenet-casia", pretrained="casia-webface")
 class FaceNetEmbedder:
     """FaceNet InceptionResnetV1 (facenet-pytorch), 512-d, MTCNN 160x160 crops; weights on disk."""
 

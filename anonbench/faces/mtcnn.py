@@ -13,7 +13,6 @@ import numpy as np
 
 from anonbench.api import FaceDetection
 from anonbench.errors import AnonbenchError
-from anonbench.registry import register_detector
 
 PIP_SPEC = "facenet-pytorch==2.5.3"  # 2.6.0 pins torch<2.3 and would downgrade torch
 
@@ -37,7 +36,6 @@ def _package_version() -> str:
         return "unknown"
 
 
-@register_detector("mtcnn")
 class MTCNNDetector:
     """MTCNN cascade (P-Net, R-Net, O-Net) from facenet-pytorch; 5 landmarks per face.
 

@@ -31,7 +31,6 @@ from torchvision.ops import nms
 
 from anonbench.api import FaceDetection
 from anonbench.errors import MissingWeightsError
-from anonbench.registry import register_detector
 
 WEIGHTS_ENV = "ANONBENCH_RETINAFACE_WEIGHTS"
 WEIGHTS_FILE = "mobilenet0.25_Final.pth"
@@ -292,7 +291,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@register_detector("retinaface")
 class RetinaFaceDetector:
     """RetinaFace MobileNet-0.25 (WIDER FACE): box, score and 5 landmarks per face.
 

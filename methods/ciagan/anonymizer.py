@@ -13,7 +13,6 @@ import torch
 from anonbench.api import Anonymizer, FaceBatch, MethodMeta
 from anonbench.errors import AnonbenchError
 from anonbench.methods.ciagan import checkpoint as ckpt_io
-from anonbench.registry import register_method
 
 # a checkpoint shipped in the package (generator only); may be split into NAME.partNN files
 # because files come back from training machines in pieces of at most 16 MiB
@@ -50,7 +49,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
     return dtype
 
 
-@register_method("ciagan")
 class CIAGAN(Anonymizer):
     """CIAGAN (Maximov et al., CVPR 2020): landmarks + chosen identity -> new face.
 
