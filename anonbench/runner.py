@@ -344,7 +344,9 @@ def _setup(cfg: RunConfig) -> _Setup:
     executor = create_executor(
         cfg.executor, workers=cfg.workers, address=cfg.ray_address, max_retries=cfg.max_retries
     )
-    ds = open_dataset(cfg.data, proto.datasets[0], pairs=str(options.get("pairs", "pairs.txt")))
+    # a protocol's `pairs` option (LFW) names the pairs file of its data
+    pairs = {"pairs": str(options["pairs"])} if "pairs" in options else {}
+    ds = open_dataset(cfg.data, proto.datasets[0], **pairs)
     if ds.kind not in proto.datasets:
         raise AnonbenchError(
             f"protocol {proto.name} runs on {' or '.join(k + ':DIR' for k in proto.datasets)} "
