@@ -202,3 +202,48 @@ def test_embedder_flag_is_the_alias_of_a_declared_option():
 
     assert _protocol_options(Undeclared, cfg(embedder="x")) == ({}, "x")
     assert _protocol_options(Undeclared, cfg()) == ({}, "dlib-resnet")
+
+
+def test_the_ledger_records_after_each_method_and_marks_how_a_run_ended(tmp_path):
+    import json
+
+    from anonbench.ledger import Ledger, earlier_methods, rows_complete
+    from anonbench.results import make_row, read_results
+
+    info = {"run_id": "r1", "status": "running", "protocol": {"name": "lfw"}, "methods": {}}
+    info["timings_s"] = {}
+    ledger = Ledger(tmp_path, info, prev={})
+    ledger.mark("interrupted")  # nothing written yet: nothing to mark, no run.json
+    assert not (tmp_path / "run.json").exists()
+    row = make_row(method="a", protocol="lfw", dataset="d", split="test", metric="m", value=0.5)
+    row["evaluator"], row["n"] = "e", 3.0
+    ledger.describe("a", {"input_digest": "x"}, [row])
+    ledger.commit("a", [row])
+    ledger.mark("interrupted")
+    on_disk = json.loads((tmp_path / "run.json").read_text())
+    assert on_disk["status"] == "interrupted"
+    assert on_disk["methods"]["a"] == {"input_digest": "x", "rows": [["d", "test", "m", "e"]]}
+    assert ledger.kept() == "the 1 method(s) finished before it (a)"
+    # what the next run's plan reads back
+    res = read_results(tmp_path).astype(str)
+    before = earlier_methods(on_disk, "lfw")["a"]
+    assert rows_complete(res, "a", "lfw", before["rows"])
+    assert not rows_complete(res, "a", "lfw", [["d", "test", "other", "e"]])
+
+
+def test_methods_are_built_with_the_resources_they_take(monkeypatch):
+    from anonbench.runner import MethodSpec, build_method
+
+    made = {}
+
+    def fake_build(reg, name, offer, **fixed):
+        made.update(name=name, offer=dict(offer), fixed=fixed)
+        return SimpleNamespace(name=name)
+
+    monkeypatch.setattr("anonbench.plugins.build", fake_build)
+    spec = MethodSpec("mine", name="ciagan")
+    m = build_method(spec, Resources(), {"ciagan": "w.pt"})
+    # on the CPU without --compile nothing is offered: built as METHODS.create builds it
+    assert m.name == "mine" and made["offer"] == {} and made["fixed"] == {"checkpoint": "w.pt"}
+    build_method(spec, Resources(device="cuda:0", compile=True))
+    assert made["offer"] == {"device": "cuda:0", "compile": True} and made["fixed"] == {}
