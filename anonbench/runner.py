@@ -1,4 +1,11 @@
-"""Runs methods x one protocol, writes results.csv, run.json and per-item scores."""
+"""Runs methods x one protocol, writes results.csv, run.json and per-item scores.
+
+The steps, in order: `_setup` checks everything that can be wrong before any work (one line
+each, nothing created) and builds the run's frozen Resources and its methods; the plan
+(anonbench.plan) digests each method's inputs and decides what is skipped; `_run_method`
+produces, evaluates and times one method; the ledger (anonbench.ledger) writes run.json and
+merges results.csv after every method, and marks how a stopped run ended.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +37,8 @@ DEFAULT_EMBEDDER = "dlib-resnet"
 
 @dataclass
 class RunConfig:
+    """What `anonbench run` was asked, as data; `run` checks it and turns it into Resources."""
+
     methods: list[str]
     protocol: str
     data: str | None = None  # KIND:PATH or a plain path (the protocol's default kind)
