@@ -89,7 +89,9 @@ def test_celeba_fid_and_kid_rows_share_one_feature_extraction(tmp_path, monkeypa
     from anonbench.api import RunContext
     from anonbench.data.records import ImageRecord
     from anonbench.metrics.fid import fid_from_features
-    from anonbench.protocols.celeba import CelebAProtocol
+    from anonbench.scorers.base import Pass
+    from anonbench.scorers.passes import FeatureBank
+    from anonbench.scorers.realism import RealismScorer
 
     calls = []
 
@@ -115,8 +117,7 @@ def test_celeba_fid_and_kid_rows_share_one_feature_extraction(tmp_path, monkeypa
         cv2.imwrite(str(path), cv2.cvtColor(real, cv2.COLOR_RGB2BGR))
         records.append(ImageRecord(f"{i}.png", path, f"id{i % 3}"))
         anon[f"{i}.png"] = (real // 2).astype(np.uint8)
-    store = SimpleNamespace(load=lambda r: anon[r.key])
-    org = SimpleNamespace(reference=lambda key: ((0.0, 0.0, 16.0, 16.0), False))
+    paths = {r.key: r.path for r in records}
 
     def ctx(**opts):
         return RunContext(
@@ -126,11 +127,23 @@ def test_celeba_fid_and_kid_rows_share_one_feature_extraction(tmp_path, monkeypa
             seed=3,
             quiet=True,
             options={"fid": True, "kid": True, **opts},
-            originals=org,
         )
 
-    method = SimpleNamespace(name="m")
-    rows = CelebAProtocol()._fid(method, store, ctx(), None, records, {})
+    def score(kid: bool) -> list[dict]:
+        """The realism scorer on a real and an output pass sharing one feature bank."""
+        bank = FeatureBank(ctx())
+
+        def loader(key):
+            return cv2.cvtColor(cv2.imread(str(paths[key])), cv2.COLOR_BGR2RGB)
+
+        real = Pass("real", records, {}, {}, features=bank.for_loader(loader, ["inception"]))
+        feats = bank.for_loader(anon.__getitem__, ["inception"])
+        out = Pass("m", records, {}, {}, features=feats)
+        scorer = RealismScorer(kid=kid)
+        scorer.prepare(real, None, ctx())
+        return [r.to_row() for r in scorer.score(out, ctx())]
+
+    rows = score(kid=True)
     assert calls == [12, 12]  # real, anonymized: once each
     by = {r["metric"]: r for r in rows}
     real_f = FakeInception().features(cv2.imread(str(r.path))[..., ::-1] for r in records)
@@ -140,5 +153,5 @@ def test_celeba_fid_and_kid_rows_share_one_feature_extraction(tmp_path, monkeypa
     assert by["kid"]["value"] == pytest.approx(want.kid, abs=1e-9)
     assert by["kid"]["std"] == 0.0 and by["kid"]["n"] == 12 and want.kid > 0
     calls.clear()
-    rows = CelebAProtocol()._fid(method, store, ctx(kid=False), None, records, {})
+    rows = score(kid=False)
     assert [r["metric"] for r in rows] == ["fid"] and calls == []  # features from the cache

@@ -57,7 +57,7 @@ def real_pass(
     images = _analyse(ctx, items, needs, desc)
     ok = [r for r in recs if not images[r.key].error]
     loader = _loader(refs)
-    feats = features.for_loader(loader, needs.features) if features else {}
+    feats = features.for_loader(loader, needs.features, "real images") if features else {}
     return Pass("real", ok, images, boxes, loader, refs, feats)
 
 
@@ -81,7 +81,7 @@ def output_pass(
     no_face = sum(real.fell_back(r.key) for r in ok)
     note = warn_fallback(ctx.quiet, ctx.data.label, no_face, len(ok))
     loader = _loader(refs)
-    feats = features.for_loader(loader, needs.features) if features else {}
+    feats = features.for_loader(loader, needs.features, method.name) if features else {}
     return Pass(method.name, ok, images, real.boxes, loader, refs, feats, method, store, note)
 
 
@@ -112,7 +112,7 @@ class FeatureBank:
         return self._extractors[name]
 
     def for_loader(
-        self, loader: Callable[[str], np.ndarray], names: Sequence[str]
+        self, loader: Callable[[str], np.ndarray], names: Sequence[str], label: str = ""
     ) -> dict[str, SetFeatures]:
         """name -> SetFeatures over images read by `loader` (compute raises AnonbenchError
         when the extractor cannot run)."""
@@ -122,11 +122,11 @@ class FeatureBank:
             if isinstance(ext, AnonbenchError):
                 out[n] = SetFeatures(_raiser(ext), "")
             else:
-                out[n] = SetFeatures(self._computer(ext, loader), ext.weights_source)
+                out[n] = SetFeatures(self._computer(ext, loader, label), ext.weights_source)
         return out
 
     def _computer(
-        self, ext: Any, loader: Callable[[str], np.ndarray]
+        self, ext: Any, loader: Callable[[str], np.ndarray], label: str
     ) -> Callable[[Sequence[str]], np.ndarray]:
         from anonbench.cache import Cache, array_digest
 
@@ -142,7 +142,7 @@ class FeatureBank:
             if hit is not None:
                 return hit["features"]
             if not self.ctx.quiet:
-                print(f"FID features: {len(images)} images")
+                print(f"FID features: {label} ({len(images)} images)")
             f = ext.features(images)
             cache.put(comp, ver, h.hexdigest(), {"features": f})
             return f
@@ -155,3 +155,24 @@ def _raiser(e: AnonbenchError) -> Callable[[Sequence[str]], np.ndarray]:
         raise e
 
     return compute
+
+
+def restored_pass(ctx: RunContext, out: Pass, attack: str, needs: Needs) -> Pass:
+    """`out` with every output restored by a reversal attack (anonbench.metrics.reversal)
+    before the per-image evaluators of `needs` run on it; same records and frozen boxes, no
+    note. An unreadable restored image fails (the same files were just read)."""
+    from anonbench.metrics.reversal import restored
+
+    refs = {k: restored(out.refs[k], attack, out.method, out.box(k)) for k in out.keys}
+    label = f"{out.label} +{attack}"
+    if needs.detectors or needs.embedders:
+        items = [(k, refs[k], out.box(k)) for k in out.keys]
+        images = _analyse(ctx, items, needs, label)
+        bad = sorted(k for k in out.keys if images[k].error)
+        if bad:
+            raise AnonbenchError(f"reversal {attack}: unreadable {bad[0]}: {images[bad[0]].error}")
+    else:
+        images = {k: ImageAnalysis() for k in out.keys}
+    return Pass(
+        label, out.records, images, out.boxes, _loader(refs), refs, {}, out.method, out.store
+    )
