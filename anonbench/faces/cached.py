@@ -78,7 +78,8 @@ def cached_embeddings(
     the image digest, the embedder's version and the reference box rounded to 0.1 pixel."""
     comp = f"embed-{embedder.name}"
     refs = reference_boxes(boxes, len(images))
-    keys = [f"{d}/box{box_key(b)}" for d, b in zip(_digests(images, digests), refs, strict=True)]
+    digests = _digests(images, digests)
+    keys = [f"{d}/box{box_key(b)}" for d, b in zip(digests, refs, strict=True)]
     emb = np.zeros((len(images), int(embedder.dim)), np.float32)
     fell_back = np.zeros(len(images), bool)
     misses: dict[str, list[int]] = {}
@@ -91,7 +92,15 @@ def cached_embeddings(
             misses.setdefault(key, []).append(i)
     if misses:
         first = [idx[0] for idx in misses.values()]
-        e, fb = embedder.embed([images[i] for i in first], [refs[i] for i in first])
+        kw = {}
+        if getattr(embedder, "takes_detections", False):
+            # its detector's boxes through the detection cache, where the originals' analysis
+            # put them (FaceAnalyzer): an analysed original is not detected a second time
+            dets = cached_detections(
+                cache, embedder.detector, [images[i] for i in first], [digests[i] for i in first]
+            )
+            kw["found"] = [[tuple(float(v) for v in b) for b in d] for d in dets]
+        e, fb = embedder.embed([images[i] for i in first], [refs[i] for i in first], **kw)
         for (key, idx), v, f in zip(misses.items(), e, fb, strict=True):
             cache.put(
                 comp,

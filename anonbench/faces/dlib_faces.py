@@ -209,8 +209,15 @@ class DlibResNetEmbedder:
             )
         return box, fell_back
 
+    # embed() takes `found`: the boxes self.detector finds in each image, when the caller
+    # has them (anonbench.faces.cached reads them from the detection cache)
+    takes_detections = True
+
     def embed(
-        self, images: Sequence[np.ndarray], boxes: Sequence[Box] | Box
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[Box] | Box,
+        found: Sequence[Sequence[Box]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """See anonbench.api.Embedder: `boxes` is one reference box per image, or one box for
         all. Images are processed batch_size at a time (so memory holds one batch of chips);
@@ -226,11 +233,13 @@ class DlibResNetEmbedder:
         for start in range(0, len(images), self.batch_size):
             part = [np.ascontiguousarray(img) for img in images[start : start + self.batch_size]]
             chips = []
-            found = self.detector.detect_batch(part)
-            for j, (img, faces) in enumerate(zip(part, found, strict=True)):
-                box, fell_back[start + j] = self._choose(
-                    img, [f.box for f in faces], refs[start + j]
-                )
+            dets = (
+                [[f.box for f in faces] for faces in self.detector.detect_batch(part)]
+                if found is None
+                else found[start : start + self.batch_size]
+            )
+            for j, (img, faces) in enumerate(zip(part, dets, strict=True)):
+                box, fell_back[start + j] = self._choose(img, list(faces), refs[start + j])
                 chips.append(dlib.get_face_chip(img, sp5(img, _rect(box)), size=150, padding=0.25))
             if self.jitter or len(chips) == 1:  # jitter draws random numbers per call
                 vecs = [rec.compute_face_descriptor(c, self.jitter) for c in chips]
