@@ -18,10 +18,8 @@ from anonbench.api import Option, Resources, RunContext, runs_in_workers
 from anonbench.errors import AnonbenchError
 
 # built-in modules that still decorate their classes although BUILTINS declares them: their
-# owners remove the decorators (issue 21; dlib_faces: removed in the working tree alongside
-# other uncommitted work there); nothing may be added to this set
+# owners remove the decorators (issue 21); nothing may be added to this set
 _STILL_DECORATED = {
-    "anonbench.faces.dlib_faces",
     "anonbench.protocols.celeba",
     "anonbench.protocols.lfw",
     "anonbench.protocols.identity_attacks",

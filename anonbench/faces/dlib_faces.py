@@ -16,7 +16,6 @@ import numpy as np
 from anonbench.api import FaceDetection
 from anonbench.errors import MissingWeightsError
 from anonbench.faces.mask import Box, choose_box, reference_boxes
-from anonbench.registry import register_detector, register_embedder, register_landmarker
 
 DLIB_URL = "http://dlib.net/files/"
 
@@ -71,7 +70,6 @@ def _rect(box: Box):
     return dlib.rectangle(round(box[0]), round(box[1]), round(box[2]), round(box[3]))
 
 
-@register_detector("dlib-hog")
 class HOGDetector:
     """dlib HOG + linear SVM frontal face detector (the paper's "Dlib" detector)."""
 
@@ -107,7 +105,6 @@ class HOGDetector:
         return sorted(faces, key=lambda f: -f.score)
 
 
-@register_detector("dlib-mmod")
 class MMODDetector:
     """dlib MMOD CNN face detector (slower than HOG on a CPU, better on hard poses)."""
 
@@ -141,7 +138,6 @@ class MMODDetector:
         return sorted(faces, key=lambda f: -f.score)
 
 
-@register_landmarker("dlib-68")
 class Dlib68Landmarker:
     """dlib 68-point shape predictor (iBUG 300-W layout)."""
 
@@ -158,8 +154,6 @@ class Dlib68Landmarker:
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 
-@register_embedder("dlib-resnet")
-@register_embedder("dlib-resnet-mmod", second_detector="dlib-mmod")
 class DlibResNetEmbedder:
     """dlib ResNet face descriptor (128-d; dlib reports 99.38% on LFW with its own pipeline).
 
