@@ -283,3 +283,39 @@ def test_init_generator_warm_starts_only_the_generator(tmp_path):
             other,
             torch.device("cpu"),
         )
+
+
+def test_pnca_pretraining_continues_from_its_partial_state(tmp_path, monkeypatch):
+    """A training stopped during Proxy-NCA pretraining (no last.pt yet) continues from
+    pnca_partial.pt: the losses equal an uninterrupted pretraining's, and the file goes."""
+    from anonbench.methods.ciagan import train as ciagan_train
+
+    data = synthetic_faces(n_ids=3, per_id=4)
+    cfg = TrainConfig(**{**LEARNING_CONFIG, "pnca_epochs": 10.0, "save_minutes": 1e-9})
+    whole = Trainer(cfg, data, torch.device("cpu")).pretrain_identity()
+    assert len(whole) >= 4
+    partial = tmp_path / ciagan_train.PNCA_PARTIAL
+    stopped = Trainer(cfg, data, torch.device("cpu"))
+    calls = {"n": 0}
+    real_views = stopped.views
+
+    def views(idx, augment=True):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed during the third step
+        return real_views(idx, augment)
+
+    monkeypatch.setattr(stopped, "views", views)
+    with pytest.raises(KeyboardInterrupt):
+        stopped.pretrain_identity(partial=partial)
+    assert partial.is_file()
+    again = Trainer(cfg, data, torch.device("cpu"))
+    assert again.pretrain_identity(partial=partial) == whole
+    assert not partial.exists()
+    # a partial state of another config is ignored, not loaded
+    stopped2 = Trainer(cfg, data, torch.device("cpu"))
+    stopped2._save_partial(partial, 2, torch.zeros(3, 3), torch.optim.Adam([torch.zeros(1)]), [])
+    other = Trainer(
+        TrainConfig(**{**LEARNING_CONFIG, "pnca_epochs": 10.0}), data, torch.device("cpu")
+    )
+    assert other.pretrain_identity(partial=partial) == whole

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -352,12 +353,16 @@ class Trainer(GanTrainer):
     def before_training(self, out: Path) -> bool:
         if self.pnca_done:
             return False
-        self.pretrain_identity(out / "pnca_losses.csv")
+        self.pretrain_identity(out / "pnca_losses.csv", out / PNCA_PARTIAL)
         return True
 
     # -- Proxy-NCA pretraining of the identity network ---------------------------------------
-    def pretrain_identity(self, log_path: Path | None = None) -> list[float]:
-        """Proxy-NCA on real images (the paper's pretraining), before GAN training."""
+    def pretrain_identity(
+        self, log_path: Path | None = None, partial: Path | None = None
+    ) -> list[float]:
+        """Proxy-NCA on real images (the paper's pretraining), before GAN training. With
+        `partial`, its state is saved there every --save-minutes and a restarted training
+        continues from it (on a 1-thread CPU this phase alone takes about 20 CPU-minutes)."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -376,9 +381,14 @@ class Trainer(GanTrainer):
         )
         self.S.train()
         set_grad(self.S, True)
-        losses = []
-        bar = tqdm(range(steps), desc="identity net (Proxy-NCA)", disable=not cfg.progress)
-        for _ in bar:
+        losses: list[float] = []
+        first = self._load_partial(partial, proxies, opt, losses) if partial else 0
+        saved_t = time.monotonic()
+        bar = tqdm(range(first, steps), desc="identity net (Proxy-NCA)", disable=not cfg.progress)
+        for i in bar:
+            if partial and cfg.save_minutes and time.monotonic() - saved_t >= 60 * cfg.save_minutes:
+                self._save_partial(partial, i, proxies, opt, losses)
+                saved_t = time.monotonic()
             idx = self.sampler.sample_images(B, self.gen)
             v = self.views(idx)
             with self.autocast():
@@ -395,7 +405,52 @@ class Trainer(GanTrainer):
                 w.writerow(["step", "pnca_loss"])
                 w.writerows([i + 1, f"{v:.6g}"] for i, v in enumerate(losses))
         self.pnca_done = True
+        if partial is not None:
+            partial.unlink(missing_ok=True)  # last.pt holds the pretrained net from here on
         return losses
+
+    def _partial_key(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "identity_names": list(self.data.identity_names)}
+
+    def _save_partial(
+        self, path: Path, step: int, proxies: torch.Tensor, opt: Any, losses: list[float]
+    ) -> None:
+        ckpt_io.save_atomic(
+            {
+                **self._partial_key(),
+                "step": step,
+                "identity": self.S.state_dict(),
+                "proxies": proxies.detach().cpu(),
+                "optimizer": opt.state_dict(),
+                "losses": list(losses),
+                "rng": {"data": self.gen.get_state(), "torch": torch.get_rng_state()},
+            },
+            path,
+        )
+
+    def _load_partial(
+        self, path: Path, proxies: torch.Tensor, opt: Any, losses: list[float]
+    ) -> int:
+        """The step to continue the pretraining from (0: no usable partial state; one from
+        another config or other data is ignored and later overwritten)."""
+        if not path.is_file():
+            return 0
+        try:
+            st = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged file: start the pretraining over
+            return 0
+        key = self._partial_key()
+        if not isinstance(st, dict) or any(st.get(k) != v for k, v in key.items()):
+            return 0
+        self.S.load_state_dict(st["identity"])
+        with torch.no_grad():
+            proxies.copy_(st["proxies"].to(proxies.device))
+        opt.load_state_dict(st["optimizer"])
+        losses[:] = [float(v) for v in st["losses"]]
+        self.gen.set_state(st["rng"]["data"])
+        torch.set_rng_state(st["rng"]["torch"])
+        print(f"ciagan: Proxy-NCA pretraining continues at step {int(st['step'])}")
+        return int(st["step"])
 
     # -- state ------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
@@ -437,6 +492,9 @@ class Trainer(GanTrainer):
             rows.append(torch.stack([v.image[i], v.landmarks[i], *(c[i] for c in cols)]))
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(torch.cat(rows).float().cpu(), path, nrow=5, padding=2, pad_value=1.0)
+
+
+PNCA_PARTIAL = "pnca_partial.pt"  # the pretraining's own checkpoint, until last.pt exists
 
 
 def _warm_start(g: torch.nn.Module, cfg: TrainConfig, data: TrainData) -> None:
