@@ -348,13 +348,7 @@ def evaluate_images(
     )
 
     def merge(rs: list[dict[str, Any]]) -> None:
-        for r in rs:
-            cur = results[r["key"]]
-            if r["error"]:
-                cur["error"] = r["error"]
-                continue
-            cur["dets"].update(r["dets"])
-            cur["embs"].update(r["embs"])
+        _merge(results, rs)
 
     ex = executor or LocalExecutor(workers)
 
@@ -392,12 +386,36 @@ def evaluate_images(
             key = f"eval|{tn}|{cache_dir}|{dev}|{batch_size}"
             shards(builder, chunked(items, step), key, what, dev.startswith("cuda"))
         else:
-            bar = tqdm(total=len(items), desc=what, unit="img", dynamic_ncols=True, disable=quiet)
-            for i in range(0, len(items), step):
-                merge(_eval_chunk(main, items[i : i + step]))
-                bar.update(min(step, len(items) - i))
-            bar.close()
+            _in_process(main, items, step, what, quiet, results)
     return results
+
+
+def _merge(results: dict[str, dict[str, Any]], rs: list[dict[str, Any]]) -> None:
+    """Adds chunk results to `results` by key (an error replaces the image's results)."""
+    for r in rs:
+        cur = results[r["key"]]
+        if r["error"]:
+            cur["error"] = r["error"]
+            continue
+        cur["dets"].update(r["dets"])
+        cur["embs"].update(r["embs"])
+
+
+def _in_process(
+    state: _EvalState,
+    items: list[tuple[str, Any, Box]],
+    step: int,
+    what: str,
+    quiet: bool,
+    results: dict[str, dict[str, Any]],
+) -> None:
+    """Torch evaluators in this process, `step` images a batch (the local executor)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(items), desc=what, unit="img", dynamic_ncols=True, disable=quiet) as bar:
+        for i in range(0, len(items), step):
+            _merge(results, _eval_chunk(state, items[i : i + step]))
+            bar.update(min(step, len(items) - i))
 
 
 def nanrow(**kw: Any) -> dict[str, Any]:
