@@ -76,6 +76,8 @@ class CelebAProtocol(Protocol):
         "faces_missed",
         "embedder_no_face",
         "original_not_detected",
+        "face_ssim",
+        "face_psnr",
     )
     options = (
         Option("detectors", str, DEFAULT_DETECTORS, "comma-separated detectors"),
@@ -95,6 +97,7 @@ class CelebAProtocol(Protocol):
             True,
             "compute KID on the same Inception-v3 features as FID (fid=0 turns both off)",
         ),
+        Option("similarity", bool, False, "face-box SSIM and PSNR against the original"),
         Option(
             "landmarkers",
             str,
@@ -151,6 +154,7 @@ class CelebAProtocol(Protocol):
         from anonbench.scorers.realism import RealismScorer
         from anonbench.scorers.retrieval import RetrievalScorer, TrainedRetrievalScorer
         from anonbench.scorers.reversal import ReversalScorer
+        from anonbench.scorers.similarity import SimilarityScorer
         from anonbench.scorers.utility import CEILINGS, UtilityScorer, landmark_detector
 
         opt = ctx.options
@@ -169,6 +173,8 @@ class CelebAProtocol(Protocol):
         for attack in parse_reversal(opt.get("reversal")):  # adaptive ones excepted
             scorers += [ReversalScorer(attackers, [attack]), ReversalScorer(retrieval, [attack])]
         scorers.append(UtilityScorer(lms, lm_why))
+        if opt.get("similarity", False):
+            scorers.append(SimilarityScorer())
         if opt.get("fid", True):
             scorers.append(RealismScorer(kid=bool(opt.get("kid", True))))
         ctx.extra[self.name] = {

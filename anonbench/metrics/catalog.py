@@ -143,6 +143,24 @@ _SPECS = (
         tolerance=0.02,
         role="utility",
     ),
+    MetricSpec(
+        "face_ssim",
+        True,
+        "SSIM of the output's face box against the original's (scikit-image); 1 = unchanged",
+        label="face SSIM",
+        decimals=3,
+        tolerance=0.02,
+        role="utility",
+    ),
+    MetricSpec(
+        "face_psnr",
+        True,
+        "PSNR (dB, capped at 100) of the output's face box against the original's (scikit-image)",
+        label="face PSNR dB",
+        decimals=1,
+        tolerance=0.5,
+        role="utility",
+    ),
     # realism: the outputs look like real faces
     MetricSpec(
         "fid",
