@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--out", required=True, help="npz to write (atomically)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--test-fraction", type=float, default=0.5)
-    q.add_argument("--threshold", type=float, default=0.6, help="match distance (dlib: 0.6)")
+    q.add_argument(
+        "--threshold", type=float, default=0.40, help="match distance of mean descriptors"
+    )
     q.add_argument("--cache-dir", default=None, help="anonbench cache (default as `run`)")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(fn=cmd_prepare)

@@ -56,9 +56,10 @@ def test_match_filter_and_calibration() -> None:
     dropped = pd_.match_filter(names, means, tn, tm, 0.6)
     assert list(dropped) == ["p2"] and dropped["p2"][0] == "t0" and dropped["p2"][1] < 0.6
     assert pd_.match_filter(names, means, [], np.zeros((0, 128)), 0.6) == {}
-    cal = pd_.calibrate(lfw, 0.6)
-    assert cal["same_person_pairs"] == 4 and cal["same_person_below"] == 1.0
-    assert cal["people"] == 4 and cal["other_person_below"] == 0.0
+    cal = pd_.calibrate(lfw, 0.6, n_query=2, n_ref=1, gallery=2)
+    assert cal["same_person_people"] == 4 and cal["same_person_below"] == 1.0
+    assert cal["null_people"] == 4 and cal["null_below"] == 0.0
+    assert pd_.calibrate(lfw, 0.6)["same_person_people"] == 0  # nobody has 3 + 5 images
 
 
 class _StubSource:
