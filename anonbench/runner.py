@@ -645,7 +645,8 @@ def _own_new_files(out: Path, had: set[Path], name: str, protocol: str) -> list[
     the protocol, named after the label (a concurrent run's files are not touched)."""
     from anonbench.scores import score_file_name
 
-    names = {name, f"{name}.csv", score_file_name(name)}
+    # per-item folders (anonbench.scorers.tables) are named by the file name's stem
+    names = {name, f"{name}.csv", score_file_name(name), score_file_name(name)[:-4]}
     own = []
     for p in _files_under(out) - had:
         parts = p.relative_to(out).parts

@@ -202,13 +202,20 @@ class CelebAProtocol(Protocol):
 
     def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
         from anonbench.scorers.passes import output_pass
+        from anonbench.scorers.tables import write_per_item
 
         st = self._prepare(ctx)
         desc = f"{self.name} {method.name}"
         out = output_pass(ctx, st.real, method, store, st.needs, desc, st.features)
         self._artifacts(out, ctx)
+        results, items = [], []
+        for s in st.scorers:  # per_item right after score: a wrapper rescores its inner one
+            results += s.score(out, ctx)
+            items += s.per_item()
+        ids = dict(zip(out.keys, out.identities, strict=True))
+        write_per_item(ctx.out_dir, self.name, method.name, items, ids)
         base = {"dataset": ctx.data.label, "split": "test"}
-        return [{**base, **r.to_row()} for s in st.scorers for r in s.score(out, ctx)]
+        return [{**base, **r.to_row()} for r in results]
 
     def _artifacts(self, out: Pass, ctx: RunContext) -> None:
         """Example outputs (one per identity, a few) and the list of missed faces."""

@@ -47,9 +47,9 @@ def test_ssim_and_psnr_of_the_face_box(tmp_path):
     assert ssim.note.startswith("1 images left out")
 
 
-def test_celeba_similarity_rows_end_to_end(tmp_path, one_torch_thread):
+def test_celeba_similarity_rows_and_per_image_files(tmp_path, one_torch_thread):
     """similarity=1 adds face_ssim and face_psnr rows: unchanged for `original`, lower for a
-    blur."""
+    blur; every run writes per-image scores per method and evaluator."""
     import pandas as pd
 
     from anonbench.cli import main
@@ -68,3 +68,13 @@ def test_celeba_similarity_rows_end_to_end(tmp_path, one_torch_thread):
     assert df.loc[("blur17", "face_ssim"), "value"] < 0.9
     assert df.loc[("blur17", "face_psnr"), "value"] < 40
     assert df.loc[("blur17", "face_psnr"), "n"] == 3
+    # per-image files, one per method and evaluator; their means are the results' values
+    ev = pd.read_csv(tmp_path / "r" / "scores" / "celeba" / "blur17" / "dlib-resnet.csv")
+    assert list(ev.columns) == ["key", "identity", "recall_at_1"] and len(ev) == 3
+    rows = pd.read_csv(tmp_path / "r" / "results.csv").set_index(["method", "metric", "evaluator"])
+    want = rows.loc[("blur17", "recall_at_1", "dlib-resnet"), "value"]
+    assert ev.recall_at_1.mean() == pytest.approx(want)
+    box = pd.read_csv(tmp_path / "r" / "scores" / "celeba" / "blur17" / "face-box.csv")
+    assert box.face_psnr.mean() == pytest.approx(df.loc[("blur17", "face_psnr"), "value"], rel=1e-5)
+    hog = pd.read_csv(tmp_path / "r" / "scores" / "celeba" / "original" / "dlib-hog.csv")
+    assert {"faces_missed", "detection_rate"} <= set(hog.columns)
