@@ -4,7 +4,9 @@ detectors / recognizers run over (original, output) images.
 The reference face of an image is the face the analysis (dlib HOG + 68 landmarks) detects on
 its own original: the one nearest the image centre. Where the original has no detected face,
 a fallback box is derived from the dataset itself: the median reference box, in coordinates
-relative to the image size. Nothing here knows a dataset's geometry.
+relative to the image size, frozen (Originals.freeze) once the scored originals are analysed,
+so images analysed later (train identities) do not move it. Nothing here knows a dataset's
+geometry.
 
 dlib evaluators run in CPU worker processes (one thread each); torch evaluators run in the
 main process, batched, on the run's device. With the ray executor (anonbench.executors) both
