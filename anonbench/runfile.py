@@ -206,16 +206,21 @@ class FileRunConfig(RunConfig):
 # -- reading and validating -------------------------------------------------------------------
 
 
-def load(path: str | Path) -> RunFile:
-    """Reads and validates a run file; one line (RunFileError) for anything wrong in it.
-    Checks names and types only: data folders and checkpoints are checked by the run."""
+def toml_module() -> Any:
+    """tomllib, or its backport tomli on Python 3.10 (a dependency there)."""
     import sys
 
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
+    return tomllib
 
+
+def load(path: str | Path) -> RunFile:
+    """Reads and validates a run file; one line (RunFileError) for anything wrong in it.
+    Checks names and types only: data folders and checkpoints are checked by the run."""
+    tomllib = toml_module()
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

@@ -1,0 +1,201 @@
+"""Run files (anonbench.runfile): the shipped ones validate, every mistake is one line naming
+the file and the key path, the resolved form reads back the same, and a run file with two
+protocols runs into one folder (one results.csv, one run.json recording the run file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from anonbench import runfile
+from anonbench.errors import AnonbenchError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+GOOD = """\
+title = "two protocols on the fixtures"
+seed = 0
+workers = 1
+methods = ["original", "blur17"]
+
+[evaluators]
+detectors = ["dlib-hog"]
+landmarkers = "dlib-68"
+
+[protocols.lfw]
+folds = 1
+
+[protocols.celeba]
+data = "celeba:DATA"
+recognizers = ["dlib-resnet"]
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize("name", ["quick.toml", "ci.toml", "ciagan-cvpr2020.toml"])
+def test_the_shipped_run_files_validate(name):
+    rf = runfile.load(CONFIGS / name)
+    assert rf.protocols and rf.methods
+    # every protocol entry becomes a RunConfig into the file's one folder
+    assert {c.out for c in rf.configs()} == {rf.settings["out"]}
+
+
+def test_the_paper_file_covers_its_tables():
+    rf = runfile.load(CONFIGS / "ciagan-cvpr2020.toml")
+    assert [p.protocol for p in rf.protocols] == ["celeba", "landmark-attack", "faceswap", "lfw"]
+    labels = [m.label for m in rf.methods]
+    for m in ("original", "blur9", "blur17", "pixelate8", "pixelate16", "mask", "ciagan"):
+        assert m in labels
+    # no weights ship for the two GAN baselines: optional, so a run reports them unavailable
+    optional = {m.label for m in rf.methods if m.optional}
+    assert optional == {"pix2pix", "cyclegan"}
+    celeba = rf.protocols[0]
+    assert celeba.options["detectors"] == "dlib-hog,retinaface" and celeba.options["fid"] is True
+
+
+def test_resolved_form_reads_back_the_same(tmp_path):
+    rf = runfile.load(_write(tmp_path, GOOD))
+    again = runfile.from_dict(runfile.toml_module().loads(rf.to_toml()), source="again")
+    assert again.to_dict() == rf.to_dict()
+    # evaluators reach the protocols that take them, every option explicit and typed
+    lfw, celeba = rf.protocols
+    assert "detectors" not in lfw.options and lfw.options["folds"] == 1
+    assert celeba.options["detectors"] == "dlib-hog" and celeba.options["landmarkers"] == "dlib-68"
+    assert celeba.options["recognizers"] == "dlib-resnet" and celeba.options["fid"] is True
+    assert rf.settings["out"] == "runs/exp"  # default: named after the file
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ("seedd = 1\n", "seedd (line 1): unknown key; did you mean 'seed'?"),
+        ('seed = "zero"\n', "seed (line 1): expected an integer, got a string ('zero')"),
+        ("workers = 0\n", "workers (line 1): expected an integer >= 1"),
+        ('executor = "slurm"\n', "executor (line 1): expected one of local, ray"),
+        ("[protocols.lfw]\ndetectr = 1\n", "protocols.lfw.detectr (line 3): protocol lfw takes"),
+        ('[protocols.lfw]\nfolds = "one"\n', "protocols.lfw.folds (line 3): expected an integer"),
+        ("[protocols.lfw]\nfolds = -1\n", "protocols.lfw.folds (line 3): option folds=-1"),
+        ('[protocols.lfw]\nembedder = "dlb"\n', "protocols.lfw.embedder (line 3): unknown "),
+        ("[protocols.lfv]\n", "protocols.lfv (line 2): unknown protocol 'lfv'; did you mean"),
+        ('[evaluators]\ndetectors = "hog"\n', "evaluators.detectors (line 4): unknown detector"),
+        ('[evaluators]\nlandmarkers = "dlib-68"\n', "no protocol of this file takes it"),
+    ],
+)
+def test_each_mistake_is_one_line_naming_file_and_key(tmp_path, change, where):
+    base = 'methods = ["original"]\n'
+    if not change.startswith("[protocols."):
+        base += "[protocols.lfw]\n"
+    p = _write(tmp_path, change + base if not change.startswith("[") else base + change)
+    with pytest.raises(AnonbenchError) as e:
+        runfile.load(p)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{p}: ")
+    assert where in msg, msg
+
+
+@pytest.mark.parametrize(
+    ("methods", "where"),
+    [
+        (
+            '["orignal"]',
+            "methods[0].name (line 1): unknown method 'orignal'; did you mean 'original'?",
+        ),
+        ('[{ name = "ciagan", label = "x" }]', "methods[0].label (line 1): only a folder method"),
+        ('[{ folder = "d", checkpoint = "c" }]', "methods[0].checkpoint (line 1): a folder method"),
+        (
+            '[{ name = "blur9", protocols = ["celeba"] }]',
+            "methods[0].protocols (line 1): no protocol",
+        ),
+        ('["blur9", "blur9"]', "methods[1] (line 1): the label 'blur9' is given twice"),
+        (
+            '[{ name = "blur9", optional = "yes" }]',
+            "methods[0].optional (line 1): expected true or",
+        ),
+        ("[]", "methods (line 1): expected a non-empty list"),
+    ],
+)
+def test_method_mistakes_name_the_list_item(tmp_path, methods, where):
+    p = _write(tmp_path, f"methods = {methods}\n[protocols.lfw]\n")
+    with pytest.raises(AnonbenchError) as e:
+        runfile.load(p)
+    assert where in str(e.value), str(e.value)
+
+
+def test_a_toml_syntax_error_names_the_file_and_line(tmp_path):
+    p = _write(tmp_path, 'methods = ["original"]\n[protocols.lfw]\nfolds = \n')
+    with pytest.raises(AnonbenchError) as e:
+        runfile.load(p)
+    assert str(e.value).startswith(f"{p}: not valid TOML: ") and "line 3" in str(e.value)
+
+
+def test_a_run_file_needs_protocols_and_methods(tmp_path):
+    with pytest.raises(AnonbenchError, match="protocols: no protocol"):
+        runfile.load(_write(tmp_path, 'methods = ["original"]\n'))
+    with pytest.raises(AnonbenchError, match="methods: no methods"):
+        runfile.load(_write(tmp_path, "[protocols.lfw]\n"))
+
+
+def test_two_entries_of_one_protocol_and_method_subsets(tmp_path):
+    text = (
+        'methods = ["original", { name = "blur9", protocols = ["lfw-hog"] }]\n'
+        '[protocols.lfw]\n[protocols.lfw-hog]\nprotocol = "lfw"\nembedder = "dlib-resnet-mmod"\n'
+    )
+    rf = runfile.load(_write(tmp_path, text))
+    a, b = rf.configs()
+    assert (a.protocol, b.protocol) == ("lfw", "lfw")
+    assert a.methods == ["original"] and b.methods == ["original", "blur9"]
+    assert b.embedder == "dlib-resnet-mmod"
+
+
+def test_optional_methods_that_cannot_be_built_are_unavailable(tmp_path):
+    text = (
+        'methods = ["original", { name = "pix2pix", optional = true },'
+        ' { label = "mine", folder = "no/such/dir", optional = true }]\n[protocols.lfw]\n'
+    )
+    rf = runfile.load(_write(tmp_path, text))
+    gone = runfile.check_available(rf)
+    assert set(gone) == {"pix2pix", "mine"}
+    assert "pix2pix weights" in gone["pix2pix"] and "no such folder" in gone["mine"]
+    rf.unavailable = gone
+    (cfg,) = rf.configs()
+    assert cfg.methods == ["original"]
+    assert cfg.run_file["unavailable"] == gone  # recorded in run.json
+
+
+def test_two_protocols_run_into_one_folder(tmp_path, capsys):
+    """lfw_tiny (lfw) and celeba_small (celeba, cheap options) from one run file: one
+    results.csv with both protocols, run.json recording the run file for each, a report with
+    a section per protocol; the rerun skips everything; pix2pix (optional, no weights) is
+    reported unavailable and the run goes on."""
+    text = GOOD.replace("DATA", str(FIXTURES / "celeba_small")).replace(
+        "[protocols.lfw]\n", f'[protocols.lfw]\ndata = "lfw:{FIXTURES / "lfw_tiny"}"\n'
+    )
+    text = text.replace('"blur17"]', '"blur17", { name = "pix2pix", optional = true }]')
+    text += "max_per_identity = 2\npnca_epochs = 1\nfid = false\nkid = false\n"
+    p = _write(tmp_path, f'out = "{tmp_path / "run"}"\ncache_dir = "{tmp_path / "cache"}"\n' + text)
+    out = runfile.run_file(runfile.load(p), quiet=True)
+    assert out == tmp_path / "run"
+    res = pd.read_csv(out / "results.csv")
+    assert set(res["protocol"]) == {"lfw", "celeba"}
+    assert set(res["method"]) == {"original", "blur17"}
+    info = json.loads((out / "run.json").read_text())
+    runs = info["runs"]
+    assert [r["protocol"]["name"] for r in runs] == ["lfw", "celeba"]
+    for r in runs:
+        assert r["config"]["run_file"]["source"] == str(p)
+        assert "pix2pix" in r["config"]["run_file"]["unavailable"]
+    html = (out / "report.html").read_text()
+    assert "<h2>lfw" in html and "<h2>celeba" in html
+    assert "pix2pix: unavailable" in capsys.readouterr().err
+    runfile.run_file(runfile.load(p), quiet=True)
+    assert capsys.readouterr().out.count("skipped ") == 4  # 2 methods x 2 protocols
