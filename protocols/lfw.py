@@ -4,25 +4,33 @@ Gafni et al.).
 Both images are embedded by the chosen recognizer (the attacker); score = cosine similarity of
 L2-normalised embeddings. For each fold, the threshold with FAR <= 0.001 on the other folds'
 mismatched pairs is applied to the held-out fold (TAR@FAR=0.001), and the accuracy-maximising
-threshold likewise (10-fold accuracy). A face the anonymizer misses leaves the image unchanged
-and the pair stays in the metric: a missed face is a leak.
+threshold likewise (10-fold accuracy); AUC and EER over all pairs. A face the anonymizer misses
+leaves the image unchanged and the pair stays in the metric: a missed face is a leak.
 
 The recognizer embeds, in each image, the face its own detector finds over the reference face
 (the face detected on the image's own original); where it finds none it embeds that box.
+
+A composition of scorers (anonbench.scorers): verification and face kept, prepared once per
+run on the pass over the first images (the references) and scored on each method's pass over
+its second images; reversal attacks score the verification again on restored images.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pandas as pd
 
 from anonbench.api import Anonymizer, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
+from anonbench.log import note, warn
 from anonbench.metrics import catalog
+from anonbench.metrics.result import MetricResult
 from anonbench.registry import register_protocol
+from anonbench.scorers.base import ImageAnalysis, Needs, Pass
+from anonbench.scorers.face_kept import FaceKeptScorer
+from anonbench.scorers.verification import IN_SAMPLE, VerificationPair, VerificationScorer
 
 FAR = 1e-3
 
@@ -30,7 +38,7 @@ FAR = 1e-3
 @register_protocol("lfw")
 class LFWVerification(Protocol):
     """LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy over the folds
-    (10 on View 2)."""
+    (10 on View 2), AUC and EER."""
 
     name = "lfw"
     version = "2"
@@ -58,7 +66,8 @@ class LFWVerification(Protocol):
     )
 
     def __init__(self) -> None:
-        self._reference: dict[str, dict[str, Any]] = {}
+        self._real: Pass | None = None  # the references' pass, built at the first evaluate
+        self._doubt = ""  # a note on every verification row (boxes of doubtful basis)
 
     def _pairs(self, ctx: RunContext) -> list[Any]:
         folds = int(ctx.options.get("folds") or 0)
@@ -91,53 +100,132 @@ class LFWVerification(Protocol):
     def records(self, method: Anonymizer, ctx: RunContext) -> list[ImageRecord]:
         return self._keys(ctx)[2]
 
-    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
-        import pandas as pd
+    def _scorers(self, ctx: RunContext) -> tuple[VerificationScorer, FaceKeptScorer]:
+        """Fresh scorers of this run, prepared on the references' pass (built once)."""
+        from anonbench.data.datasets import lfw_key
 
-        from anonbench.evaluate import (
-            evaluate_images,
-            real_items,
-            run_kwargs,
-            store_items,
-            warn_fallback,
-        )
-        from anonbench.examples import pick_examples, save_examples, save_missed
+        pairs = [
+            VerificationPair(
+                lfw_key(p.name1, p.num1), lfw_key(p.name2, p.num2), p.fold, p.index, p.label
+            )
+            for p in self._pairs(ctx)
+        ]
+        scorers = (VerificationScorer(ctx.embedder, pairs, FAR), FaceKeptScorer(ctx.embedder))
+        if self._real is None:
+            self._real = self._references(ctx)
+        for s in scorers:
+            s.prepare(self._real, None, ctx)
+        return scorers
+
+    def _references(self, ctx: RunContext) -> Pass:
+        """The pass over the first images, with the reference boxes frozen; sets the doubt
+        (most originals without a face, or most references without one for the recognizer)."""
+        from anonbench.evaluate import warn_fallback
+        from anonbench.scorers.passes import frozen_boxes, real_pass
+
+        _, firsts, seconds = self._keys(ctx)
+        boxes = frozen_boxes(ctx, [*firsts, *seconds])
+        needs = Needs(embedders=(ctx.embedder,))
+        real = real_pass(ctx, firsts, needs, boxes, f"lfw first images ({ctx.data.label})")
+        no_face = sum(boxes[r.key][1] for r in [*firsts, *seconds] if r.key in boxes)
+        doubts = [warn_fallback(ctx.quiet, ctx.data.label, no_face, len(firsts) + len(seconds))]
+        _, fell_back = real.embeddings(ctx.embedder)
+        if len(fell_back) and fell_back.sum() / len(fell_back) > 0.5:
+            k, n = int(fell_back.sum()), len(fell_back)
+            msg = f"{ctx.embedder} found no face in {k}/{n} reference images"
+            warn(f"{msg}: its scores rest on reference boxes", stdout=True)
+            doubts.append(msg)
+        self._doubt = "; ".join(x for x in doubts if x)
+        return real
+
+    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
         from anonbench.scores import score_file
 
         pairs, firsts, seconds = self._keys(ctx)
-        org = ctx.originals
-        kw = run_kwargs(ctx)
-        todo = [r for r in firsts if r.key not in self._reference]
-        if todo:
-            self._reference.update(
-                evaluate_images(
-                    real_items(ctx, org.readable(todo)),
-                    [],
-                    [ctx.embedder],
-                    desc=f"lfw first images ({ctx.data.label})",
-                    **kw,
-                )
-            )
-        anon = evaluate_images(
-            store_items(ctx, org.readable(seconds), store),
-            [],
-            [ctx.embedder],
-            desc=f"lfw {method.name}: second images ({ctx.data.label})",
-            **kw,
-        )
-        errors = org.errors([*firsts, *seconds])
-        for k, r in [*self._reference.items(), *anon.items()]:
-            if r["error"] and k not in errors:
-                errors[k] = r["error"]
-        for e in sorted(set(errors.values())):
-            print(f"warning: {e} (its pairs are left out)")
-        rows_scores = self._scores(pairs, errors, anon, ctx.embedder)
-        scores = pd.DataFrame(rows_scores, columns=["fold", "pair", "label", "score"])
+        verification, face_kept = self._scorers(ctx)
+        real = self._real
+        assert real is not None
+        desc = f"lfw {method.name}: second images ({ctx.data.label})"
+        out = self._store_pass(ctx, method, store, seconds, desc)
+        errors = self._errors(ctx, [*firsts, *seconds], real, out)
+        results = [*verification.score(out, ctx), *face_kept.score(out, ctx)]
+        for r in results:
+            if r.metric == "tar_far_1e-3" and "cannot be computed" in (r.note or ""):
+                warn(f"{method.name}: TAR and accuracy {r.note}", stdout=True)
+            elif r.metric == "tar_far_1e-3" and (r.note or "").startswith(IN_SAMPLE):
+                note(f"{method.name}: {IN_SAMPLE}")
         sfile = score_file(ctx.out_dir, "lfw", method.name)
         sfile.parent.mkdir(parents=True, exist_ok=True)
+        scores = pd.DataFrame(verification.scores, columns=["fold", "pair", "label", "score"])
+        scores = scores.astype({"fold": int, "pair": int, "label": int})
         scores.to_csv(sfile, index=False, float_format="%.6f")
+        results += self._store_results(ctx, method, store, out)
+        unreadable = len(set(errors))
+        results.append(
+            MetricResult.count("unreadable_images", "-", unreadable, len(firsts) + len(seconds))
+        )
+        results += self._reversal(ctx, verification, out)
+        base = self._base(ctx)
+        ctx.extra.setdefault("lfw", {}).update(
+            {
+                "pairs": len(pairs),
+                **ctx.originals.describe(sorted({*firsts, *seconds}, key=lambda r: r.key)),
+            }
+        )
+        return [{**base, **r.to_row()} for r in results]
 
-        ok = [r for r in seconds if r.key not in errors]
+    def _base(self, ctx: RunContext) -> dict[str, Any]:
+        """The dataset and split columns of every row (View 2 for pairs.txt)."""
+        pf = ctx.data.pairs_file
+        split = "view2" if pf is not None and pf.name == "pairs.txt" else Path(str(pf)).stem
+        return {"dataset": ctx.data.label, "split": split}
+
+    def _store_pass(
+        self, ctx: RunContext, method: Anonymizer, store: Any, records: list[ImageRecord], desc: str
+    ) -> Pass:
+        """The pass over the method's outputs of `records` (those with a reference box)."""
+        from anonbench.evaluate import evaluate_images, run_kwargs
+
+        real = self._real
+        assert real is not None
+        recs = [r for r in records if r.key in real.boxes]
+        refs = {r.key: store.ref(r) for r in recs}
+        items = [(r.key, refs[r.key], real.box(r.key)) for r in recs]
+        res = evaluate_images(items, [], [ctx.embedder], desc=desc, **run_kwargs(ctx))
+        images = {k: ImageAnalysis.from_dict(v) for k, v in res.items()}
+        ok = [r for r in recs if not images[r.key].error]
+        return Pass(
+            method.name,
+            ok,
+            images,
+            real.boxes,
+            None,
+            refs,
+            method=method,
+            store=store,
+            note=self._doubt,
+        )
+
+    @staticmethod
+    def _errors(ctx: RunContext, records: list[ImageRecord], *passes: Pass) -> dict[str, str]:
+        """key -> why, of every image left out (unreadable original or output), warned once."""
+        errors = ctx.originals.errors(records)
+        for p in passes:
+            for k, a in p.images.items():
+                if a.error and k not in errors:
+                    errors[k] = a.error
+        for e in sorted(set(errors.values())):
+            warn(f"{e} (its pairs are left out)", stdout=True)
+        return errors
+
+    @staticmethod
+    def _store_results(
+        ctx: RunContext, method: Anonymizer, store: Any, out: Pass
+    ) -> list[MetricResult]:
+        """Examples and missed faces saved; faces_missed by the anonymizer's own detector."""
+        from anonbench.examples import pick_examples, save_examples, save_missed
+
+        ok = out.records
         chosen = set(pick_examples([(r.key, r.identity) for r in ok]))
         save_examples(
             ctx.out_dir,
@@ -147,228 +235,31 @@ class LFWVerification(Protocol):
         )
         missed = store.missed(ok)
         save_missed(ctx.out_dir, "lfw", method.name, missed)
-        no_face = sum(bool(anon[r.key]["embs"][ctx.embedder][1]) for r in ok)
-        ref_fallback = sum(
-            org.reference(r.key)[1] for r in [*firsts, *seconds] if r.key not in errors
-        )
-        doubt = warn_fallback(ctx.quiet, ctx.data.label, ref_fallback, len(firsts) + len(seconds))
-        ref_ok = [r for r in firsts if r.key not in errors]
-        ref_no_face = sum(bool(self._reference[r.key]["embs"][ctx.embedder][1]) for r in ref_ok)
-        if ref_ok and ref_no_face / len(ref_ok) > 0.5:
-            msg = f"{ctx.embedder} found no face in {ref_no_face}/{len(ref_ok)} reference images"
-            print(f"warning: {msg}: its scores rest on reference boxes")
-            doubt = "; ".join(x for x in (doubt, msg) if x)
-        n_folds = int(scores["fold"].nunique()) if len(scores) else 0
-        note = ""
-        rows: list[dict[str, Any]] = []
-        pf = ctx.data.pairs_file
-        base = {
-            "dataset": ctx.data.label,
-            "split": "view2" if pf is not None and pf.name == "pairs.txt" else Path(str(pf)).stem,
-            "evaluator": ctx.embedder,
-        }
-        res, why = (
-            _kfold(
-                scores["score"].to_numpy(), scores["label"].to_numpy(), scores["fold"].to_numpy()
-            )
-            if n_folds
-            else (None, "no readable pairs")
-        )
-        if res is not None:
-            if res.in_sample:
-                note = "single fold: thresholds chosen in-sample (optimistic)"
-                print(f"note: {method.name}: {note}")
-            tm, ts = res.tar_mean_std()
-            am, as_ = res.accuracy_mean_std()
-            fold_note = "; ".join(x for x in (note or f"{n_folds} folds", doubt) if x)
-            rows += [
-                {
-                    **base,
-                    "metric": "tar_far_1e-3",
-                    "value": tm,
-                    "std": ts,
-                    "n": len(scores),
-                    "note": fold_note,
-                },
-                {
-                    **base,
-                    "metric": "accuracy",
-                    "value": am,
-                    "std": as_,
-                    "n": len(scores),
-                    "note": fold_note,
-                },
-            ]
-        else:
-            if n_folds:
-                print(f"warning: {method.name}: TAR and accuracy cannot be computed: {why}")
-            rows += [
-                {
-                    **base,
-                    "metric": m,
-                    "value": math.nan,
-                    "n": len(scores),
-                    "note": why if not n_folds else f"cannot be computed: {why}",
-                }
-                for m in (("tar_far_1e-3",) if not n_folds else ("tar_far_1e-3", "accuracy"))
-            ]
-        rows += _roc_rows(scores, base, doubt)
-        from anonbench.metrics.result import MetricResult
+        # one column for every method: for a folder, a missing output file is a miss
+        why = "missing output files count as missed" if store.external else None
+        return [MetricResult.count("faces_missed", "dlib-hog", len(missed), len(ok), why)]
 
-        kept = np.array([not anon[r.key]["embs"][ctx.embedder][1] for r in ok], np.float64) * 100
-        face_kept = MetricResult.from_values(
-            "face_kept",
-            ctx.embedder,
-            kept,
-            seed=ctx.seed,
-            note="embedder_no_face is the count behind it",
-        )
-        rows.append({**base, **face_kept.to_row()})
-        rows += [
-            # the anonymizer's detector, not the recognizer, misses these
-            {
-                **base,
-                "metric": "faces_missed",
-                "value": len(missed),
-                "n": len(ok),
-                # one column for every method: for a folder, a missing output file is a miss
-                "evaluator": "dlib-hog",
-                "note": "missing output files count as missed" if store.external else None,
-            },
-            {**base, "metric": "embedder_no_face", "value": no_face, "n": len(ok)},
-            {
-                **base,
-                "metric": "unreadable_images",
-                "evaluator": "-",
-                "value": len(set(errors)),
-                "n": len(firsts) + len(seconds),
-            },
-        ]
-        rows += self._reversal_rows(method, store, ctx, pairs, seconds, errors, base, doubt, kw)
-        ctx.extra.setdefault("lfw", {}).update(
-            {"pairs": len(pairs), **org.describe(sorted({*firsts, *seconds}, key=lambda r: r.key))}
-        )
-        return rows
+    @staticmethod
+    def _reversal(
+        ctx: RunContext, verification: VerificationScorer, out: Pass
+    ) -> list[MetricResult]:
+        """The verification again when the attacker restores each anonymized image first
+        (anonbench.scorers.passes.restored_pass): evaluator '<recognizer>+<attack>', with the
+        count of restored images where the recognizer found no face."""
+        from anonbench.metrics.reversal import parse_reversal
+        from anonbench.scorers.passes import restored_pass
+        from anonbench.scorers.reversal import psf_note
 
-    def _scores(
-        self, pairs: list[Any], errors: dict[str, str], anon: dict[str, Any], embedder: str
-    ) -> list[tuple[int, int, int, float]]:
-        """(fold, pair, label, cosine score) of every pair with both images readable."""
-        from anonbench.data.datasets import lfw_key
-
-        out = []
-        for p in pairs:
-            k1, k2 = lfw_key(p.name1, p.num1), lfw_key(p.name2, p.num2)
-            if k1 in errors or k2 in errors:
-                continue
-            a = self._reference[k1]["embs"][embedder][0]
-            b = anon[k2]["embs"][embedder][0]
-            out.append((p.fold, p.index, p.label, float(np.dot(a, b))))
-        return out
-
-    def _reversal_rows(
-        self,
-        method: Anonymizer,
-        store: Any,
-        ctx: RunContext,
-        pairs: list[Any],
-        seconds: list[ImageRecord],
-        errors: dict[str, str],
-        base: dict[str, Any],
-        doubt: str,
-        kw: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """TAR and accuracy when the attacker restores each anonymized image first
-        (anonbench.metrics.reversal): evaluator '<recognizer>+<attack>'."""
-        from anonbench.evaluate import evaluate_images
-        from anonbench.metrics.reversal import known_kernel, parse_reversal, restored
-
-        attacks = parse_reversal(ctx.options.get("reversal"))
-        kk = known_kernel(method)
-        psf = (
-            f"known Gaussian PSF (kernel {kk[0]}, sigma {kk[1] or 'OpenCV default'})"
-            if kk
-            else "Gaussian PSF width estimated per image"
-        )
-        rows: list[dict[str, Any]] = []
-        ok = [r for r in seconds if r.key not in errors]
-        for attack in attacks:
-            items = [
-                (r.key, restored(store.ref(r), attack, method, ctx.originals.reference(r.key)[0]))
-                for r in ok
-            ]
-            res = evaluate_images(
-                [(k, ref, ctx.originals.reference(k)[0]) for k, ref in items],
-                [],
-                [ctx.embedder],
-                desc=f"lfw {method.name} +{attack} ({ctx.data.label})",
-                **kw,
-            )
-            errs = dict(errors)
-            errs.update({k: r["error"] for k, r in res.items() if r["error"]})
-            sc = np.array(self._scores(pairs, errs, res, ctx.embedder), np.float64).reshape(-1, 4)
-            ev = {**base, "evaluator": f"{ctx.embedder}+{attack}"}
-            if not len(sc):
-                rows.append({**ev, "metric": "tar_far_1e-3", "value": math.nan, "n": 0})
-                continue
-            out, why = _kfold(sc[:, 3], sc[:, 2].astype(int), sc[:, 0].astype(int))
-            if out is None:
-                rows.append(
-                    {**ev, "metric": "tar_far_1e-3", "value": math.nan, "n": len(sc), "note": why}
-                )
-                continue
-            n_folds = len(set(sc[:, 0].tolist()))
-            note = "; ".join(
-                x
-                for x in (
-                    f"reversal attack {attack} before embedding, {psf}",
-                    "single fold: thresholds chosen in-sample (optimistic)"
-                    if out.in_sample
-                    else f"{n_folds} folds",
-                    doubt,
-                )
-                if x
-            )
-            for metric, (m, sd) in (
-                ("tar_far_1e-3", out.tar_mean_std()),
-                ("accuracy", out.accuracy_mean_std()),
-            ):
-                rows.append(
-                    {**ev, "metric": metric, "value": m, "std": sd, "n": len(sc), "note": note}
-                )
-            kept = [k for k, _ in items if k not in errs]
-            rows.append(
-                {
-                    **ev,
-                    "metric": "embedder_no_face",
-                    "value": sum(bool(res[k]["embs"][ctx.embedder][1]) for k in kept),
-                    "n": len(kept),
-                    "note": f"restored by {attack}",
-                }
-            )
-        return rows
-
-
-def _kfold(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> tuple[Any, str]:
-    """k-fold verification, or (None, why) when the folds leave no threshold to choose (e.g.
-    an unreadable image took a fold's last mismatched pair)."""
-    from anonbench.metrics.verification import kfold_verification
-
-    try:
-        return kfold_verification(scores, labels, folds, far=FAR), ""
-    except ValueError as e:
-        return None, str(e)
-
-
-def _roc_rows(scores: Any, base: dict[str, Any], doubt: str) -> list[dict[str, Any]]:
-    """AUC and EER over all scored pairs (no threshold is chosen, so no folds): NaN with the
-    reason when the pairs lack a class."""
-    from anonbench.metrics.verification import equal_error_rate, roc_auc
-
-    s, y = scores["score"].to_numpy(), scores["label"].to_numpy()
-    try:
-        values = {"auc": roc_auc(s, y), "eer": equal_error_rate(s, y)}
-        note = doubt or None
-    except ValueError as e:
-        values, note = {"auc": math.nan, "eer": math.nan}, f"cannot be computed: {e}"
-    return [{**base, "metric": m, "value": v, "n": len(s), "note": note} for m, v in values.items()]
+        res: list[MetricResult] = []
+        for attack in parse_reversal(ctx.options.get("reversal")):
+            rp = restored_pass(ctx, out, attack, verification.needs())
+            rp.note = out.note
+            ev = f"{ctx.embedder}+{attack}"
+            v = VerificationScorer(ctx.embedder, verification.pairs, FAR, evaluator=ev)
+            v.prepare(verification.real, None, ctx)
+            v.probe_note = f"reversal attack {attack} before embedding, {psf_note(out.method)}"
+            res += v.score(rp, ctx)
+            _, fell_back = rp.embeddings(ctx.embedder)
+            k, n = int(fell_back.sum()), len(fell_back)
+            res.append(MetricResult.count("embedder_no_face", ev, k, n, f"restored by {attack}"))
+        return res

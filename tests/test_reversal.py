@@ -102,7 +102,7 @@ def test_parse_reversal():
 
 
 def test_lfw_reversal_rows_end_to_end(tmp_path):
-    """`--option reversal=wiener` adds TAR, accuracy and no-face rows under
+    """`--option reversal=wiener` adds TAR, accuracy, AUC, EER and no-face rows under
     '<recognizer>+wiener'; a wrong value stops the run with exit 2."""
     import pandas as pd
 
@@ -116,7 +116,7 @@ def test_lfw_reversal_rows_end_to_end(tmp_path):
     assert main([*base, "--out", str(tmp_path / "o"), "--option", "reversal=wiener"]) == 0
     df = pd.read_csv(tmp_path / "o" / "results.csv")
     rev = df[df["evaluator"] == "dlib-resnet+wiener"]
-    assert sorted(rev["metric"]) == ["accuracy", "embedder_no_face", "tar_far_1e-3"]
+    assert sorted(rev["metric"]) == ["accuracy", "auc", "eer", "embedder_no_face", "tar_far_1e-3"]
     plain = df[df["evaluator"] == "dlib-resnet"].set_index("metric")
     r = rev.set_index("metric")
     assert r.loc["tar_far_1e-3", "n"] == plain.loc["tar_far_1e-3", "n"]  # the same pairs
