@@ -299,3 +299,38 @@ def test_utility_known_answer(tmp_path):
     items = s.per_item()
     assert [it["failed"] for it in items] == [False, False, True]
     assert items[2]["landmark_nme"] == NME_CEILING
+
+
+def test_adaptive_attacker_is_refitted_per_method_on_its_outputs(tmp_path, monkeypatch):
+    """The adaptive scorer fits a fresh attacker per output pass on the train identities plus
+    the method's outputs of them, then embeds gallery and queries with it."""
+    import anonbench.scorers.attackers as A
+    from anonbench.scorers.adaptive import NOTE, AdaptiveAttackScorer
+
+    recs = _records(4)
+    train = [ImageRecord(f"t{i}", Path(f"/none/t{i}.jpg"), f"tr{i}") for i in range(2)]
+    fits = []
+
+    def fit(ctx, att, records, extra=()):
+        fits.append((att, [r.key for r in records], [(k, ref, lab) for k, ref, _, lab in extra]))
+
+    monkeypatch.setattr(A, "trained_attacker", lambda name, ctx, **kw: _Attacker())
+    monkeypatch.setattr(A, "fit_attacker", fit)
+    org = SimpleNamespace(
+        readable=lambda rs: list(rs), reference=lambda key: ((0.0, 0.0, 4.0, 4.0), False)
+    )
+    ctx = _ctx(tmp_path)
+    ctx.originals = org
+    real = _pass("real", recs, refs={r.key: _Ref(g) for r, g in zip(recs, GALLERY, strict=True)})
+    s = AdaptiveAttackScorer(["pnca-adaptive"])
+    s.prepare(real, SimpleNamespace(train=train), ctx)
+    for name, q, want in (("m1", GALLERY, 100.0), ("m2", GALLERY[::-1], 0.0)):
+        store = SimpleNamespace(ref=lambda r, name=name: f"{name}:{r.key}")
+        refs = {r.key: _Ref(v) for r, v in zip(recs, q, strict=True)}
+        out = _pass(name, recs, refs=refs, store=store)
+        (r,) = s.score(out, ctx)
+        assert (r.evaluator, r.value, r.note) == ("pnca-adaptive", want, NOTE)
+        _, keys, extra = fits[-1]
+        assert keys == ["t0", "t1"]
+        assert extra == [("t0", f"{name}:t0", "tr0"), ("t1", f"{name}:t1", "tr1")]
+    assert len(fits) == 2 and fits[0][0] is not fits[1][0]  # a fresh attacker per method
