@@ -139,7 +139,7 @@ class RunFile:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved run file (every option explicit); `from_dict` reads it back."""
-        d = {k: v for k, v in self.settings.items() if v is not None}
+        d = {k: v for k, v in self.settings.items() if v not in (None, "")}
         d["methods"] = [m.to_value() for m in self.methods]
         d["protocols"] = {p.key: p.to_value() for p in self.protocols}
         return d
@@ -602,6 +602,9 @@ def run_file(rf: RunFile, *, force: bool = False, quiet: bool = False) -> Path:
     rf.unavailable = check_available(rf)
     for label, why in rf.unavailable.items():
         note(f"{label}: unavailable, left out of this run ({why})")
+    for e in rf.protocols:
+        if not rf.methods_of(e):
+            note(f"protocol {e.key}: every method of it is unavailable; left out")
     configs = rf.configs()
     if not configs:
         raise RunFileError(f"{rf.source}: no method left to run (all unavailable)")
@@ -612,3 +615,184 @@ def run_file(rf: RunFile, *, force: bool = False, quiet: bool = False) -> Path:
         out = runner.run(cfg)
     print(f"run file {rf.source}: {len(configs)} protocol run(s) in {out}")
     return out
+
+
+# -- the command line: `anonbench run --config FILE [flags]` ----------------------------------
+
+# flags that replace a setting of the file when given (argparse dest -> run-file key)
+SETTING_FLAGS = (
+    "out",
+    "seed",
+    "device",
+    "batch_size",
+    "workers",
+    "executor",
+    "ray_address",
+    "max_retries",
+    "cache_dir",
+)
+
+
+def with_flags(rf: RunFile, flags: Mapping[str, Any]) -> RunFile:
+    """The run file with the command-line flags given applied; flags win. `flags`: argparse
+    dest -> value, None (or absent, or an empty list) for a flag not given. --protocol picks
+    entries (or adds a protocol), --methods replaces the list (keeping the file's entry of a
+    method it names), --option [ENTRY.]KEY=VALUE sets one entry's option or every entry's
+    that takes KEY."""
+    d = rf.to_dict()
+    for key in SETTING_FLAGS:
+        if flags.get(key) is not None:
+            d[key] = flags[key]
+    for key in ("compile", "allow_empty"):  # switches: a flag can only turn them on
+        if flags.get(key):
+            d[key] = True
+    if flags.get("protocol"):
+        _select_protocols(d, str(flags["protocol"]))
+    if flags.get("methods"):
+        d["methods"] = _flag_methods(rf, str(flags["methods"]))
+    _flag_data(d, flags)
+    for item in flags.get("checkpoint") or ():
+        _flag_checkpoint(d, item)
+    options = [f"{k}={flags[k]}" for k in ("folds", "pairs") if flags.get(k) is not None]
+    for item in [*options, *(flags.get("option") or ())]:
+        _flag_option(d, item)
+    return from_dict(d, source=rf.source)
+
+
+def _select_protocols(d: dict[str, Any], value: str) -> None:
+    """--protocol A,B: the file's entries named A and B (by key or protocol), or new ones."""
+    from anonbench.registry import PROTOCOLS
+
+    entries: dict[str, Any] = d["protocols"]
+    chosen: dict[str, Any] = {}
+    for want in (w.strip() for w in value.split(",") if w.strip()):
+        keys = [k for k, v in entries.items() if want in (k, v.get("protocol"))]
+        if not keys and want not in PROTOCOLS:
+            raise AnonbenchError(
+                f"--protocol {want}: neither an entry of this run file nor a protocol "
+                f"(entries: {', '.join(entries)}; protocols: {', '.join(PROTOCOLS.names())})"
+            )
+        for k in keys or [want]:
+            chosen[k] = entries.get(k, {"protocol": want})
+    d["protocols"] = chosen
+    kept = []
+    for m in d["methods"]:  # a method limited to entries left out goes with them
+        if isinstance(m, dict) and "protocols" in m:
+            m["protocols"] = [p for p in m["protocols"] if p in chosen]
+            if not m["protocols"]:
+                continue
+        kept.append(m)
+    d["methods"] = kept
+
+
+def _flag_methods(rf: RunFile, value: str) -> list[Any]:
+    from anonbench.registry import METHODS
+    from anonbench.runner import parse_method
+
+    by_label = {m.label: m for m in rf.methods}
+    out: list[Any] = []
+    for item in (m.strip() for m in value.split(",") if m.strip()):
+        spec = parse_method(item)
+        if spec.name is not None and spec.name not in METHODS:
+            raise AnonbenchError(f"--methods: unknown method {spec.name!r}")
+        known = by_label.get(spec.label)
+        same = known is not None and (known.name, known.folder) == (spec.name, spec.folder)
+        value_ = known.to_value() if same and known is not None else item
+        if isinstance(value_, dict):
+            value_.pop("protocols", None)  # named on the command line: runs everywhere
+        out.append(value_)
+    return out
+
+
+def _flag_data(d: dict[str, Any], flags: Mapping[str, Any]) -> None:
+    if flags.get("data") is not None:
+        if len(d["protocols"]) != 1:
+            raise AnonbenchError(
+                f"--data with a run file of {len(d['protocols'])} protocols: pick one with "
+                "--protocol, or give each its data in the file"
+            )
+        next(iter(d["protocols"].values()))["data"] = str(flags["data"])
+    if flags.get("embedder") is not None:
+        for entry in d["protocols"].values():
+            entry["embedder"] = str(flags["embedder"])
+
+
+def _flag_checkpoint(d: dict[str, Any], item: str) -> None:
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+        raise AnonbenchError(f"--checkpoint expects METHOD=PATH, got {item!r}")
+    for i, m in enumerate(d["methods"]):
+        if m == name or (isinstance(m, dict) and m.get("name") == name):
+            d["methods"][i] = {**({"name": m} if isinstance(m, str) else m), "checkpoint": path}
+            return
+    raise AnonbenchError(f"--checkpoint {item}: {name} is not among the methods of this run")
+
+
+def _flag_option(d: dict[str, Any], item: str) -> None:
+    """--option [ENTRY.]KEY=VALUE, converted to the option's type here (messages name the
+    flag); without ENTRY, every entry whose protocol takes KEY."""
+    from anonbench.options import parse_options
+
+    key, sep, value = item.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key:
+        raise AnonbenchError(f"--option expects [PROTOCOL.]KEY=VALUE, got {item!r}")
+    entry, dot, name = key.rpartition(".")
+    entries: dict[str, Any] = d["protocols"]
+    if dot and entry not in entries:
+        raise AnonbenchError(f"--option {item}: no protocol {entry!r} in this run")
+    targets = [entry] if dot else list(entries)
+    hit = False
+    for k in targets:
+        protocol = entries[k].get("protocol", k)
+        opt = _declared(protocol).get(name)
+        if opt is None:
+            if dot:
+                raise AnonbenchError(f"--option {item}: protocol {protocol} takes no {name!r}")
+            continue
+        try:
+            entries[k][name] = parse_options([opt], {name: value}, f"protocol {protocol}")[name]
+        except AnonbenchError as e:
+            raise AnonbenchError(f"--option {item}: {e}") from None
+        hit = True
+    if not hit:
+        raise AnonbenchError(f"--option {item}: no protocol of this run takes {name!r}")
+
+
+def from_flags(flags: Mapping[str, Any]) -> RunFile:
+    """The run file of a plain `anonbench run --methods ... --protocol ...` (for
+    --print-config: what the flags would run, as a file)."""
+    if not flags.get("methods") or not flags.get("protocol"):
+        raise AnonbenchError("give --config FILE, or --methods and --protocol")
+    protocols = [w.strip() for w in str(flags["protocol"]).split(",") if w.strip()]
+    d: dict[str, Any] = {
+        "methods": ["original"],  # replaced by --methods
+        "protocols": {p: {"protocol": p} for p in protocols},
+    }
+    if flags.get("out") is None:  # the runner's default: runs/<protocol>-<data>
+        data = flags.get("data")
+        label = "lfw-sample" if not data else Path(str(data).partition(":")[2] or data).name
+        d["out"] = f"runs/{protocols[0]}-{label}"
+    return with_flags(from_dict(d, source="the command line"), flags)
+
+
+def command(flags: Mapping[str, Any]) -> int:
+    """`anonbench run --config FILE` (flags override it) and `--print-config`."""
+    import shutil
+    import tempfile
+
+    rf = load(flags["config"]) if flags.get("config") else from_flags(flags)
+    if flags.get("config"):
+        rf = with_flags(rf, flags)
+    if flags.get("print_config"):
+        print(rf.to_toml(), end="")
+        return 0
+    if not flags.get("no_cache"):
+        run_file(rf, force=bool(flags.get("force")), quiet=bool(flags.get("quiet")))
+        return 0
+    rf.settings["cache_dir"] = tempfile.mkdtemp(prefix="anonbench-nocache-")
+    try:
+        run_file(rf, force=bool(flags.get("force")), quiet=bool(flags.get("quiet")))
+    finally:  # the temporary cache goes however the run ends
+        shutil.rmtree(rf.settings["cache_dir"], ignore_errors=True)
+    return 0
