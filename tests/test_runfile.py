@@ -199,3 +199,60 @@ def test_two_protocols_run_into_one_folder(tmp_path, capsys):
     assert "pix2pix: unavailable" in capsys.readouterr().err
     runfile.run_file(runfile.load(p), quiet=True)
     assert capsys.readouterr().out.count("skipped ") == 4  # 2 methods x 2 protocols
+
+
+PAPER = CONFIGS / "ciagan-cvpr2020.toml"
+
+
+def test_flags_override_the_file():
+    rf = runfile.load(PAPER)
+    x = runfile.with_flags(
+        rf,
+        {
+            "protocol": "lfw",
+            "data": "lfw:DIR",
+            "seed": 3,
+            "workers": 1,
+            "checkpoint": ["pix2pix=p2p/last.pt"],
+            "option": ["lfw.folds=2"],
+            "compile": False,  # a switch not given leaves the file's value
+        },
+    )
+    assert [p.key for p in x.protocols] == ["lfw"]
+    assert x.protocols[0].data == "lfw:DIR" and x.protocols[0].options["folds"] == 2
+    assert (x.settings["seed"], x.settings["workers"]) == (3, 1)
+    assert x.settings["device"] == "auto"  # not given: the file's
+    p2p = next(m for m in x.methods if m.label == "pix2pix")
+    assert p2p.checkpoint == "p2p/last.pt" and p2p.optional  # the file's entry, with weights
+    # --option KEY without an entry: every entry that takes it
+    y = runfile.with_flags(rf, {"option": ["pnca_epochs=2"], "methods": "original,mask"})
+    assert [p.options.get("pnca_epochs") for p in y.protocols] == [2, 2, 2, None]
+    assert [m.label for m in y.methods] == ["original", "mask"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"option": ["lfw.fid=0"]}, "--option lfw.fid=0: protocol lfw takes no 'fid'"),
+        ({"option": ["celeba.fid=maybe"]}, "--option celeba.fid=maybe: option fid=maybe"),
+        ({"option": ["nosuch=1"]}, "--option nosuch=1: no protocol of this run takes"),
+        ({"option": ["lfv.folds=1"]}, "--option lfv.folds=1: no protocol 'lfv' in this run"),
+        ({"data": "x"}, "--data with a run file of 4 protocols"),
+        ({"checkpoint": ["mask2=a"]}, "--checkpoint mask2=a: mask2 is not among the methods"),
+        ({"methods": "orignal"}, "--methods: unknown method 'orignal'"),
+        ({"protocol": "lfv"}, "--protocol lfv: neither an entry of this run file nor a"),
+    ],
+)
+def test_a_bad_flag_is_one_line_naming_the_flag(flags, message):
+    with pytest.raises(AnonbenchError) as e:
+        runfile.with_flags(runfile.load(PAPER), flags)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_print_config_prints_a_run_file(capsys):
+    flags = {"methods": "original,blur17", "protocol": "lfw", "option": ["folds=2"]}
+    assert runfile.command({**flags, "print_config": True}) == 0
+    text = capsys.readouterr().out
+    rf = runfile.from_dict(runfile.toml_module().loads(text), source="printed")
+    assert rf.to_dict() == runfile.from_flags(flags).to_dict()
+    assert rf.protocols[0].options["folds"] == 2 and rf.settings["out"] == "runs/lfw-lfw-sample"
