@@ -256,3 +256,20 @@ def test_print_config_prints_a_run_file(capsys):
     rf = runfile.from_dict(runfile.toml_module().loads(text), source="printed")
     assert rf.to_dict() == runfile.from_flags(flags).to_dict()
     assert rf.protocols[0].options["folds"] == 2 and rf.settings["out"] == "runs/lfw-lfw-sample"
+
+
+def test_dump_toml_reads_back_tricky_values():
+    d = {
+        "title": 'quotes " and \\ backslash, tab\t, ünïcode ✓',
+        "seed": 0,
+        "compile": False,
+        "methods": ["original", {"label": "a b", "folder": "C:\\out\\dp2"}],
+        "protocols": {"lfw": {"protocol": "lfw", "folds": 1, "x": 0.25, "names": ["a", "b"]}},
+    }
+    assert runfile.toml_module().loads(runfile.dump_toml(d)) == d
+
+
+def test_methods_as_an_array_of_tables(tmp_path):
+    text = '[[methods]]\nname = "original"\n[[methods]]\nname = "blur9"\n[protocols.lfw]\n'
+    rf = runfile.load(_write(tmp_path, text))
+    assert [m.item for m in rf.methods] == ["original", "blur9"]
