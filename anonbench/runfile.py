@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from anonbench.errors import AnonbenchError
-from anonbench.runner import RunConfig  # no torch: the runner imports it only to run
+from anonbench.runner import RunConfig, default_workers  # no torch at import
 
 # the option names an [evaluators] table may set, and the registry their names come from
 EVALUATOR_KEYS = {
@@ -170,8 +170,6 @@ class RunFile:
 def _config(
     settings: dict[str, Any], e: ProtocolEntry, methods: list[MethodEntry], record: dict
 ) -> RunConfig:
-    from anonbench.runner import default_workers
-
     s = settings
     return FileRunConfig(
         methods=[m.item for m in methods],
