@@ -48,6 +48,21 @@ class Results:
         keep = df["protocol"].isin(self.protocols) & df["method"].isin(self.methods)
         return df[keep].reset_index(drop=True)
 
+    def table(self, protocol: str | None = None) -> pd.DataFrame:
+        """Methods x `metric [evaluator]` columns of values (prefixed `protocol: ` when the
+        run has several), methods in run order: a paper's table, e.g. `.to_latex()`."""
+        df = self.to_pandas()
+        if protocol is not None:
+            df = df[df["protocol"] == protocol]
+        column = df["metric"] + " [" + df["evaluator"].fillna("-").astype(str) + "]"
+        if df["protocol"].nunique() > 1:
+            column = df["protocol"] + ": " + column
+        wide = df.assign(column=column).pivot_table(
+            index="method", columns="column", values="value", aggfunc="first", sort=False
+        )
+        wide.columns.name = None
+        return wide.reindex([m for m in self.methods if m in wide.index])
+
     def report(self, path: str | Path | None = None) -> Path:
         """Writes the HTML report of the output folder (a section per protocol) to `path`
         (default: report.html in it); returns its path."""

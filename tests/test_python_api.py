@@ -71,3 +71,16 @@ def test_import_stays_light_and_evaluate_is_still_the_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["[]", "True", "module", "True"]
+
+
+def test_results_of_a_finished_folder(tmp_path):
+    """Results.load reads a folder back: rows, a methods x metrics table, the report."""
+    r = anonbench.Results.load(FIXTURES / "report_run" / "lfw")
+    df = r.to_pandas()
+    assert r.protocols == ("lfw",) and set(df["method"]) == set(r.methods)
+    wide = r.table()
+    assert list(wide.index) == list(r.methods)
+    one = df[(df["method"] == r.methods[0]) & (df["metric"] == "tar_far_1e-3")].iloc[0]
+    assert wide.loc[r.methods[0], f"tar_far_1e-3 [{one['evaluator']}]"] == one["value"]
+    page = r.report(tmp_path / "r.html")
+    assert page == tmp_path / "r.html" and "<h2>lfw" in page.read_text()
