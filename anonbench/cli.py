@@ -112,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from anonbench.data.images import set_max_pixels
 
         set_max_pixels(args.max_pixels or None)
-    if getattr(args, "workers", 1) is None:
+    # with a run file, --workers not given leaves the file's value (anonbench.runfile)
+    if getattr(args, "workers", 1) is None and not getattr(args, "config", None):
         from anonbench.runner import default_workers
 
         args.workers = default_workers()

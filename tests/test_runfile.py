@@ -273,3 +273,64 @@ def test_methods_as_an_array_of_tables(tmp_path):
     text = '[[methods]]\nname = "original"\n[[methods]]\nname = "blur9"\n[protocols.lfw]\n'
     rf = runfile.load(_write(tmp_path, text))
     assert [m.item for m in rf.methods] == ["original", "blur9"]
+
+
+# -- the command line (anonbench run --config FILE) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('seedd = 1\nmethods = ["original"]\n[protocols.lfw]\n', "seedd (line 1): unknown key"),
+        ('seed = "0"\nmethods = ["original"]\n[protocols.lfw]\n', "seed (line 1): expected an"),
+        ('methods = ["original"]\n[protocols.lfw]\nfid = true\n', "protocols.lfw.fid (line 3)"),
+    ],
+)
+def test_cli_a_bad_run_file_is_one_line_and_exit_2(tmp_path, capsys, text, key):
+    from anonbench.cli import main
+
+    p = _write(tmp_path, text)
+    assert main(["run", "--config", str(p), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"anonbench: error: {p}: {key}"), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_print_config_applies_the_flags(capsys):
+    from anonbench.cli import main
+
+    argv = ["run", "--config", str(CONFIGS / "quick.toml"), "--print-config"]
+    assert main([*argv, "--workers", "1", "--option", "lfw.folds=1", "--seed", "2"]) == 0
+    rf = runfile.from_dict(runfile.toml_module().loads(capsys.readouterr().out), "printed")
+    assert (rf.settings["workers"], rf.settings["seed"]) == (1, 2)
+    assert rf.settings["batch_size"] == 32 and rf.settings["out"] == "runs/quick"  # the file's
+    assert rf.protocols[0].options["folds"] == 1
+    assert main(["run", "--protocol", "lfw"]) == 2  # no --config: --methods is needed
+    assert "--methods and --protocol, or --config" in capsys.readouterr().err
+
+
+def test_cli_runs_a_run_file(tmp_path, capsys):
+    from anonbench.cli import main
+
+    text = f'methods = ["original", "blur17"]\n[protocols.lfw]\ndata = "lfw:{FIXTURES}/lfw_tiny"\n'
+    p = _write(tmp_path, text)
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["run", "--config", str(p), "--out", str(out), "--cache-dir", str(cache), "--quiet"]
+    assert main([*argv, "--option", "lfw.folds=1", "--workers", "1"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    rf = info["config"]["run_file"]
+    assert rf["source"] == str(p) and rf["protocols"]["lfw"]["folds"] == 1
+    assert rf["out"] == str(out) and info["config"]["options"]["folds"] == 1
+    # a plain run takes --option PROTOCOL.KEY too, for its one protocol
+    plain = [
+        "run",
+        "--methods",
+        "original",
+        "--protocol",
+        "lfw",
+        "--data",
+        f"lfw:{FIXTURES}/lfw_tiny",
+    ]
+    plain += ["--option", "lfw.folds=1", "--out", str(out), "--cache-dir", str(cache), "--quiet"]
+    assert main(plain) == 0
+    assert "skipped original" in capsys.readouterr().out

@@ -16,18 +16,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _what_and_where(p)
     _how(p)
     _where_shards_run(p)
+    # None = not given, so a run file's value stands; DEFAULTS fill them for a plain run
+    p.set_defaults(**{k: None for k in DEFAULTS})
+
+
+# the defaults of the flags a run file may set (shown in --help as before)
+DEFAULTS = {"seed": 0, "device": "cpu", "batch_size": 32, "executor": "local", "max_retries": 3}
 
 
 def _what_and_where(p: argparse.ArgumentParser) -> None:
     from anonbench.cli import add_data_arguments
 
     p.add_argument(
-        "--methods",
-        required=True,
-        help="comma-separated: method names (anonbench ls), folder:DIR or LABEL=folder:DIR "
-        "(pre-computed outputs at the dataset's relative paths)",
+        "--config",
+        metavar="FILE",
+        help="a run file (TOML, e.g. configs/quick.toml): methods, several protocols with "
+        "their data and options, evaluators, resources, seed, one output folder; the flags "
+        "given override it (README: run files)",
     )
-    p.add_argument("--protocol", required=True, help="protocol name, e.g. lfw")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved run file (every option explicit) and run nothing",
+    )
+    p.add_argument(
+        "--methods",
+        help="comma-separated: method names (anonbench ls), folder:DIR or LABEL=folder:DIR "
+        "(pre-computed outputs at the dataset's relative paths); required without --config",
+    )
+    p.add_argument(
+        "--protocol",
+        help="protocol name, e.g. lfw; required without --config (with it: the entries to run)",
+    )
     p.add_argument("--out", help="output folder (default runs/<protocol>-<data>)")
     p.add_argument(
         "--embedder",
@@ -52,7 +72,7 @@ def _how(p: argparse.ArgumentParser) -> None:
         "--option",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
+        metavar="[PROTOCOL.]KEY=VALUE",
         help="protocol option, e.g. celeba: detectors=dlib-hog,retinaface "
         "recognizers=pnca,dlib-resnet identifier=PATH max_per_identity=10 fid=0",
     )
@@ -111,12 +131,15 @@ def _parse_checkpoints(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _parse_options(items: Sequence[str]) -> dict[str, str]:
+def _parse_options(items: Sequence[str], protocol: str) -> dict[str, str]:
     out = {}
     for it in items:
         key, sep, value = it.partition("=")
         if not sep or not key:
             raise AnonbenchError(f"--option expects KEY=VALUE, got {it!r}")
+        entry, dot, name = key.strip().rpartition(".")
+        if dot and entry == protocol:  # --option lfw.folds=1: this run's protocol named
+            key = name
         out[key.strip()] = value.strip()
     return out
 
@@ -124,8 +147,17 @@ def _parse_options(items: Sequence[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from anonbench import runner
 
+    if args.config or args.print_config:
+        from anonbench.runfile import command
+
+        return command(vars(args))
+    if not args.methods or not args.protocol:
+        raise AnonbenchError("run needs --methods and --protocol, or --config FILE")
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    options = _parse_options(args.option)
+    options = _parse_options(args.option, args.protocol)
     # --folds / --pairs are LFW options with flags of their own; a protocol that does not
     # declare them rejects them like any unknown option
     for flag, key, value in (("--folds", "folds", args.folds), ("--pairs", "pairs", args.pairs)):
