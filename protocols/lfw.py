@@ -20,8 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from anonbench.api import Anonymizer, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
 from anonbench.log import note, warn
@@ -156,6 +154,8 @@ class LFWVerification(Protocol):
                 note(f"{method.name}: {IN_SAMPLE}")
         sfile = score_file(ctx.out_dir, "lfw", method.name)
         sfile.parent.mkdir(parents=True, exist_ok=True)
+        import pandas as pd
+
         scores = pd.DataFrame(verification.scores, columns=["fold", "pair", "label", "score"])
         scores = scores.astype({"fold": int, "pair": int, "label": int})
         scores.to_csv(sfile, index=False, float_format="%.6f")
