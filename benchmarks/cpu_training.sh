@@ -115,8 +115,9 @@ from pathlib import Path
 import torch
 
 src, dest = sys.argv[1], Path(sys.argv[2])
-fam = torch.load(src, map_location="cpu", weights_only=True).get("family", "ciagan")
-if fam == "ciagan" or "models" in torch.load(src, map_location="cpu", weights_only=True):
+head = torch.load(src, map_location="cpu", weights_only=True)
+fam = head.get("family", "ciagan")
+if head.get("format") == "anonbench-ciagan":  # pix2pix/CycleGAN files hold "models" too
     from anonbench.methods.ciagan.checkpoint import export_generator
 
     name = "ciagan_generator.pt"

@@ -79,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.data_root)
     results = []
     for ckpt in args.checkpoint or [""]:
-        if ckpt and not Path(ckpt).is_file():
+        # an exported checkpoint may lie in NAME.part* pieces, as the loaders accept
+        if ckpt and not (
+            Path(ckpt).is_file() or any(Path(ckpt).parent.glob(f"{Path(ckpt).name}.part*"))
+        ):
             raise AnonbenchError(f"--checkpoint {ckpt}: no such file")
         name = Path(ckpt).stem if ckpt else f"{args.method}-shipped"
         out = Path(args.out or "quality") / name
