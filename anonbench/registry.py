@@ -522,6 +522,12 @@ BUILTINS: tuple[Builtin, ...] = (
     ),
     Builtin(
         "embedders",
+        "pnca-landmark-points",
+        "anonbench.faces.landmark_points:LandmarkPointsAttacker",
+        "trained attacker: Proxy-NCA MLP on the 29 points of the CIAGAN drawing (as drawn)",
+    ),
+    Builtin(
+        "embedders",
         "pnca-face",
         "anonbench.faces.pnca_face:FaceProxyNCAAttacker",
         "shipped attacker: ResNet-18 Proxy-NCA on 112-px face crops (celeba default train ids)",

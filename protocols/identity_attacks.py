@@ -22,6 +22,7 @@ import numpy as np
 
 from anonbench.api import Anonymizer, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
+from anonbench.errors import AnonbenchError
 from anonbench.evaluate import real_items, run_kwargs, store_items
 from anonbench.metrics import catalog
 from anonbench.registry import register_protocol
@@ -53,6 +54,9 @@ def _recall(
     return float(hits.mean()) if len(hits) else math.nan, lo, hi, len(hits)
 
 
+ATTACKERS = ("pnca-landmarks", "pnca-landmark-points")
+
+
 @register_protocol("landmark-attack")
 class LandmarkAttack(Protocol):
     """Identity from landmarks alone: real test landmarks, and landmarks of anonymized faces."""
@@ -64,7 +68,15 @@ class LandmarkAttack(Protocol):
         "recall_at_1",
         "landmarks_missing",
     )
-    options = SPLIT_OPTIONS
+    options = (
+        *SPLIT_OPTIONS,
+        Option(
+            "attacker",
+            str,
+            "pnca-landmarks",
+            "pnca-landmarks (CNN on the drawings) or pnca-landmark-points (MLP on its points)",
+        ),
+    )
 
     def __init__(self) -> None:
         self._state: dict[str, Any] | None = None
@@ -78,7 +90,10 @@ class LandmarkAttack(Protocol):
         split = load_split(ctx)
         org = ctx.originals
         test = analyse_test(ctx, split, warn=False)  # boxes frozen before the train analysis
-        att = trained_attacker("pnca-landmarks", ctx, cache_dir=ctx.cache_dir)
+        name = str(ctx.options.get("attacker", "pnca-landmarks"))
+        if name not in ATTACKERS:
+            raise AnonbenchError(f"landmark-attack: attacker={name!r}: expected one of {ATTACKERS}")
+        att = trained_attacker(name, ctx, cache_dir=ctx.cache_dir)
         fit_attacker(ctx, att, split.train)
         g, fb = embed_trained(ctx, att, real_items(ctx, test))
         keep = ~fb
@@ -114,7 +129,7 @@ class LandmarkAttack(Protocol):
             {
                 **base,
                 "metric": "recall_at_1",
-                "evaluator": "pnca-landmarks",
+                "evaluator": st["att"].name,
                 "value": v,
                 "ci_low": lo,
                 "ci_high": hi,

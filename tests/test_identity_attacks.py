@@ -18,7 +18,8 @@ from anonbench.registry import METHODS, PROTOCOLS
 ROOT = Path(__file__).parent / "fixtures" / "celeba_small"
 
 
-def test_landmark_attack_runs_and_blackout_defeats_it(tmp_path):
+@pytest.mark.parametrize("attacker", ["pnca-landmarks", "pnca-landmark-points"])
+def test_landmark_attack_runs_and_blackout_defeats_it(tmp_path, attacker):
     rc = main(
         [
             "run",
@@ -37,17 +38,26 @@ def test_landmark_attack_runs_and_blackout_defeats_it(tmp_path):
             "--quiet",
             "--option",
             "pnca_epochs=3",
+            "--option",
+            f"attacker={attacker}",
         ]
     )
     assert rc == 0
     df = pd.read_csv(tmp_path / "o" / "results.csv")
-    r = df.query("metric == 'recall_at_1' and evaluator == 'pnca-landmarks'").set_index("method")
+    r = df.query("metric == 'recall_at_1' and evaluator == @attacker").set_index("method")
     assert 0 <= r.loc["original", "value"] <= 100
     # a black face has no landmarks: every query is a miss
     missing = df.query("metric == 'landmarks_missing'").set_index("method")
     assert missing.loc["mask", "value"] == missing.loc["mask", "n"] > 0
     assert r.loc["mask", "value"] == 0.0
     assert missing.loc["original", "value"] == 0
+
+
+def test_landmark_attack_refuses_an_unknown_attacker(tmp_path, capsys):
+    argv = ["run", "--methods", "original", "--protocol", "landmark-attack", "--data-root"]
+    argv += [str(ROOT), "--out", str(tmp_path / "o"), "--quiet", "--option", "attacker=pnca"]
+    assert main(argv) != 0
+    assert "attacker='pnca'" in capsys.readouterr().err
 
 
 class SwapOracle(Anonymizer):
