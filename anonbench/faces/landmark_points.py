@@ -5,9 +5,14 @@ the dlib 68 points, mapped into the official 178x218 crop and truncated to whole
 (`anonbench.methods.landmark_input`). This attacker takes exactly those 29 points, as drawn
 (the same crop transform and truncation, so it uses no information the drawing lacks), centres
 them, standardises each coordinate with the train set's mean and spread, and embeds them with a
-small MLP trained with the Proxy-NCA loss on the real train identities. On the celeba default
-split it found the identity from real landmarks about 2.5x as often as the CNN on the rendered
-drawings (`pnca-landmarks`); benchmarks/results/landmark_attack.md has the comparison.
+small MLP trained with the Proxy-NCA loss on the real train identities
+(`--option attacker=pnca-landmark-points` of the landmark-attack protocol).
+
+Measured on the celeba default split, real landmarks: 8.6% Recall@1 through the protocol with
+`max_per_identity=3` (N = 442, 20 epochs), below the drawing CNN's 11.1% in the same setting
+(issue 13); in a separate experiment over all test images (about 20 per identity, 60 epochs)
+it reached 26.3%. Which attacker is stronger at equal settings is still to be measured, so
+the default stays `pnca-landmarks`.
 
 For each image, the dlib HOG face best overlapping the image's reference box (IoU >= 0.3) is
 used, as for `pnca-landmarks`; an image with no face there is a zero vector, flagged.
