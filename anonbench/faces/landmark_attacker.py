@@ -34,6 +34,19 @@ DRAWING_BOX: Box = (44.5, 84.5, 133.5, 173.5)
 DRAWING_VERSION = "ciagan-lines-178x218"
 
 
+def landmarks_at_box(analyzer: Any, image: np.ndarray, box: Box) -> np.ndarray | None:
+    """The 68 landmarks of the dlib face best overlapping box (IoU >= MIN_IOU), or None when
+    no face overlaps it that much (the landmark attackers' rule)."""
+    from anonbench.faces.mask import choose_box
+
+    a = analyzer(image)
+    if len(a) == 0:
+        return None
+    boxes = [tuple(float(v) for v in b) for b in a.boxes]
+    chosen, fell_back = choose_box(boxes, tuple(float(v) for v in box), MIN_IOU)  # type: ignore[arg-type]
+    return None if fell_back else a.landmarks[boxes.index(chosen)]
+
+
 class LandmarkAttacker(PNCAAttackerBase):
     """`pnca-landmarks` (a TrainedAttacker, training "real"): a Proxy-NCA net on CIAGAN
     landmark drawings of the dlib face at each reference box."""
@@ -75,18 +88,10 @@ class LandmarkAttacker(PNCAAttackerBase):
     def drawing(self, image: np.ndarray, box: Box) -> np.ndarray | None:
         """The 218 x 178 x 3 uint8 landmark drawing of the dlib face best overlapping box
         (IoU >= 0.3), or None when there is none."""
-        from anonbench.faces.mask import choose_box
         from anonbench.methods.landmark_input import crop_face, landmark_rgb
 
-        a = self.analyzer(image)
-        if len(a) == 0:
-            return None
-        boxes = [tuple(float(v) for v in b) for b in a.boxes]
-        ref = tuple(float(v) for v in box)
-        chosen, fell_back = choose_box(boxes, ref, MIN_IOU)  # type: ignore[arg-type]
-        if fell_back:
-            return None
-        return landmark_rgb(crop_face(image, a.landmarks[boxes.index(chosen)]).lines)
+        lm = landmarks_at_box(self.analyzer, image, box)
+        return None if lm is None else landmark_rgb(crop_face(image, lm).lines)
 
     def drawings(
         self, images: Sequence[np.ndarray], boxes: Sequence[Box] | Box

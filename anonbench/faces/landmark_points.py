@@ -32,7 +32,6 @@ import numpy as np
 from anonbench.errors import AnonbenchError
 from anonbench.faces.pnca import Box, per_image_boxes
 
-MIN_IOU = 0.3
 POINTS_VERSION = "ciagan-line-points-trunc-v1"
 
 
@@ -198,16 +197,10 @@ class LandmarkPointsAttacker:
 
     def points(self, image: np.ndarray, box: Box) -> np.ndarray | None:
         """The drawn points of the dlib face best overlapping box (IoU >= 0.3), or None."""
-        from anonbench.faces.mask import choose_box
+        from anonbench.faces.landmark_attacker import landmarks_at_box
 
-        a = self.analyzer(image)
-        if len(a) == 0:
-            return None
-        boxes = [tuple(float(v) for v in b) for b in a.boxes]
-        chosen, fell_back = choose_box(boxes, tuple(float(v) for v in box), MIN_IOU)  # type: ignore[arg-type]
-        if fell_back:
-            return None
-        return drawn_points(a.landmarks[boxes.index(chosen)]).reshape(-1)
+        lm = landmarks_at_box(self.analyzer, image, box)
+        return None if lm is None else drawn_points(lm).reshape(-1)
 
     def _features(
         self, images: Sequence[np.ndarray], boxes: Sequence[Box] | Box
