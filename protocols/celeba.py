@@ -27,7 +27,6 @@ from typing import Any
 from anonbench.api import Anonymizer, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
 from anonbench.metrics import catalog
-from anonbench.registry import register_protocol
 from anonbench.scorers.attackers import embed_trained, fit_attacker, is_trained, trained_attacker
 from anonbench.scorers.base import Needs, Pass, Scorer
 from anonbench.splits import SPLIT_OPTIONS, Split, analyse_test, load_split
@@ -56,7 +55,6 @@ class _State:
     adaptive: bool
 
 
-@register_protocol("celeba")
 class CelebAProtocol(Protocol):
     """Identity protocol: detection rate, identity Recall@1, utility and FID/KID of
     anonymized test identities, on CelebA or any identity-labelled dataset."""

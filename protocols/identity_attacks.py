@@ -25,7 +25,6 @@ from anonbench.data.records import ImageRecord
 from anonbench.errors import AnonbenchError
 from anonbench.evaluate import real_items, run_kwargs, store_items
 from anonbench.metrics import catalog
-from anonbench.registry import register_protocol
 from anonbench.scorers.attackers import embed_trained, fit_attacker, trained_attacker
 from anonbench.splits import SPLIT_OPTIONS, Split, analyse_test, load_split
 
@@ -57,7 +56,6 @@ def _recall(
 ATTACKERS = ("pnca-landmarks", "pnca-landmark-points")
 
 
-@register_protocol("landmark-attack")
 class LandmarkAttack(Protocol):
     """Identity from landmarks alone: real test landmarks, and landmarks of anonymized faces."""
 
@@ -153,7 +151,6 @@ class LandmarkAttack(Protocol):
         ]
 
 
-@register_protocol("faceswap")
 class FaceSwapCheck(Protocol):
     """Recall@1 of generated faces against their TARGET identity (high = face swapping)."""
 

@@ -25,7 +25,6 @@ from anonbench.data.records import ImageRecord
 from anonbench.log import note, warn
 from anonbench.metrics import catalog
 from anonbench.metrics.result import MetricResult
-from anonbench.registry import register_protocol
 from anonbench.scorers.base import ImageAnalysis, Needs, Pass
 from anonbench.scorers.face_kept import FaceKeptScorer
 from anonbench.scorers.verification import IN_SAMPLE, VerificationPair, VerificationScorer
@@ -33,7 +32,6 @@ from anonbench.scorers.verification import IN_SAMPLE, VerificationPair, Verifica
 FAR = 1e-3
 
 
-@register_protocol("lfw")
 class LFWVerification(Protocol):
     """LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy over the folds
     (10 on View 2), AUC and EER."""

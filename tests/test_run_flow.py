@@ -17,20 +17,16 @@ from anonbench import registry
 from anonbench.api import Option, Resources, RunContext, runs_in_workers
 from anonbench.errors import AnonbenchError
 
-# built-in modules that still decorate their classes although BUILTINS declares them: their
-# owners remove the decorators (issue 21); nothing may be added to this set
-_STILL_DECORATED = {
-    "anonbench.protocols.celeba",
-    "anonbench.protocols.lfw",
-    "anonbench.protocols.identity_attacks",
-}
-
 
 def _decorated_names(module: str) -> set[str]:
     """Names passed to a @register_... decorator in the module's source (not imported)."""
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    return _decorated_in(Path(spec.origin))
+
+
+def _decorated_in(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
         for deco in getattr(node, "decorator_list", []):
@@ -44,10 +40,27 @@ def test_every_builtin_is_declared_once():
     modules = {b.target.split(":")[0] for b in registry.BUILTINS}
     twice = {
         f"{m}: {sorted(n)}"
-        for m in sorted(modules - _STILL_DECORATED)
+        for m in sorted(modules)
         if (n := _decorated_names(m) & {b.name for b in registry.BUILTINS})
     }
     assert not twice, f"declared in BUILTINS and by a decorator: {twice}"
+
+
+def test_no_builtin_source_registers_by_decorator():
+    # stricter than the above: built-ins are declared in BUILTINS only, so no module of the
+    # installed packages (anonbench, its methods, protocols and reports) decorates anything;
+    # the decorators stay for third-party plug-ins
+    roots = {
+        Path(importlib.util.find_spec(p).origin).parent  # type: ignore[union-attr,arg-type]
+        for p in ("anonbench", "anonbench.methods", "anonbench.protocols", "anonbench.reports")
+    }
+    found = {
+        f"{f}: {sorted(n)}"
+        for r in roots
+        for f in sorted(r.rglob("*.py"))
+        if (n := _decorated_in(f))
+    }
+    assert not found, f"@register_... in built-in sources: {found}"
 
 
 def test_the_declaration_scan_sees_a_decorator(tmp_path, monkeypatch):
