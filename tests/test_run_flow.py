@@ -105,6 +105,37 @@ def test_build_passes_only_what_the_factory_names(monkeypatch):
         build(reg, "takes", {}, checkpoint="x")
 
 
+def test_evaluators_thresholds_and_attackers_build_through_plugins(monkeypatch):
+    from anonbench import plugins
+
+    class Attacker:
+        def __init__(self, epochs=1, seed=0, batch_size=1, checkpoint=""):
+            self.epochs, self.seed, self.batch_size, self.checkpoint = (
+                epochs,
+                seed,
+                batch_size,
+                checkpoint,
+            )
+
+    class Thresholded:
+        def __init__(self, conf_threshold=0.5, device="cpu"):
+            self.conf_threshold, self.device = conf_threshold, device
+
+    emb = _registry(monkeypatch)
+    emb.register("att")(Attacker)
+    emb.register("thr")(Thresholded)
+    monkeypatch.setattr("anonbench.registry.EMBEDDERS", emb)
+    # device offered, batch_size not taken; a setting named in one of several ways
+    assert plugins.evaluator(emb, "thr", "cuda:2", 8).device == "cuda:2"
+    assert plugins.first_accepted(emb, "thr", ("threshold", "conf_threshold")) == "conf_threshold"
+    assert plugins.first_accepted(emb, "takes", ("threshold",)) is None
+    # batches of at least 32; an extra the factory does not take (cache_dir) is dropped
+    a = plugins.trained_attacker(
+        "att", device="cuda", batch_size=8, seed=3, epochs=7, checkpoint="c", cache_dir="/x"
+    )
+    assert (a.epochs, a.seed, a.batch_size, a.checkpoint) == (7, 3, 32, "c")
+
+
 def test_workers_follow_the_capability_not_the_module_name():
     from anonbench.faces.dlib_faces import DlibResNetEmbedder, HOGDetector
 

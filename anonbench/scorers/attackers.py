@@ -19,24 +19,18 @@ def is_trained(evaluator: Any) -> bool:
 
 
 def trained_attacker(name: str, ctx: RunContext, **extra: Any) -> Any:
-    """A TrainedAttacker from the registry with the run's device, seed and epochs."""
-    import inspect
+    """A TrainedAttacker from the registry with the run's device, seed and epochs (option
+    pnca_epochs), built by anonbench.plugins.trained_attacker."""
+    from anonbench import plugins
 
-    from anonbench.registry import EMBEDDERS
-
-    e = EMBEDDERS.entry(name)
-    try:
-        params = inspect.signature(e.factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    kw = {
-        "device": ctx.device,
-        "batch_size": max(ctx.batch_size, 32),
-        "epochs": int(ctx.options.get("pnca_epochs", 20)),
-        "seed": ctx.seed,
+    return plugins.trained_attacker(
+        name,
+        device=ctx.device,
+        batch_size=ctx.batch_size,
+        seed=ctx.seed,
+        epochs=int(ctx.options.get("pnca_epochs", 20)),
         **extra,
-    }
-    return EMBEDDERS.create(name, **{k: v for k, v in kw.items() if k in params})
+    )
 
 
 def embed_trained(

@@ -19,13 +19,13 @@ def available(
     ctx: RunContext, registry: Any, wanted: list[str]
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """(name -> evaluator that can run, name -> why it cannot) for the registry's `wanted`."""
-    from anonbench.evaluate import create_evaluator
+    from anonbench.plugins import evaluator
 
     ok: dict[str, Any] = {}
     why: dict[str, str] = {}
     for n in wanted:
         try:
-            ok[n] = create_evaluator(registry, n, ctx.device, ctx.batch_size)
+            ok[n] = evaluator(registry, n, ctx.device, ctx.batch_size)
         except UnknownNameError:
             raise
         except AnonbenchError as e:
