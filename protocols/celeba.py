@@ -108,8 +108,16 @@ class CelebAProtocol(Protocol):
             str,
             "none",
             "reversal attacks restoring each anonymized image before embedding: none, wiener, "
-            "richardson-lucy or all (extra recall_at_1 rows per recognizer, adaptive ones "
-            "excepted, evaluator '<recognizer>+<attack>')",
+            "richardson-lucy, all (= wiener,richardson-lucy) or learned (a restoration network "
+            "trained per method on its outputs of the train identities, reversal_minutes "
+            "CPU-minutes each, so not in all), comma-separated (extra recall_at_1 rows per "
+            "recognizer, adaptive ones excepted, evaluator '<recognizer>+<attack>')",
+        ),
+        Option(
+            "reversal_minutes",
+            float,
+            30.0,
+            "reversal=learned: CPU-minutes (process time) of each method's restorer training",
         ),
     )
 
@@ -119,7 +127,7 @@ class CelebAProtocol(Protocol):
     def prepare(self, ctx: RunContext) -> None:
         from anonbench.metrics.reversal import parse_reversal
 
-        parse_reversal(ctx.options.get("reversal"))  # a wrong value fails before any work
+        parse_reversal(ctx.options.get("reversal"), learned=True)  # fails before any work
         self._prepare(ctx)
 
     def _prepare(self, ctx: RunContext) -> _State:
@@ -151,7 +159,7 @@ class CelebAProtocol(Protocol):
         from anonbench.scorers.leaks import LeaksScorer
         from anonbench.scorers.realism import RealismScorer
         from anonbench.scorers.retrieval import RetrievalScorer, TrainedRetrievalScorer
-        from anonbench.scorers.reversal import ReversalScorer
+        from anonbench.scorers.reversal import LearnedReversal, ReversalScorer
         from anonbench.scorers.similarity import SimilarityScorer
         from anonbench.scorers.utility import CEILINGS, UtilityScorer, landmark_detector
 
@@ -168,8 +176,12 @@ class CelebAProtocol(Protocol):
         retrieval, attackers = RetrievalScorer(fixed, rec_why), TrainedRetrievalScorer(real)
         scorers: list[Scorer] = [LeaksScorer(), DetectionScorer(list(dets), det_why)]
         scorers += [retrieval, attackers, AdaptiveAttackScorer(adaptive)]
-        for attack in parse_reversal(opt.get("reversal")):  # adaptive ones excepted
-            scorers += [ReversalScorer(attackers, [attack]), ReversalScorer(retrieval, [attack])]
+        attacks = parse_reversal(opt.get("reversal"), learned=True)
+        learned = (
+            LearnedReversal(opt.get("reversal_minutes", 30.0)) if "learned" in attacks else None
+        )
+        for attack in attacks:  # adaptive ones excepted
+            scorers += [ReversalScorer(i, [attack], learned) for i in (attackers, retrieval)]
         scorers.append(UtilityScorer(lms, lm_why))
         if opt.get("similarity", False):
             scorers.append(SimilarityScorer())
@@ -196,7 +208,8 @@ class CelebAProtocol(Protocol):
 
     def records(self, method: Anonymizer, ctx: RunContext) -> list[ImageRecord]:
         st = self._prepare(ctx)
-        return st.test + (st.split.train if st.adaptive else [])
+        train = st.adaptive or any(getattr(s, "needs_train", False) for s in st.scorers)
+        return st.test + (st.split.train if train else [])
 
     def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
         from anonbench.scorers.passes import output_pass

@@ -154,6 +154,8 @@ def train_restorer(
         "curve": curve,
         "train_pairs": len(tr),
         "val_pairs": len(va),
+        "steps": step,
+        "cpu_minutes": round((time.process_time() - t0) / 60, 3),
     }
 
 
@@ -178,7 +180,7 @@ def _evaluate(net: Any, xa: Any, xo: Any, va: np.ndarray, step: int, cpu_min: fl
 class Restorer:
     """A trained restorer for one method: restore(image, box) -> image."""
 
-    def __init__(self, ckpt: dict[str, Any]) -> None:
+    def __init__(self, ckpt: dict[str, Any], path: str | Path | None = None) -> None:
         if not isinstance(ckpt, dict) or ckpt.get("format") != "anonbench-restorer":
             raise AnonbenchError("not an anonbench restorer checkpoint")
         self.cfg = RestoreConfig(**ckpt["config"])
@@ -186,6 +188,8 @@ class Restorer:
         self.net.load_state_dict(ckpt["state"])
         self.net.eval()
         self.curve: list[dict[str, float]] = list(ckpt.get("curve", []))
+        self.info = {k: ckpt.get(k) for k in ("train_pairs", "val_pairs", "steps", "cpu_minutes")}
+        self.path = str(path) if path is not None else None  # the cached file, if any
 
     def restore(self, image: np.ndarray, box: Box) -> np.ndarray:
         """The image with the net's residual added inside the square around box."""
@@ -206,6 +210,29 @@ class Restorer:
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def load_restorer(path: str | Path) -> Restorer:
+    """A restorer saved by `cached_restorer` (weights only: no pickled code is run)."""
+    import torch
+
+    return Restorer(torch.load(path, map_location="cpu", weights_only=True), path)
+
+
+def restorer_file(
+    cache_dir: str | Path,
+    method_version: str,
+    anon: np.ndarray,
+    orig: np.ndarray,
+    labels: Sequence[str],
+    cfg: RestoreConfig,
+) -> Path:
+    """<cache>/restorer/<digest>.pt: keyed by the method config, the restorer version and
+    config (budget included) and the pairs themselves."""
+    h = hashlib.sha256(json.dumps([method_version, VERSION, asdict(cfg), list(labels)]).encode())
+    h.update(np.ascontiguousarray(anon).tobytes())
+    h.update(np.ascontiguousarray(orig).tobytes())
+    return Path(cache_dir) / "restorer" / f"{h.hexdigest()[:32]}.pt"
+
+
 def cached_restorer(
     cache_dir: str | Path,
     method_version: str,
@@ -220,17 +247,14 @@ def cached_restorer(
 
     from anonbench.cache import atomic_open
 
-    h = hashlib.sha256(json.dumps([method_version, VERSION, asdict(cfg), list(labels)]).encode())
-    h.update(np.ascontiguousarray(anon).tobytes())
-    h.update(np.ascontiguousarray(orig).tobytes())
-    path = Path(cache_dir) / "restorer" / f"{h.hexdigest()[:32]}.pt"
+    path = restorer_file(cache_dir, method_version, anon, orig, labels, cfg)
     if path.is_file():
         try:
-            return Restorer(torch.load(path, map_location="cpu", weights_only=True))
+            return load_restorer(path)
         except Exception:  # a damaged entry is retrained, never trusted
             pass
     ckpt = train_restorer(anon, orig, labels, cfg, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as f:
         torch.save(ckpt, f)
-    return Restorer(ckpt)
+    return Restorer(ckpt, path)

@@ -1,6 +1,7 @@
 """Reversal attacks: the attacker restores each anonymized image before embedding it.
 
-Attacks (`--option reversal=none|wiener|richardson-lucy|all` on lfw and celeba):
+Attacks (`--option reversal=none|wiener|richardson-lucy|all` on lfw and celeba; `learned` on
+celeba only, see `LearnedRef`; several attacks comma-separated):
 - `wiener`: Wiener deconvolution in the Fourier domain, X = conj(H) Y / (|H|^2 + NSR), with a
   constant noise-to-signal ratio NSR = 1e-3 (8-bit outputs: quantisation noise is small);
 - `richardson-lucy`: Richardson-Lucy deconvolution, 30 iterations from the observed image.
@@ -26,6 +27,7 @@ pixels, so each attack caches on its own.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,7 @@ from anonbench.errors import AnonbenchError
 from anonbench.produce import ImageRef
 
 ATTACKS = ("wiener", "richardson-lucy")
+LEARNED = "learned"  # a restoration network trained per method (anonbench.faces.restoration)
 CHOICES = ("none", *ATTACKS, "all")
 WIENER_NSR = 1e-3
 RL_ITERATIONS = 30
@@ -43,14 +46,18 @@ REBLUR_SIGMA = 1.0
 SIGMA_RANGE = (0.5, 8.0)
 
 
-def parse_reversal(value: Any) -> list[str]:
-    """The attacks named by the `reversal` option (none -> [], all -> both)."""
-    v = str(value or "none").strip().lower()
-    if v not in CHOICES:
-        raise AnonbenchError(f"reversal={value!r}: expected one of {', '.join(CHOICES)}")
-    if v == "none":
-        return []
-    return list(ATTACKS) if v == "all" else [v]
+def parse_reversal(value: Any, learned: bool = False) -> list[str]:
+    """The attacks named by the `reversal` option, comma-separated (none -> [], all -> the
+    classical ones); `learned` is accepted only where the protocol trains restorers."""
+    choices = (*CHOICES, LEARNED) if learned else CHOICES
+    out: list[str] = []
+    for v in (x.strip().lower() for x in str(value or "none").split(",")):
+        if v not in choices:
+            raise AnonbenchError(f"reversal={value!r}: expected one of {', '.join(choices)}")
+        for a in ATTACKS if v == "all" else [] if v == "none" else [v]:
+            if a not in out:
+                out.append(a)
+    return out
 
 
 def opencv_sigma(kernel: int) -> float:
@@ -198,3 +205,23 @@ def restored(ref: ImageRef, attack: str, method: Any, box: Any) -> RestoredRef:
         sigma=s,
         box=tuple(float(v) for v in box) if box is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class LearnedRef(ImageRef):
+    """An ImageRef restored by a trained restorer (anonbench.faces.restoration) after
+    loading: `checkpoint` is the cached restorer file, `box` the reference face box."""
+
+    checkpoint: str = ""
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def load(self) -> np.ndarray:
+        return _restorer(self.checkpoint).restore(super().load(), self.box)
+
+
+@functools.lru_cache(maxsize=4)
+def _restorer(path: str) -> Any:
+    """One loaded restorer per file and process (evaluation workers load it once)."""
+    from anonbench.faces.restoration import load_restorer
+
+    return load_restorer(path)
