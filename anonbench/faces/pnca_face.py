@@ -143,17 +143,7 @@ def train_face_net(
     x = torch.from_numpy(np.ascontiguousarray(crops))
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = build_net(dim).to(device)
-    proxies = nn.Parameter((torch.randn(len(classes), dim, generator=g) / 8).to(device))
-    if init is not None:
-        if tuple(init["proxies"].shape) != tuple(proxies.shape):
-            raise AnonbenchError(
-                f"init: {tuple(init['proxies'].shape)} proxies, this data needs "
-                f"{tuple(proxies.shape)} (other identities?)"
-            )
-        net.load_state_dict(init["state_dict"])
-        with torch.no_grad():
-            proxies.copy_(init["proxies"].float())
+    net, proxies = _net_and_proxies(len(classes), dim, g, device, init)
     opt = torch.optim.AdamW(
         [
             {"params": net.parameters(), "lr": lr, "weight_decay": weight_decay},
@@ -170,14 +160,11 @@ def train_face_net(
         perm = torch.randperm(len(x), generator=g)
         losses = []
         for b in range(steps_per_epoch):
-            progress = step / total
-            if budget_s is not None:
-                progress = max(progress, (time.monotonic() - t0) / budget_s)
+            progress = _progress(step, total, t0, budget_s)
             if progress >= 1:
                 break
-            f = _schedule(progress)
             for group, b_lr in zip(opt.param_groups, base, strict=True):
-                group["lr"] = b_lr * f
+                group["lr"] = b_lr * _schedule(progress)
             sel = perm[b * batch_size : (b + 1) * batch_size]
             xb = augment(to_input(x[sel], device), g)
             loss = proxy_nca_loss(net(xb), y[sel].to(device), proxies, scale)
@@ -202,6 +189,39 @@ def train_face_net(
         "steps": step,
         "epochs": step / steps_per_epoch,
     }
+
+
+def _net_and_proxies(
+    n_classes: int,
+    dim: int,
+    g: torch.Generator,
+    device: str,
+    init: dict[str, Any] | None,
+) -> tuple[nn.Module, nn.Parameter]:
+    """The network (global torch seed) and one proxy per class (from `g`), both drawn in
+    this order whether or not `init` (an earlier run's weights, same classes) replaces them,
+    so that the generator's later draws (batches, augmentation) do not depend on `init`."""
+    net = build_net(dim).to(device)
+    proxies = nn.Parameter((torch.randn(n_classes, dim, generator=g) / 8).to(device))
+    if init is not None:
+        if tuple(init["proxies"].shape) != tuple(proxies.shape):
+            raise AnonbenchError(
+                f"init: {tuple(init['proxies'].shape)} proxies, this data needs "
+                f"{tuple(proxies.shape)} (other identities?)"
+            )
+        net.load_state_dict(init["state_dict"])
+        with torch.no_grad():
+            proxies.copy_(init["proxies"].float())
+    return net, proxies
+
+
+def _progress(step: int, total: int, t0: float, budget_s: float | None) -> float:
+    """Share of the run done: steps / total, or the share of the wall-time budget spent
+    since t0 when that is larger."""
+    progress = step / total
+    if budget_s is not None:
+        progress = max(progress, (time.monotonic() - t0) / budget_s)
+    return progress
 
 
 def _schedule(progress: float, warmup: float = 0.1, floor: float = 0.002) -> float:
