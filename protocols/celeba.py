@@ -2,8 +2,8 @@
 composition of scorers (anonbench.scorers) over an identity split (anonbench.splits).
 
 Identities are split (seeded) into a train set, used only to train identity networks, and a
-disjoint test set. Every test image is anonymized once per method (the production stage);
-then one pass over the method's output store feeds every scorer:
+disjoint test set, anonymized once per method; the scorers (anonbench.scorers.composed runs
+them) are:
 - leaks: faces_missed (outputs returned unchanged);
 - detection: % of outputs in which a detector finds a face with IoU >= 0.5 to its own face on
   the original over the reference face (originals it misses there are left out, counted);
@@ -14,22 +14,17 @@ then one pass over the method's output store feeds every scorer:
 - reversal (`reversal=...`): retrieval again after the attacker restores every output;
 - utility, per landmarker: landmark NME, head-pose error, expression change;
 - realism: FID and KID on one set of Inception-v3 features per image set.
-The reference face of an image is the face detected on its own original (anonbench.evaluate),
-frozen at prepare. Evaluators whose weights are not on disk give unavailable rows, never
-replaced.
+Evaluators whose weights are not on disk give unavailable rows, never replaced.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from anonbench.api import Anonymizer, Option, Protocol, RunContext
-from anonbench.data.records import ImageRecord
+from anonbench.api import Option, RunContext
 from anonbench.metrics import catalog
-from anonbench.scorers.attackers import embed_trained, fit_attacker, is_trained, trained_attacker
-from anonbench.scorers.base import Needs, Pass, Scorer
-from anonbench.splits import SPLIT_OPTIONS, Split, analyse_test, load_split
+from anonbench.scorers.attackers import embed_trained, fit_attacker, is_trained, trained_attackers
+from anonbench.scorers.base import Scorer
+from anonbench.scorers.composed import IdentityProtocol
+from anonbench.splits import SPLIT_OPTIONS, Split, load_split
 
 # re-exported where they used to live (plug-ins and tests import them from here)
 __all__ = ["CelebAProtocol", "Split", "embed_trained", "fit_attacker", "load_split"]
@@ -41,27 +36,13 @@ DEFAULT_RECOGNIZERS = "pnca,dlib-resnet"
 DEFAULT_LANDMARKERS = "dlib-68,mediapipe"
 
 
-@dataclass
-class _State:
-    """What prepare leaves for every method: the split, the scored test records, the
-    composed scorers, their union of needs and the real pass."""
-
-    split: Split
-    test: list[ImageRecord]
-    scorers: list[Scorer]
-    needs: Needs
-    real: Pass
-    features: Any  # anonbench.scorers.passes.FeatureBank or None
-    adaptive: bool
-
-
-class CelebAProtocol(Protocol):
+class CelebAProtocol(IdentityProtocol):
     """Identity protocol: detection rate, identity Recall@1, utility and FID/KID of
     anonymized test identities, on CelebA or any identity-labelled dataset."""
 
     name = "celeba"
     version = "2"
-    datasets = ("celeba", "folders")
+    save_artifacts = True
     metrics = catalog.specs(
         "detection_rate",
         "recall_at_1",
@@ -121,36 +102,15 @@ class CelebAProtocol(Protocol):
         ),
     )
 
-    def __init__(self) -> None:
-        self._state: _State | None = None
-
     def prepare(self, ctx: RunContext) -> None:
         from anonbench.metrics.reversal import parse_reversal
 
         parse_reversal(ctx.options.get("reversal"), learned=True)  # fails before any work
         self._prepare(ctx)
 
-    def _prepare(self, ctx: RunContext) -> _State:
-        if self._state is not None:
-            return self._state
-        from anonbench.scorers.passes import FeatureBank, frozen_boxes, real_pass
-
-        split = load_split(ctx)
-        test = analyse_test(ctx, split)  # reference boxes frozen before any train analysis
-        scorers, adaptive = self._scorers(ctx, split)
-        needs = Needs.union(s.needs() for s in scorers)
-        features = FeatureBank(ctx) if needs.features else None
-        boxes = frozen_boxes(ctx, test)
-        real = real_pass(ctx, test, needs, boxes, f"{self.name} real test images", features)
-        for s in scorers:
-            s.prepare(real, split, ctx)
-        self._state = _State(split, test, scorers, needs, real, features, adaptive)
-        return self._state
-
-    def _scorers(self, ctx: RunContext, split: Split) -> tuple[list[Scorer], bool]:
-        """The scorers the options ask for (evaluators that cannot run: unavailable rows),
-        and whether an adaptive attacker needs the train identities anonymized too; records
-        the split and evaluators in ctx.extra (run.json)."""
+    def scorers(self, ctx: RunContext, split: Split) -> list[Scorer]:
+        """The scorers the options ask for (evaluators that cannot run: unavailable rows);
+        records the split and evaluators in ctx.extra (run.json)."""
         from anonbench.metrics.reversal import parse_reversal
         from anonbench.registry import DETECTORS, EMBEDDERS
         from anonbench.scorers import evaluators as E
@@ -170,7 +130,7 @@ class CelebAProtocol(Protocol):
         for n, why in {**det_why, **rec_why, **lm_why}.items():
             print(f"warning: evaluator {n} unavailable: {why}")
         fixed = [n for n, ev in recs.items() if not is_trained(ev)]
-        trained = {n: self._attacker(n, ctx) for n, ev in recs.items() if is_trained(ev)}
+        trained = trained_attackers(ctx, recs)
         real = {n: a for n, a in trained.items() if a.training == "real"}
         adaptive = [n for n, a in trained.items() if a.training != "real"]
         retrieval, attackers = RetrievalScorer(fixed, rec_why), TrainedRetrievalScorer(real)
@@ -196,43 +156,4 @@ class CelebAProtocol(Protocol):
             "unavailable": {**det_why, **rec_why, **lm_why},
             **ctx.originals.describe(split.test),
         }
-        return scorers, bool(adaptive)
-
-    @staticmethod
-    def _attacker(name: str, ctx: RunContext) -> Any:
-        """A trained attacker; pnca loads the `identifier` checkpoint when one is given."""
-        extra = {}
-        if name == "pnca" and ctx.options.get("identifier"):
-            extra["checkpoint"] = ctx.options["identifier"]
-        return trained_attacker(name, ctx, **extra)
-
-    def records(self, method: Anonymizer, ctx: RunContext) -> list[ImageRecord]:
-        st = self._prepare(ctx)
-        train = st.adaptive or any(getattr(s, "needs_train", False) for s in st.scorers)
-        return st.test + (st.split.train if train else [])
-
-    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
-        from anonbench.scorers.passes import output_pass
-        from anonbench.scorers.tables import write_per_item
-
-        st = self._prepare(ctx)
-        desc = f"{self.name} {method.name}"
-        out = output_pass(ctx, st.real, method, store, st.needs, desc, st.features)
-        self._artifacts(out, ctx)
-        results, items = [], []
-        for s in st.scorers:  # per_item right after score: a wrapper rescores its inner one
-            results += s.score(out, ctx)
-            items += s.per_item()
-        ids = dict(zip(out.keys, out.identities, strict=True))
-        write_per_item(ctx.out_dir, self.name, method.name, items, ids)
-        base = {"dataset": ctx.data.label, "split": "test"}
-        return [{**base, **r.to_row()} for r in results]
-
-    def _artifacts(self, out: Pass, ctx: RunContext) -> None:
-        """Example outputs (one per identity, a few) and the list of missed faces."""
-        from anonbench.examples import pick_examples, save_examples, save_missed
-
-        chosen = set(pick_examples(list(zip(out.keys, out.identities, strict=True))))
-        examples = [(r.key, r.identity, out.load(r.key)) for r in out.records if r.key in chosen]
-        save_examples(ctx.out_dir, self.name, out.label, examples)
-        save_missed(ctx.out_dir, self.name, out.label, out.store.missed(out.records))
+        return scorers

@@ -323,6 +323,8 @@ def test_adaptive_attacker_is_refitted_per_method_on_its_outputs(tmp_path, monke
     ctx.originals = org
     real = _pass("real", recs, refs={r.key: _Ref(g) for r, g in zip(recs, GALLERY, strict=True)})
     s = AdaptiveAttackScorer(["pnca-adaptive"])
+    # the train identities are produced only when there is an attacker to refit
+    assert s.needs_train and not AdaptiveAttackScorer([]).needs_train
     s.prepare(real, SimpleNamespace(train=train), ctx)
     for name, q, want in (("m1", GALLERY, 100.0), ("m2", GALLERY[::-1], 0.0)):
         store = SimpleNamespace(ref=lambda r, name=name: f"{name}:{r.key}")

@@ -21,10 +21,15 @@ class AdaptiveAttackScorer(_HitsTable, Scorer):
 
     name = "adaptive"
     specs = catalog.specs("recall_at_1")
-    needs_train = True  # the protocol adds the train records to what each method produces
 
     def __init__(self, names: list[str]) -> None:
         self.names = list(names)
+
+    @property
+    def needs_train(self) -> bool:
+        """True when there is an attacker to refit: the protocol then adds the train records
+        to what each method produces (with none, producing them would be wasted work)."""
+        return bool(self.names)
 
     def prepare(self, real: Pass, split: Any, ctx: RunContext) -> None:
         self.real, self.split = real, split

@@ -33,6 +33,20 @@ def trained_attacker(name: str, ctx: RunContext, **extra: Any) -> Any:
     )
 
 
+def trained_attackers(ctx: RunContext, recognizers: dict[str, Any]) -> dict[str, Any]:
+    """The trained attackers among `recognizers` (name -> evaluator), rebuilt with the run's
+    settings, in the same order; pnca loads the option `identifier` (a trained Proxy-NCA
+    checkpoint) when one is given instead of training."""
+    out = {}
+    for n, ev in recognizers.items():
+        if is_trained(ev):
+            extra = {}
+            if n == "pnca" and ctx.options.get("identifier"):
+                extra["checkpoint"] = ctx.options["identifier"]
+            out[n] = trained_attacker(n, ctx, **extra)
+    return out
+
+
 def embed_trained(
     ctx: RunContext, attacker: Any, items: Sequence[tuple], desc: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
