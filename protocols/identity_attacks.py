@@ -10,6 +10,10 @@ faceswap: is an identity-conditioned method just pasting its target identity? Ea
 image is labelled with its target identity and matched (Recall@1) against real images of the
 method's identities; a face swapper scores high, a true anonymizer near chance. Methods that
 are not identity-conditioned are skipped with a note row, not an error.
+
+Both are compositions of scorers (anonbench.scorers.landmark_attack, .target_retrieval) over
+the identity split (anonbench.splits); landmark-attack runs through the same flow as celeba
+(anonbench.scorers.composed).
 """
 
 from __future__ import annotations
@@ -18,50 +22,23 @@ import math
 import random
 from typing import Any
 
-import numpy as np
-
 from anonbench.api import Anonymizer, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
 from anonbench.errors import AnonbenchError
-from anonbench.evaluate import real_items, run_kwargs, store_items
 from anonbench.metrics import catalog
-from anonbench.scorers.attackers import embed_trained, fit_attacker, trained_attacker
+from anonbench.scorers.base import Scorer
+from anonbench.scorers.composed import IdentityProtocol, Prepared
 from anonbench.splits import SPLIT_OPTIONS, Split, analyse_test, load_split
-
-
-def _recall(
-    ctx: RunContext,
-    q: np.ndarray,
-    q_ids: list[str],
-    q_src: list[str],
-    g: np.ndarray,
-    g_ids: list[str],
-    g_keys: list[str],
-    valid: np.ndarray,
-) -> tuple[float, float, float, int]:
-    """Recall@1 in percent with an identity bootstrap; queries with valid=False are misses."""
-    from anonbench.metrics.retrieval import bootstrap_ci, nearest_neighbour_hits
-
-    hits = np.zeros(len(q_ids))
-    if valid.any() and len(g):
-        idx = np.flatnonzero(valid)
-        hits[idx] = nearest_neighbour_hits(
-            q[idx], [q_ids[i] for i in idx], [q_src[i] for i in idx], g, g_ids, g_keys
-        )
-    hits *= 100
-    lo, hi = bootstrap_ci(hits, groups=q_ids, seed=ctx.seed)
-    return float(hits.mean()) if len(hits) else math.nan, lo, hi, len(hits)
-
 
 ATTACKERS = ("pnca-landmarks", "pnca-landmark-points")
 
 
-class LandmarkAttack(Protocol):
+class LandmarkAttack(IdentityProtocol):
     """Identity from landmarks alone: real test landmarks, and landmarks of anonymized faces."""
 
     name = "landmark-attack"
     version = "2"
-    datasets = ("celeba", "folders")
+    warn_unreadable = False
     metrics = catalog.specs(
         "recall_at_1",
         "landmarks_missing",
@@ -76,79 +53,22 @@ class LandmarkAttack(Protocol):
         ),
     )
 
-    def __init__(self) -> None:
-        self._state: dict[str, Any] | None = None
+    def scorers(self, ctx: RunContext, split: Split) -> list[Scorer]:
+        from anonbench.scorers.attackers import trained_attacker
+        from anonbench.scorers.landmark_attack import LandmarkAttackScorer
 
-    def prepare(self, ctx: RunContext) -> None:
-        self._prepare(ctx)
-
-    def _prepare(self, ctx: RunContext) -> dict[str, Any]:
-        if self._state is not None:
-            return self._state
-        split = load_split(ctx)
-        org = ctx.originals
-        test = analyse_test(ctx, split, warn=False)  # boxes frozen before the train analysis
         name = str(ctx.options.get("attacker", "pnca-landmarks"))
         if name not in ATTACKERS:
             raise AnonbenchError(f"landmark-attack: attacker={name!r}: expected one of {ATTACKERS}")
-        att = trained_attacker(name, ctx, cache_dir=ctx.cache_dir)
-        fit_attacker(ctx, att, split.train)
-        g, fb = embed_trained(ctx, att, real_items(ctx, test))
-        keep = ~fb
-        gallery = [r for r, k in zip(test, keep, strict=True) if k]
-        self._state = {
-            "att": att,
-            "test": gallery,
-            "gallery": g[keep],
-            "g_keys": [r.key for r in gallery],
-            "g_ids": [r.identity for r in gallery],
-        }
+        return [LandmarkAttackScorer(trained_attacker(name, ctx, cache_dir=ctx.cache_dir))]
+
+    def prepared(self, st: Prepared, ctx: RunContext) -> None:
         ctx.extra[self.name] = {
-            **split.info,
-            **getattr(att, "fit_info", {}),
-            "test_images_with_landmarks": len(gallery),
-            **org.describe(split.test),
+            **st.split.info,
+            **getattr(st.scorers[0].attacker, "fit_info", {}),
+            "test_images_with_landmarks": len(st.test),
+            **ctx.originals.describe(st.split.test),
         }
-        return self._state
-
-    def records(self, method: Anonymizer, ctx: RunContext) -> list[ImageRecord]:
-        return self._prepare(ctx)["test"]
-
-    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
-        st = self._prepare(ctx)
-        test: list[ImageRecord] = st["test"]
-        q, fb = embed_trained(ctx, st["att"], store_items(ctx, test, store))
-        ids = [r.identity for r in test]
-        v, lo, hi, n = _recall(
-            ctx, q, ids, [r.key for r in test], st["gallery"], st["g_ids"], st["g_keys"], ~fb
-        )
-        base = {"dataset": ctx.data.label, "split": "test"}
-        return [
-            {
-                **base,
-                "metric": "recall_at_1",
-                "evaluator": st["att"].name,
-                "value": v,
-                "ci_low": lo,
-                "ci_high": hi,
-                "n": n,
-                "note": "queries: landmarks re-extracted from this method's outputs",
-            },
-            {
-                **base,
-                "metric": "landmarks_missing",
-                "evaluator": "dlib-68",
-                "value": int(fb.sum()),
-                "n": n,
-            },
-            {
-                **base,
-                "metric": "recall_at_1",
-                "evaluator": "chance",
-                "value": 100.0 / max(1, len(set(st["g_ids"]))),
-                "n": len(set(st["g_ids"])),
-            },
-        ]
 
 
 class FaceSwapCheck(Protocol):
@@ -205,7 +125,11 @@ class FaceSwapCheck(Protocol):
         return {r.key: index[rng.choice(usable)] for r in self.records(method, ctx)}
 
     def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
-        from anonbench.evaluate import evaluate_images
+        from anonbench.scorers import evaluators as E
+        from anonbench.scorers.base import Needs
+        from anonbench.scorers.passes import frozen_boxes, output_pass, real_pass
+        from anonbench.scorers.tables import write_per_item
+        from anonbench.scorers.target_retrieval import TargetRetrievalScorer
 
         base = {"dataset": ctx.data.label, "split": "test", "metric": "target_recall_at_1"}
         usable, why = self._usable(method, ctx)
@@ -215,39 +139,19 @@ class FaceSwapCheck(Protocol):
         test = self.records(method, ctx)
         labels = [str(x) for x in method.target_labels]  # type: ignore[attr-defined]
         targets = {k: labels[t] for k, t in (self.targets(method, ctx) or {}).items()}
+        scorer = TargetRetrievalScorer(E.names(ctx.options["recognizers"]), targets, usable)
+        needs = scorer.needs()
+        # the gallery: every real image of the target identities
         gallery = [r for r in ctx.data.records if r.identity in set(usable)]
-        org = ctx.originals
-        org.analyze(gallery, "analyse target identities")
-        gallery = org.readable(gallery)
-        names = [n.strip() for n in str(ctx.options["recognizers"]).split(",") if n.strip()]
-        kw = run_kwargs(ctx)
-        q = evaluate_images(store_items(ctx, test, store), [], names, desc="faceswap outputs", **kw)
-        g = evaluate_images(real_items(ctx, gallery), [], names, desc="faceswap gallery", **kw)
-        valid = np.array([not store.entries.get(r.key, {}).get("missed", True) for r in test])
-        rows = []
-        for ev in names:
-            v, lo, hi, n = _recall(
-                ctx,
-                np.stack([q[r.key]["embs"][ev][0] for r in test]),
-                [targets[r.key] for r in test],
-                [f"q:{r.key}" for r in test],
-                np.stack([g[r.key]["embs"][ev][0] for r in gallery]),
-                [r.identity for r in gallery],
-                [r.key for r in gallery],
-                valid,
-            )
-            rows.append(
-                {
-                    **base,
-                    "evaluator": ev,
-                    "value": v,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "n": n,
-                    "note": "label = target identity",
-                }
-            )
-        rows.append({**base, "evaluator": "chance", "value": 100.0 / len(usable), "n": len(usable)})
+        ctx.originals.analyze(gallery, "analyse target identities")
+        g_boxes = frozen_boxes(ctx, gallery)
+        scorer.prepare(real_pass(ctx, gallery, needs, g_boxes, "faceswap gallery"), None, ctx)
+        # the queries: the method's outputs of the test images (their originals: boxes only)
+        real = real_pass(ctx, test, Needs(), frozen_boxes(ctx, test), "faceswap test")
+        out = output_pass(ctx, real, method, store, needs, "faceswap outputs")
+        rows = [{**base, **r.to_row()} for r in scorer.score(out, ctx)]
+        ids = dict(zip(out.keys, out.identities, strict=True))
+        write_per_item(ctx.out_dir, self.name, method.name, scorer.per_item(), ids)
         split = self._split
         ctx.extra[self.name] = {
             **(split.info if split else {}),

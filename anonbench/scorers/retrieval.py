@@ -35,6 +35,29 @@ def recall_at_1(
     return r, hits
 
 
+def hits_with_misses(
+    q: np.ndarray,
+    q_ids: list[str],
+    q_src: list[str],
+    g: np.ndarray,
+    g_ids: list[str],
+    g_keys: list[str],
+    valid: np.ndarray,
+) -> np.ndarray:
+    """Per-query Recall@1 hits (0 or 100) where a query may be a miss: valid=False (no
+    landmarks, no face generated) counts 0, as does every query against an empty gallery;
+    a query's own source (q_src) is left out of its gallery."""
+    from anonbench.metrics.retrieval import nearest_neighbour_hits
+
+    hits = np.zeros(len(q_ids))
+    if valid.any() and len(g):
+        idx = np.flatnonzero(valid)
+        hits[idx] = nearest_neighbour_hits(
+            q[idx], [q_ids[i] for i in idx], [q_src[i] for i in idx], g, g_ids, g_keys
+        )
+    return hits * 100
+
+
 def chance(ids: list[str]) -> MetricResult:
     """Recall@1 of a random guess: 100 / number of test identities."""
     n = len(set(ids))
