@@ -21,7 +21,7 @@ import pytest
 from anonbench.cli import main
 
 BASELINES = Path(__file__).parent / "fixtures" / "baselines"
-CIAGAN = BASELINES / "lfw_sample_folds2_ciagan.csv"  # the shipped demo checkpoint
+CIAGAN = BASELINES / "lfw_sample_folds2_ciagan.csv"  # the shipped checkpoint
 BLUR17 = BASELINES / "lfw_sample_folds2_blur17.csv"
 REGEN = os.environ.get("ANONBENCH_REGEN_BASELINES") == "1"
 
@@ -104,8 +104,9 @@ def test_random_weights_checkpoint_fails_on_utility(run_lfw, tmp_path, capsys):
     assert code == 1, out
     regressed = _summary(out, "regressed: ")
     assert regressed.startswith("regressed: face_kept [utility] (1 of 1 values beyond preset")
-    assert regressed.endswith(": ciagan)")
-    assert "privacy" not in regressed  # garbage faces hide identity; they fail on utility
+    assert ": ciagan)" in regressed
+    # garbage faces lose the face (utility); against the v2 checkpoint's TAR of 0 on these
+    # 200 pairs they may also count as a privacy regression: only utility is asserted
     assert "❌ **regressed** | ciagan | lfw | lfw-sample | face_kept" in md.read_text()
 
 

@@ -423,22 +423,25 @@ def test_exported_fp16_generator_in_pieces_loads(tmp_path):
 
 
 def test_shipped_checkpoint_loads_and_says_what_it_is():
-    """The default `ciagan` is the shipped demo checkpoint: it loads from its pieces, matches
-    the sha256 in its model card, and every result it produces carries the caveat."""
+    """The default `ciagan` is the shipped CPU-trained checkpoint: it loads from its piece(s),
+    matches the sha256 in its model card, and every result it produces carries the caveat."""
     from anonbench.methods.ciagan.anonymizer import CIAGAN, PACKAGE_WEIGHTS
 
     card = (PACKAGE_WEIGHTS.parent / "MODEL_CARD.md").read_text()
     m = CIAGAN()
     assert m.meta.checkpoint_sha256 in card
-    assert "demo checkpoint" in m.meta.note and "MODEL_CARD.md" in m.meta.note
+    assert "shipped CPU-trained checkpoint" in m.meta.note and "MODEL_CARD.md" in m.meta.note
     assert "; " not in m.meta.note  # the separator of joined result notes
-    assert m.num_identities == 148 and m.img_size == 128
+    assert m.num_identities == 148 and m.img_size == 64
     assert CIAGAN(checkpoint=str(PACKAGE_WEIGHTS)).meta.note  # named explicitly: same file
     b = _batch(1)
     out = m.anonymize(b, targets=[5])
     outside = b.masks.expand_as(out) == 0
     assert torch.equal(out[outside], b.images[outside])
     assert (out[~outside] - b.images[~outside]).abs().mean() > 0.02
+    # the identity input matters (the retired demo: 0.0017; this checkpoint: 0.040 here)
+    other = m.anonymize(b, targets=[70])
+    assert (other - m.anonymize(b, targets=[0]))[~outside].abs().mean() > 0.02
 
 
 def test_shipped_checkpoint_is_recognised_by_content(tmp_path):
@@ -446,7 +449,7 @@ def test_shipped_checkpoint_is_recognised_by_content(tmp_path):
 
     copy = tmp_path / "elsewhere.pt"  # the same weights, joined and renamed
     copy.write_bytes(ckpt_io.read_bytes(PACKAGE_WEIGHTS))
-    assert "demo checkpoint" in CIAGAN(checkpoint=str(copy)).meta.note
+    assert "shipped CPU-trained checkpoint" in CIAGAN(checkpoint=str(copy)).meta.note
     assert CIAGAN(checkpoint=str(_tiny_ckpt(tmp_path))).meta.note == ""
 
 
@@ -463,9 +466,9 @@ def test_method_note_reaches_every_result_row(tmp_path, fixtures, capsys):
     args = ["run", "--methods", "ciagan", "--protocol", "lfw", "--quiet", "--workers", "1"]
     args += ["--data-root", str(fixtures / "lfw_tiny"), "--out", str(tmp_path / "run")]
     assert main([*args, "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert "note: ciagan: shipped demo checkpoint" in capsys.readouterr().err
+    assert "note: ciagan: shipped CPU-trained checkpoint" in capsys.readouterr().err
     notes = pd.read_csv(tmp_path / "run" / "results.csv")["note"]
-    assert len(notes) > 0 and notes.str.contains("shipped demo checkpoint").all()
+    assert len(notes) > 0 and notes.str.contains("shipped CPU-trained checkpoint").all()
 
 
 # -- prepared data, identity splits, time limits -------------------------------------------------

@@ -29,9 +29,10 @@ def shipped_note(ckpt: dict[str, Any]) -> str:
     """The caveat carried by every result of the shipped checkpoint."""
     # no "; " inside: result notes use it to join separate notes
     return (
-        f"shipped demo checkpoint ({int(ckpt.get('step', 0))} training steps, see "
-        "methods/ciagan/weights/MODEL_CARD.md): its faces are not realistic and it is not "
-        "the paper's model, so train your own (`anonbench train ciagan`) for paper comparisons"
+        f"shipped CPU-trained checkpoint ({int(ckpt.get('step', 0))} training steps at "
+        f"{int(ckpt.get('img_size', 128))} px, see methods/ciagan/weights/"
+        "MODEL_CARD.md): its faces are soft and it is not the paper's model, so train your "
+        "own (`anonbench train ciagan`) for paper comparisons"
     )
 
 
@@ -121,8 +122,8 @@ class CIAGAN(Anonymizer):
         )
 
     def _is_shipped(self, path: Path, size: int) -> bool:
-        """The shipped demo checkpoint, however its path was written (by content; the sizes
-        first, so other checkpoints cost no read of the 23 MB shipped file)."""
+        """The shipped checkpoint, however its path was written (by content; the sizes
+        first, so other checkpoints cost no read of the shipped file)."""
         if path == PACKAGE_WEIGHTS:
             return True
         files = ckpt_io.checkpoint_files(PACKAGE_WEIGHTS)
