@@ -202,7 +202,7 @@ class GanBaseline(Anonymizer):
 
     family: str = ""
     paper: str = ""
-    # variant -> shipped weights; none exist yet (they wait for GPU training)
+    # variant -> weights shipped in the package (a family's weights/ folder)
     package_weights: ClassVar[dict[str, Path]] = {}
 
     def __init__(
@@ -245,7 +245,10 @@ class GanBaseline(Anonymizer):
         self._compiled: torch.nn.Module | None = None
         self.checkpoint = str(path)
         self.sha256 = hashlib.sha256(raw).hexdigest()
+        self._size = len(raw)
         ckpt = parse_checkpoint(raw, self.checkpoint, family)
+        # the shipped file, by content (however its path was written or copied)
+        self.shipped_step = self._shipped_step(shipped, ckpt)
         got = str(ckpt["config"].get("variant"))
         if got != variant:
             raise GanCheckpointError(
@@ -258,7 +261,8 @@ class GanBaseline(Anonymizer):
         self.meta = MethodMeta(
             paper=self.paper,
             license="code: MIT (re-implementation after junyanz/pytorch-CycleGAN-and-pix2pix, "
-            "BSD); weights: yours",
+            "BSD); weights: "
+            + ("trained on CelebA (non-commercial research)" if self.shipped_step else "yours"),
             input_size=(self.img_size, self.img_size),
             checkpoint_sha256=self.sha256,
             identity_conditioned=False,
@@ -271,9 +275,27 @@ class GanBaseline(Anonymizer):
     def build(cls, ckpt: dict[str, Any], source: str) -> torch.nn.Module:
         raise NotImplementedError
 
+    def _shipped_step(self, shipped: Path | None, ckpt: dict[str, Any]) -> int | None:
+        """The training step of the shipped weights when these are they, else None."""
+        from anonbench.methods.ciagan.checkpoint import checkpoint_files, read_bytes
+
+        files = checkpoint_files(shipped) if shipped is not None else []
+        if not files or sum(f.stat().st_size for f in files) != self._size:
+            return None  # sizes first: other checkpoints cost no read of the shipped file
+        raw = read_bytes(shipped)
+        if raw is None or hashlib.sha256(raw).hexdigest() != self.sha256:
+            return None
+        return int(ckpt.get("step", 0))
+
     def note(self) -> str:
         what = "landmarks only" if self.variant == "landmarks" else "landmarks + masked face"
         # no "; " inside: result notes use it to join separate notes
+        if self.shipped_step is not None:
+            return (
+                f"{self.family} baseline ({what}, ngf {self.ngf}): shipped CPU-trained "
+                f"checkpoint ({self.shipped_step} training steps, see methods/{self.family}/"
+                "weights/MODEL_CARD.md), shorter training than the paper's Table 4 baseline"
+            )
         return (
             f"{self.family} baseline ({what}, ngf {self.ngf}): it is the paper's Table 4 "
             "baseline only once trained like it (CelebA, landmarks -> faces)"

@@ -56,9 +56,9 @@ def test_the_paper_file_covers_its_tables():
     labels = [m.label for m in rf.methods]
     for m in ("original", "blur9", "blur17", "pixelate8", "pixelate16", "mask", "ciagan"):
         assert m in labels
-    # no weights ship for the two GAN baselines: optional, so a run reports them unavailable
+    # no CycleGAN weights ship: optional, so a run reports it unavailable
     optional = {m.label for m in rf.methods if m.optional}
-    assert optional == {"pix2pix", "cyclegan"}
+    assert optional == {"cyclegan"} and "pix2pix" in labels
     celeba = rf.protocols[0]
     assert celeba.options["detectors"] == "dlib-hog,retinaface" and celeba.options["fid"] is True
 
@@ -159,13 +159,13 @@ def test_two_entries_of_one_protocol_and_method_subsets(tmp_path):
 
 def test_optional_methods_that_cannot_be_built_are_unavailable(tmp_path):
     text = (
-        'methods = ["original", { name = "pix2pix", optional = true },'
+        'methods = ["original", { name = "cyclegan", optional = true },'
         ' { label = "mine", folder = "no/such/dir", optional = true }]\n[protocols.lfw]\n'
     )
     rf = runfile.load(_write(tmp_path, text))
     gone = runfile.check_available(rf)
-    assert set(gone) == {"pix2pix", "mine"}
-    assert "pix2pix weights" in gone["pix2pix"] and "no such folder" in gone["mine"]
+    assert set(gone) == {"cyclegan", "mine"}
+    assert "cyclegan weights" in gone["cyclegan"] and "no such folder" in gone["mine"]
     rf.unavailable = gone
     (cfg,) = rf.configs()
     assert cfg.methods == ["original"]
@@ -175,12 +175,12 @@ def test_optional_methods_that_cannot_be_built_are_unavailable(tmp_path):
 def test_two_protocols_run_into_one_folder(tmp_path, capsys):
     """lfw_tiny (lfw) and celeba_small (celeba, cheap options) from one run file: one
     results.csv with both protocols, run.json recording the run file for each, a report with
-    a section per protocol; the rerun skips everything; pix2pix (optional, no weights) is
+    a section per protocol; the rerun skips everything; cyclegan (optional, no weights) is
     reported unavailable and the run goes on."""
     text = GOOD.replace("DATA", str(FIXTURES / "celeba_small")).replace(
         "[protocols.lfw]\n", f'[protocols.lfw]\ndata = "lfw:{FIXTURES / "lfw_tiny"}"\n'
     )
-    text = text.replace('"blur17"]', '"blur17", { name = "pix2pix", optional = true }]')
+    text = text.replace('"blur17"]', '"blur17", { name = "cyclegan", optional = true }]')
     text += "max_per_identity = 2\npnca_epochs = 1\nfid = false\nkid = false\n"
     p = _write(tmp_path, f'out = "{tmp_path / "run"}"\ncache_dir = "{tmp_path / "cache"}"\n' + text)
     out = runfile.run_file(runfile.load(p), quiet=True)
@@ -193,10 +193,10 @@ def test_two_protocols_run_into_one_folder(tmp_path, capsys):
     assert [r["protocol"]["name"] for r in runs] == ["lfw", "celeba"]
     for r in runs:
         assert r["config"]["run_file"]["source"] == str(p)
-        assert "pix2pix" in r["config"]["run_file"]["unavailable"]
+        assert "cyclegan" in r["config"]["run_file"]["unavailable"]
     html = (out / "report.html").read_text()
     assert "<h2>lfw" in html and "<h2>celeba" in html
-    assert "pix2pix: unavailable" in capsys.readouterr().err
+    assert "cyclegan: unavailable" in capsys.readouterr().err
     runfile.run_file(runfile.load(p), quiet=True)
     assert capsys.readouterr().out.count("skipped ") == 4  # 2 methods x 2 protocols
 
@@ -213,7 +213,7 @@ def test_flags_override_the_file():
             "data": "lfw:DIR",
             "seed": 3,
             "workers": 1,
-            "checkpoint": ["pix2pix=p2p/last.pt"],
+            "checkpoint": ["cyclegan=cg/last.pt"],
             "option": ["lfw.folds=2"],
             "compile": False,  # a switch not given leaves the file's value
         },
@@ -222,8 +222,8 @@ def test_flags_override_the_file():
     assert x.protocols[0].data == "lfw:DIR" and x.protocols[0].options["folds"] == 2
     assert (x.settings["seed"], x.settings["workers"]) == (3, 1)
     assert x.settings["device"] == "auto"  # not given: the file's
-    p2p = next(m for m in x.methods if m.label == "pix2pix")
-    assert p2p.checkpoint == "p2p/last.pt" and p2p.optional  # the file's entry, with weights
+    cg = next(m for m in x.methods if m.label == "cyclegan")
+    assert cg.checkpoint == "cg/last.pt" and cg.optional  # the file's entry, with weights
     # --option KEY without an entry: every entry that takes it
     y = runfile.with_flags(rf, {"option": ["pnca_epochs=2"], "methods": "original,mask"})
     assert [p.options.get("pnca_epochs") for p in y.protocols] == [2, 2, 2, None]

@@ -4,7 +4,8 @@ anonbench.methods.gan_common for the input, the paste-back and the checkpoint fo
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
@@ -28,10 +29,14 @@ def random_checkpoint(variant: str = "landmarks", ngf: int = 64, seed: int = 0) 
 class Pix2Pix(gan_common.GanBaseline):
     """pix2pix (Isola et al., CVPR 2017) landmarks -> face baseline, pasted into the CIAGAN
     mask. variant: "landmarks" (the paper's baseline) or "masked" (landmarks ⊕ masked face);
-    checkpoint: a pix2pix generator checkpoint (none ships yet)."""
+    checkpoint: a pix2pix generator checkpoint; default: the CPU-trained landmarks one shipped
+    in the package (weights/MODEL_CARD.md; the masked variant ships none)."""
 
     name = "pix2pix"
     family = FAMILY
+    package_weights: ClassVar[dict[str, Path]] = {
+        "landmarks": Path(__file__).parent / "weights" / "pix2pix_generator.pt"
+    }
     paper = (
         "Isola, Zhu, Zhou, Efros: pix2pix, CVPR 2017 (a baseline of Maximov et al., CIAGAN, "
         "CVPR 2020, Table 4)"
