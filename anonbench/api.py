@@ -276,9 +276,9 @@ class TrainedAttacker(Embedder, TypingProtocol):
 class Resources:
     """What a run lends every plug-in, decided once (anonbench.runner) and never changed:
     where torch runs, how big its batches are, how many worker processes, the cache, the
-    executor of both stages, the seed, whether progress bars show, and the logger that
-    warnings go to. Plug-ins receive the parts their constructor takes through one builder
-    (anonbench.plugins.build)."""
+    executor of both stages, the seed, whether progress bars show, the logger that warnings
+    go to, and the analysis detector. Plug-ins receive the parts their constructor takes
+    through one builder (anonbench.plugins.build)."""
 
     device: str = "cpu"
     batch_size: int = 32
@@ -290,6 +290,9 @@ class Resources:
     quiet: bool = False  # no progress bars (warnings still go to `logger`)
     compile: bool = False  # torch.compile for methods that take it (CIAGAN, on CUDA)
     logger: logging.Logger = field(default_factory=get_logger)
+    # the detector of the originals' analysis (which faces methods anonymize, the reference
+    # boxes); dlib's 68 landmarks are placed in its boxes (anonbench.faces.analysis)
+    analysis_detector: str = "dlib-hog"
 
     def offer(self) -> dict[str, Any]:
         """The constructor arguments a plug-in may take from the run (by parameter name)."""

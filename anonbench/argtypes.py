@@ -104,3 +104,20 @@ def max_pixels(text: str) -> int:
             f"must be a positive whole number (0: no limit), got {text}"
         )
     return v
+
+
+def detector(text: str) -> str:
+    """A registered face detector's name (`anonbench ls detectors`); a typo is one line with a
+    suggestion. Looking the name up imports no detector."""
+    import difflib
+
+    from anonbench.registry import DETECTORS
+
+    name = str(text).strip()
+    if name not in DETECTORS:
+        close = difflib.get_close_matches(name, DETECTORS.names(), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise argparse.ArgumentTypeError(
+            f"unknown detector {name!r}{hint} (known: {', '.join(DETECTORS.names())})"
+        )
+    return name

@@ -70,6 +70,20 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_analysis_argument(p: argparse.ArgumentParser, default: str | None = "dlib-hog") -> None:
+    """--analysis-detector NAME: the detector of the originals' analysis."""
+    p.add_argument(
+        "--analysis-detector",
+        type=argtypes.detector,
+        default=default,
+        metavar="NAME",
+        help="detector of the originals' analysis: which faces methods anonymize and the "
+        "reference box of each original; dlib's 68 landmarks are placed in its boxes "
+        "(default dlib-hog, as in the paper; e.g. retinaface finds more faces in tight "
+        "crops; anonbench ls detectors)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from anonbench import __version__
 

@@ -1,12 +1,12 @@
 """The evaluation stage's shared machinery: analysis of the originals, reference faces, and
 detectors / recognizers run over (original, output) images.
 
-The reference face of an image is the face the analysis (dlib HOG + 68 landmarks) detects on
-its own original: the one nearest the image centre. Where the original has no detected face,
-a fallback box is derived from the dataset itself: the median reference box, in coordinates
-relative to the image size, frozen (Originals.freeze) once the scored originals are analysed,
-so images analysed later (train identities) do not move it. Nothing here knows a dataset's
-geometry.
+The reference face of an image is the face the analysis (dlib HOG, or the run's
+`--analysis-detector`, + 68 landmarks) detects on its own original: the one nearest the image
+centre. Where the original has no detected face, a fallback box is derived from the dataset
+itself: the median reference box, in coordinates relative to the image size, frozen
+(Originals.freeze) once the scored originals are analysed, so images analysed later (train
+identities) do not move it. Nothing here knows a dataset's geometry.
 
 dlib evaluators run in CPU worker processes (one thread each); torch evaluators run in the
 main process, batched, on the run's device. With the ray executor (anonbench.executors) both
@@ -52,10 +52,11 @@ class Analysis:
         return FaceAnalysis(self.boxes, self.scores, self.landmarks).masks(height, width)
 
 
-def _build_analyzer(cache_dir: str) -> Any:
+def _build_analyzer(cache_dir: str, detector: str = "dlib-hog") -> Any:
     from anonbench.faces.analysis import FaceAnalyzer
 
-    return FaceAnalyzer(cache=Cache(cache_dir))
+    # a torch detector runs with one thread in a worker (anonbench.parallel.worker_setup)
+    return FaceAnalyzer(detector, cache=Cache(cache_dir))
 
 
 def _analyze_chunk(analyzer: Any, items: list[tuple[str, str]]) -> list[tuple[str, Any]]:
@@ -96,6 +97,8 @@ class Originals:
     # True after freeze(): later analyses (train identities) no longer move the fallback box,
     # so an original without a face keeps one reference box for the whole run
     frozen: bool = False
+    # the analysis detector (registered name); dlib's 68 landmarks are placed in its boxes
+    detector: str = "dlib-hog"
 
     def analyze(self, records: Sequence[ImageRecord], desc: str) -> dict[str, Analysis | str]:
         """Analyses of the records (cached by content on disk and here in memory)."""
@@ -106,7 +109,18 @@ class Originals:
         todo = [(r.key, str(r.path)) for r in records if r.key not in self.analyses]
         if todo:
             ex = self.executor or LocalExecutor(self.workers)
-            builder = functools.partial(_build_analyzer, self.cache_dir)
+            default = self.detector == "dlib-hog"
+            builder = (
+                functools.partial(_build_analyzer, self.cache_dir)
+                if default
+                else functools.partial(_build_analyzer, self.cache_dir, self.detector)
+            )
+            # the key of the analyzer a Ray actor keeps: one per analysis detector
+            key = (
+                f"analysis|{self.cache_dir}"
+                if default
+                else f"analysis|{self.detector}|{self.cache_dir}"
+            )
             chunks = chunked(todo, 8)
             done: dict[int, list[tuple[str, Any]]] = {}
             with tqdm(
@@ -117,7 +131,7 @@ class Originals:
                         _analyze_chunk,
                         builder,
                         chunks,
-                        key=f"analysis|{self.cache_dir}",
+                        key=key,
                         what=desc,
                         names=[key_range([k for k, _ in c]) for c in chunks],
                     ):
@@ -130,6 +144,12 @@ class Originals:
             if not self.frozen:
                 self._fallback_rel = None
         return {r.key: self.analyses[r.key] for r in records}
+
+    def analysis_version(self) -> str:
+        """The version of this analysis (detector + landmarker), as output stores key it."""
+        from anonbench.produce import analysis_version
+
+        return analysis_version(self.detector)
 
     def readable(self, records: Sequence[ImageRecord]) -> list[ImageRecord]:
         """The records whose original was read and analysed (unreadable ones left out)."""
@@ -183,8 +203,8 @@ class Originals:
         no_face = sum(self.reference(r.key)[1] for r in ok)
         rel = self.fallback_rel()
         return {
-            "reference_face": "analysis face (dlib-hog + dlib-68) nearest the image centre "
-            "on the image's own original",
+            "reference_face": f"analysis face ({self.detector} + dlib-68) nearest the image "
+            "centre on the image's own original",
             "fallback_box_relative": None if rel is None else [round(v, 4) for v in rel],
             "fallback_box_rule": "median reference box over the dataset's originals, "
             "relative to the image size"

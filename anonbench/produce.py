@@ -17,6 +17,7 @@ fails or the run is interrupted, so a rerun produces only what is missing).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -107,10 +108,20 @@ def output_name(key: str) -> str:
     return str(Path(key).with_suffix(".png").as_posix())
 
 
-def analysis_version() -> str:
-    from anonbench.faces.analysis import FaceAnalyzer
+def analysis_version(detector: str = "dlib-hog") -> str:
+    """The analysis an output store was produced from, in its key: for the default detector
+    (dlib-hog) the analyzer's version as in every earlier release (existing stores stay
+    valid); for another, its name and the analyzer's version (detector, landmarker and the
+    predictor-box mapping), so outputs of different analysis detectors never mix."""
+    return _analysis_version(detector)
 
-    return FaceAnalyzer.version_of("dlib-hog", "dlib-68")
+
+@functools.cache
+def _analysis_version(detector: str) -> str:
+    from anonbench.faces.analysis import DEFAULT_DETECTOR, FaceAnalyzer
+
+    version = FaceAnalyzer.version_of(detector, "dlib-68")
+    return version if detector == DEFAULT_DETECTOR else f"{detector}:{version}"
 
 
 def store_id(method: Anonymizer, label: str, targets: dict[str, int] | None, analysis: str) -> str:
@@ -298,13 +309,17 @@ def produce(
     executor: Any = None,
     device: str = "cpu",
     force: bool = False,
+    analysis: str | None = None,
 ) -> OutputStore:
     """Anonymizes the records (reusing what the store already holds) and returns the store.
-    `analyses`: key -> FaceAnalysis of the original, or an error string (unreadable: skipped).
+    `analyses`: key -> FaceAnalysis of the original, or an error string (unreadable: skipped);
+    `analysis`: the version of the analysis they come from (analysis_version; None: the
+    default detector's), part of the store's key.
     executor: anonbench.executors.Executor; a distributed one (ray) runs chunks as tasks, a GPU
     each when `device` is cuda; otherwise batches run here. Every stored output is verified
     (rule 6): a damaged or missing one is produced again; `force`: the whole store is."""
-    sid = store_id(method, label, targets, analysis_version())
+    analysis = analysis or analysis_version()
+    sid = store_id(method, label, targets, analysis)
     root = Path(cache_dir) / "outputs" / sid
     entries = {} if force else _read_manifest(root)
     todo, current, upgraded = _to_produce(root, records, analyses, entries)
@@ -314,7 +329,7 @@ def produce(
         "config": method.config(),
         "checkpoint_sha256": method.meta.checkpoint_sha256,
         "region": method.meta.region,
-        "analysis": analysis_version(),
+        "analysis": analysis,
         "targets": "default" if targets is None else "explicit",
         "store": sid,
     }

@@ -2,11 +2,12 @@
 
 A run file names the methods (registered names with their checkpoints, or folders of
 pre-computed outputs under a label), several protocols each with its data and typed options,
-the evaluators, the resources (device, batch size, workers, executor), the seed and one
-output folder::
+the evaluators, the resources (device, batch size, workers, executor), the analysis
+detector, the seed and one output folder::
 
     out = "runs/quick"
     methods = ["original", "blur17", { name = "ciagan", checkpoint = "ckpt/last.pt" }]
+    analysis_detector = "retinaface"   # which faces methods anonymize (default dlib-hog)
 
     [evaluators]            # every protocol that takes the option
     detectors = ["dlib-hog", "retinaface"]
@@ -72,7 +73,11 @@ SETTINGS: dict[str, Setting] = {
     "compile": Setting(bool, False),
     "cache_dir": Setting(str, None),
     "allow_empty": Setting(bool, False),
+    # the detector of the originals' analysis (a registered name; anonbench ls detectors)
+    "analysis_detector": Setting(str, "dlib-hog"),
 }
+# settings that name a registered component: key -> registry (anonbench.registry)
+REGISTERED_SETTINGS = {"analysis_detector": "DETECTORS"}
 _TOML_TYPE = {str: "a string", int: "an integer", bool: "true or false", float: "a number"}
 
 
@@ -189,6 +194,7 @@ def _config(
         executor=s["executor"],
         ray_address=s["ray_address"],
         max_retries=s["max_retries"],
+        analysis_detector=s["analysis_detector"],
         run_file=record,
     )
 
@@ -292,10 +298,20 @@ def _settings(c: _Checker, data: Mapping[str, Any], source: str) -> dict[str, An
             raise c.error(key, f"expected an integer >= {s.minimum}, got {v}")
         if s.choices and v not in s.choices:
             raise c.error(key, f"expected one of {', '.join(s.choices)}, got {v!r}")
+        if key in REGISTERED_SETTINGS:
+            _registered(c, key, v)
         out[key] = v
     if out["out"] is None:  # one folder for every protocol, named after the file
         out["out"] = f"runs/{Path(source).stem or 'run'}"
     return out
+
+
+def _registered(c: _Checker, key: str, name: str) -> None:
+    from anonbench import registry
+
+    reg = getattr(registry, REGISTERED_SETTINGS[key])
+    if name not in reg:
+        raise c.error(key, f"unknown {reg.kind} {name!r}{_hint(name, reg.names())}")
 
 
 def _evaluators(c: _Checker, value: Any) -> dict[str, str]:
@@ -628,6 +644,7 @@ SETTING_FLAGS = (
     "ray_address",
     "max_retries",
     "cache_dir",
+    "analysis_detector",
 )
 
 

@@ -25,7 +25,7 @@ from anonbench.errors import AnonbenchError
 from anonbench.ledger import Ledger, earlier_details, key_str
 from anonbench.log import get_logger, note, warn
 from anonbench.provenance import git_sha, now, versions
-from anonbench.registry import EMBEDDERS, METHODS, PROTOCOLS
+from anonbench.registry import DETECTORS, EMBEDDERS, METHODS, PROTOCOLS
 from anonbench.safety import check_tree, refuse_overlap, sigterm_as_interrupt
 
 if TYPE_CHECKING:
@@ -61,6 +61,9 @@ class RunConfig:
     executor: str = "local"
     ray_address: str | None = None
     max_retries: int = 3
+    # the detector of the originals' analysis (anonbench.faces.analysis); the default keeps
+    # every earlier analysis, output store and run digest valid
+    analysis_detector: str = "dlib-hog"
 
 
 @dataclass
@@ -264,6 +267,7 @@ class _Setup:
     resources: Resources
     prev: dict[str, Any]  # the run.json an earlier run left in --out
     res: Any  # its results.csv (strings), None when absent
+    analysis: str = ""  # the analysis version (anonbench.produce.analysis_version)
     built: dict[str, Any] = field(default_factory=dict)  # label -> method
 
 
@@ -336,6 +340,15 @@ def _check_methods(cfg: RunConfig) -> list[MethodSpec]:
     return specs
 
 
+def check_analysis_detector(name: str) -> str:
+    """The analysis version of a registered detector (one line when it is unknown, or when its
+    weights are missing); built once here, before any work."""
+    from anonbench.produce import analysis_version
+
+    DETECTORS.entry(name)
+    return analysis_version(name)
+
+
 def _setup(cfg: RunConfig) -> _Setup:
     """Every check before any work, in the order a user meets them; nothing is created."""
     from anonbench.data.datasets import open_dataset
@@ -348,6 +361,7 @@ def _setup(cfg: RunConfig) -> _Setup:
     cfg.embedder = embedder  # run.json's config records the embedder used
     EMBEDDERS.entry(embedder)  # a typo fails now, not after the first method
     specs = _check_methods(cfg)
+    analysis = check_analysis_detector(cfg.analysis_detector)
     cfg.device = resolve_device(cfg.device)
     # a missing ray extra or a bad executor option is one line before any work
     executor = create_executor(
@@ -387,8 +401,9 @@ def _setup(cfg: RunConfig) -> _Setup:
         quiet=cfg.quiet,
         compile=cfg.compile,
         logger=LOG,
+        analysis_detector=cfg.analysis_detector,
     )
-    s = _Setup(cfg, proto, options, embedder, specs, ds, out, resources, prev, res)
+    s = _Setup(cfg, proto, options, embedder, specs, ds, out, resources, prev, res, analysis)
     # methods are built before any work and before --out exists: a bad checkpoint or an
     # option a method refuses is one line, with nothing left behind
     s.built = {spec.label: build_method(spec, resources, cfg.checkpoints) for spec in specs}
@@ -411,6 +426,7 @@ def _run_info(s: _Setup) -> dict[str, Any]:
         "dataset": s.ds.describe(),
         "device": r.device,
         "executor": r.executor.describe(),
+        "analysis": {"detector": r.analysis_detector, "version": s.analysis},
         "protocol": {
             "name": s.proto.name,
             "version": s.proto.version,
@@ -432,7 +448,9 @@ def _run(s: _Setup) -> Path:
         torch.set_num_threads(max(1, r.workers))
     except ImportError:
         pass
-    originals = Originals(r.cache_dir, r.workers, r.quiet, executor=r.executor)
+    originals = Originals(
+        r.cache_dir, r.workers, r.quiet, executor=r.executor, detector=r.analysis_detector
+    )
     ctx = RunContext(
         data=s.ds,
         out_dir=str(s.out),
@@ -447,7 +465,7 @@ def _run(s: _Setup) -> Path:
         s.built,
         s.ds,
         s.proto,
-        s.options,
+        _digested_options(s),
         seed=r.seed,
         embedder=s.embedder,
         force=s.cfg.force,
@@ -456,6 +474,16 @@ def _run(s: _Setup) -> Path:
     )
     _execute(plan, s, ctx, ledger)
     return _conclude(s, ledger)
+
+
+def _digested_options(s: _Setup) -> dict[str, Any]:
+    """The options a method's input digest covers (anonbench.plan): the protocol's, plus the
+    analysis detector when it is not the default, so a rerun with another detector is never
+    skipped while default runs keep their earlier digests."""
+    r = s.resources
+    if r.analysis_detector == "dlib-hog":
+        return s.options
+    return {**s.options, "analysis_detector": s.analysis}
 
 
 @dataclass
@@ -574,6 +602,7 @@ def _produce(item: PlannedMethod, s: _Setup, ctx: RunContext) -> tuple[list[Any]
         executor=r.executor,
         device=r.device,
         force=s.cfg.force,
+        analysis=ctx.originals.analysis_version(),
     )
     return records, store
 

@@ -56,9 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # (The benchmark protocols keep dlib HOG, as the paper does.)
     parser.add_argument(
         "--detector",
+        "--analysis-detector",
+        dest="detector",
+        type=argtypes.detector,
         default="retinaface",
-        help="face detector; dlib's 68 landmarks are placed in its boxes (default retinaface: "
-        "far fewer missed faces than dlib-hog, the benchmark protocols' detector)",
+        metavar="NAME",
+        help="face detector; dlib's 68 landmarks are placed in its boxes, mapped to where dlib "
+        "expects them (default retinaface: far fewer missed faces than dlib-hog, the benchmark "
+        "protocols' default; anonbench ls detectors)",
     )
     parser.add_argument(
         "--threshold",

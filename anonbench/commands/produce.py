@@ -16,7 +16,7 @@ HELP = "anonymize a dataset with one method into a folder of outputs + manifest.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from anonbench.cli import add_data_arguments
+    from anonbench.cli import add_analysis_argument, add_data_arguments
 
     parser.add_argument("--method", required=True, help="method name (anonbench ls methods)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--force", action="store_true", help="regenerate every output, even those stored"
     )
     add_data_arguments(parser)
+    add_analysis_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from anonbench.evaluate import Originals
     from anonbench.log import note, warn
     from anonbench.produce import export_store, export_targets, produce
-    from anonbench.runner import build_method, data_inputs, parse_method, resolve_device
+    from anonbench.runner import (
+        build_method,
+        check_analysis_detector,
+        data_inputs,
+        parse_method,
+        resolve_device,
+    )
     from anonbench.safety import refuse_overlap
 
     spec = parse_method(args.method)
@@ -48,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise AnonbenchError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = resolve_device(args.device)
+    analysis = check_analysis_detector(args.analysis_detector)
     # a plain path: identity folders; KIND:PATH for LFW or CelebA layouts
     ds = open_dataset(args.data, "lfw" if args.data is None else "folders")
     out = Path(args.out)
@@ -64,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=cache_dir,
         quiet=args.quiet,
         compile=args.compile,
+        analysis_detector=args.analysis_detector,
     )
     checkpoints = {args.method: args.checkpoint} if args.checkpoint else {}
     method = build_method(spec, resources, checkpoints)
@@ -75,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, args.workers or 1))
     except ImportError:
         pass
-    originals = Originals(cache_dir, args.workers or 1, args.quiet)
+    originals = Originals(cache_dir, args.workers or 1, args.quiet, detector=args.analysis_detector)
     analyses = originals.analyze(ds.records, f"analyse {ds.label}")
     bad = originals.errors(ds.records)
     for _, e in sorted(bad.items()):
@@ -89,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         quiet=args.quiet,
         force=args.force,
+        analysis=analysis,
     )
     export_store(store, ds.records, out)
     entries = [store.entries[r.key] for r in ds.records if r.key in store.entries]

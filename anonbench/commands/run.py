@@ -21,11 +21,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # the defaults of the flags a run file may set (shown in --help as before)
-DEFAULTS = {"seed": 0, "device": "cpu", "batch_size": 32, "executor": "local", "max_retries": 3}
+DEFAULTS = {
+    "seed": 0,
+    "device": "cpu",
+    "batch_size": 32,
+    "executor": "local",
+    "max_retries": 3,
+    "analysis_detector": "dlib-hog",
+}
 
 
 def _what_and_where(p: argparse.ArgumentParser) -> None:
-    from anonbench.cli import add_data_arguments
+    from anonbench.cli import add_analysis_argument, add_data_arguments
 
     p.add_argument(
         "--config",
@@ -55,6 +62,7 @@ def _what_and_where(p: argparse.ArgumentParser) -> None:
         help="lfw: recognizer used as the attacker (default dlib-resnet; anonbench ls embedders)",
     )
     add_data_arguments(p)
+    add_analysis_argument(p)
     p.add_argument(
         "--folds", type=argtypes.positive_int, help="use only the first K folds (quick checks)"
     )
@@ -189,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         executor=args.executor,
         ray_address=args.ray_address,
         max_retries=args.max_retries,
+        analysis_detector=args.analysis_detector,
     )
     if not args.no_cache:
         runner.run(cfg)

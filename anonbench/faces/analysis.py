@@ -1,4 +1,12 @@
-"""Face analysis of an image (boxes + 68 landmarks for every face), cached by content."""
+"""Face analysis of an image (boxes + 68 landmarks for every face), cached by content.
+
+The analysis detector decides which faces every method anonymizes and the reference box of
+every original. dlib HOG (`dlib-hog`) is the default; any registered detector can take its
+place (`--analysis-detector`). dlib's 68-point predictor was trained on HOG boxes, which are
+squarer and lower than those of RetinaFace or MTCNN, so another detector's box is first mapped
+to where HOG would put it (PREDICTOR_BOX, measured: benchmarks/results/analysis_detector.md);
+the analysis keeps the detector's own box.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +43,46 @@ ANALYSIS = {"boxes": ("n", 4), "scores": ("n",), "landmarks": ("n", None, 2)}
 
 # a detector's score threshold, by the name its constructor gives it
 THRESHOLD_PARAMS = ("threshold", "conf_threshold", "min_confidence")
+
+# the analysis detector of the benchmark protocols (the paper's); its analyses, versions and
+# store keys are those of every earlier release
+DEFAULT_DETECTOR = "dlib-hog"
+
+# The box dlib's 68-point predictor expects (a dlib HOG box) from another detector's box
+# (l, t, r, b): l + a_l w, t + a_t h, r + a_r w, b + a_b h (w, h: the detector box's size).
+# Medians over 208 faces of 400 LFW images (seed 1) matched to a HOG box by IoU >= 0.3; on
+# 209 other faces the mapping brings the predictor's points to a mean NME of 0.027
+# (RetinaFace; 0.049 on the raw box) and 0.030 (MTCNN; 0.046 raw) of the points it gives on
+# the HOG box. A detector not listed here hands the predictor its box as it is (measured
+# ones: benchmarks/results/analysis_detector.md).
+PREDICTOR_BOX: dict[str, tuple[float, float, float, float]] = {
+    "retinaface": (-0.1067, 0.1412, 0.0283, -0.0494),
+    "mtcnn": (-0.1074, 0.1227, 0.0376, -0.0299),
+}
+
+
+def predictor_box(
+    box: tuple[float, float, float, float], offsets: tuple[float, float, float, float] | None
+) -> tuple[float, float, float, float]:
+    """`box` moved by PREDICTOR_BOX offsets (fractions of its width and height); as it is
+    when `offsets` is None."""
+    if offsets is None:
+        return box
+    left, top, right, bottom = (float(v) for v in box)
+    w, h = right - left, bottom - top
+    return (
+        left + offsets[0] * w,
+        top + offsets[1] * h,
+        right + offsets[2] * w,
+        bottom + offsets[3] * h,
+    )
+
+
+def _offsets_tag(offsets: tuple[float, float, float, float] | None) -> str:
+    """The predictor-box mapping in a version string (a changed mapping is a new version)."""
+    if offsets is None:
+        return "pbox-asis"
+    return "pbox" + "".join(f"{v:+.4f}" for v in offsets)
 
 
 def create_detector(name: str, threshold: float | None = None) -> Any:
@@ -75,11 +123,26 @@ class FaceAnalyzer:
         self.cache = cache or Cache(enabled=False)
         self.component = f"analysis-{self.detector.name}-{self.landmarker.name}"
         self.version = f"{self.detector.version}+{self.landmarker.version}"
+        # the predictor's own detector (dlib-hog, or what a landmarker names) needs no
+        # mapping: its analyses and version stay those of every earlier release
+        own = str(getattr(self.landmarker, "detector", DEFAULT_DETECTOR))
+        self.mapped = self.detector.name != own
+        # PREDICTOR_BOX was measured for dlib-68; another landmarker gets the box as it is
+        dlib68 = self.landmarker.name == "dlib-68"
+        self.offsets = PREDICTOR_BOX.get(self.detector.name) if self.mapped and dlib68 else None
+        if self.mapped:
+            self.version += f"+{_offsets_tag(self.offsets)}"
 
     @classmethod
     def version_of(cls, detector: str = "dlib-hog", landmarker: str = "dlib-68") -> str:
         """The version string of an analyzer (it keys cached analyses and output stores)."""
         return cls(detector, landmarker).version
+
+    def predictor_box(
+        self, box: tuple[float, float, float, float]
+    ) -> tuple[float, float, float, float]:
+        """The box the landmarker is given for a face this analyzer's detector found."""
+        return predictor_box(box, self.offsets) if self.mapped else box
 
     def __call__(self, image: np.ndarray) -> FaceAnalysis:
         digest = array_digest(image)
@@ -90,7 +153,9 @@ class FaceAnalyzer:
         boxes = np.array([f.box for f in faces], np.float32).reshape(-1, 4)
         scores = np.array([f.score for f in faces], np.float32)
         lms = (
-            np.stack([self.landmarker.landmarks(image, f.box) for f in faces]).astype(np.float32)
+            np.stack(
+                [self.landmarker.landmarks(image, self.predictor_box(f.box)) for f in faces]
+            ).astype(np.float32)
             if faces
             else np.zeros((0, 68, 2), np.float32)
         )
