@@ -320,6 +320,10 @@ def _run_meta(bundle: Bundle) -> list[dict[str, Any]]:
                     str(e) for e in dict.fromkeys(df["evaluator"]) if not no_evaluator(e)
                 ],
                 "command": command_line(cfg),
+                "command_note": "the run file as resolved (flags applied) is in run.json: "
+                "config.run_file"
+                if isinstance(cfg.get("run_file"), dict) and cfg["run_file"].get("source")
+                else "rebuilt from run.json's configuration",
                 "seeds": sorted({str(s) for s in df["seed"] if str(s) != "nan"}),
                 "anonbench": ", ".join(sorted({str(v) for v in df["anonbench_version"]})),
                 "git_sha": ", ".join(sorted(shas or {str(info.get("git_sha") or "unknown")})),
@@ -393,6 +397,10 @@ def command_line(cfg: dict[str, Any]) -> str:
 
     if not isinstance(cfg, dict) or not cfg.get("methods") or not cfg.get("protocol"):
         return ""
+    rf = cfg.get("run_file")
+    source = rf.get("source") if isinstance(rf, dict) else None
+    if source:  # a run file: its command, the file as resolved (flags applied) is in run.json
+        return f"anonbench run --config {shlex.quote(str(source))}"
     methods = cfg["methods"]
     parts = ["anonbench", "run", "--methods"]
     parts.append(",".join(map(str, methods)) if isinstance(methods, list) else str(methods))
@@ -420,6 +428,7 @@ def render_html(run_dirs: list[Path]) -> str:
 
     from anonbench import __version__
     from anonbench.reports.plots import method_colors
+    from anonbench.reports.summary import build_summary
 
     bundle = load_runs([Path(p) for p in run_dirs])
     tables = build_tables(bundle)
@@ -433,6 +442,7 @@ def render_html(run_dirs: list[Path]) -> str:
     env.filters["fmt_s"] = _fmt_seconds
     tpl = env.from_string(TEMPLATE)
     return tpl.render(
+        summary=build_summary(tables),
         sections=sections,
         runs=_run_meta(bundle),
         samples=samples,
@@ -583,6 +593,7 @@ TEMPLATE = """<!DOCTYPE html>
   <div class="sub">{{ runs | length }} run folder{{ 's' if runs | length != 1 }}
     · generated {{ generated }} · anonbench {{ version }}</div>
   <nav>
+  {%- if summary %}<a href="#summary">summary</a>{% endif %}
   {%- for s in sections %}<a href="#{{ s.table.anchor }}">{{ s.table.title }}</a>{% endfor -%}
   <a href="#runs">run metadata</a>
   </nav>
@@ -595,6 +606,35 @@ TEMPLATE = """<!DOCTYPE html>
   works, they are not numbers to cite.</div>
 {% endif %}
 {% for w in warnings %}<div class="banner">{{ w }}</div>{% endfor %}
+
+{% if summary %}
+<section class="card" id="summary">
+  <h2>Summary <span class="note">headline metrics of every section below</span></h2>
+  <div class="scroll"><table class="res">
+    <thead>
+    <tr><th rowspan="2">method</th>{% for sc in summary.columns %}
+      <th class="grp"><a href="#{{ sc.table.anchor }}">{{ sc.heading }}</a></th>{% endfor %}</tr>
+    <tr>{% for sc in summary.columns %}<th class="ev" title="{{ sc.column.description }}">
+      {{- sc.column.label }}
+      {%- if sc.column.evaluator not in ('-', '') %} [{{ sc.column.evaluator }}]{% endif %}
+      {%- if sc.column.arrow %} <span class="arrow">{{ sc.column.arrow }}</span>{% endif %}</th>
+      {%- endfor %}</tr>
+    </thead>
+    <tbody>
+    {%- for m in summary.methods %}
+    <tr><td class="m">{{ m }}</td>
+      {%- for sc in summary.columns %}{% set c = sc.cell(m) %}
+      {%- if c is none %}<td class="na">–</td>
+      {%- else %}<td class="{{ 'best' if c.best }}{{ ' na' if c.text == 'n/a' }}">{{ c.text }}
+        {%- if c.interval %}<span class="iv">{{ c.interval }}</span>{% endif %}</td>
+      {%- endif %}{% endfor %}</tr>
+    {%- endfor %}
+    </tbody>
+  </table></div>
+  <div class="legend">Per section: its first privacy metric and its first utility or realism
+    metric, copied from the section (same values, intervals and green best marks).</div>
+</section>
+{% endif %}
 
 {% for s in sections %}{% set t = s.table %}
 <section class="card" id="{{ t.anchor }}">
@@ -719,7 +759,7 @@ TEMPLATE = """<!DOCTYPE html>
   <table class="kv">
     <tr><td>protocol</td><td>{{ r.protocols }}</td></tr>
     {% if r.command %}<tr><td>command</td><td><code class="cmd">{{ r.command }}</code>
-      <div class="note">rebuilt from run.json's configuration</div></td></tr>{% endif %}
+      <div class="note">{{ r.command_note }}</div></td></tr>{% endif %}
     <tr><td>data</td><td>{% for d, smp in r.datasets %}<code>{{ d }}</code>
       {%- if smp %}<span class="badge sample">sample</span>{% else %}
       <span class="badge full">full</span>{% endif %} {% endfor %}

@@ -120,7 +120,7 @@ def roc_png(curves: list[RocCurve], colors: dict[str, str], far_mark: float = 1e
         ax.axvline(far_mark, color="#888", ls="--", lw=1)
         ax.text(far_mark, 0.02, f" FAR={far_mark:g}", color="#555", fontsize=8, va="bottom")
     ax.set_xscale("log")
-    ax.set_xlim(floor, 1.0)
+    ax.set_xlim(min(floor, 0.1), 1.0)  # one impostor pair or none: floor is 1, keep a range
     ax.set_ylim(0, 1.0)
     ax.set_xlabel("false accept rate (different people accepted)")
     ax.set_ylabel("true accept rate (same person accepted)")
