@@ -357,14 +357,14 @@ BUILTINS: tuple[Builtin, ...] = (
         "ciagan",
         "anonbench.methods.ciagan.anonymizer:CIAGAN",
         "CIAGAN (Maximov et al., CVPR 2020): landmarks + identity -> new face "
-        "(default weights: a demo, see its MODEL_CARD.md)",
+        "(default weights: CPU-trained, not the paper's model, see its MODEL_CARD.md)",
     ),
     Builtin(
         "methods",
         "pix2pix",
         "anonbench.methods.pix2pix.anonymizer:Pix2Pix",
         "pix2pix U-Net baseline (CIAGAN paper, Table 4): landmark drawing -> face "
-        "(needs --checkpoint: no weights ship)",
+        "(default weights: CPU-trained, see its MODEL_CARD.md)",
         {"variant": "landmarks"},
     ),
     Builtin(
