@@ -54,7 +54,9 @@ def test_training_learns_to_undo_a_known_method_and_records_its_curve():
 
 def test_restore_pastes_the_residual_back_at_full_size():
     anon, orig, labels = _pairs(48)
-    cfg = rs.RestoreConfig(size=32, width=8, batch=8, lr=2e-3, max_steps=150, eval_every=150)
+    cfg = rs.RestoreConfig(
+        size=32, factor=2.0, width=8, batch=8, lr=2e-3, max_steps=150, eval_every=150
+    )
     r = rs.Restorer(rs.train_restorer(anon, orig, labels, cfg))
     # a 64-px version of a held pair inside a larger image: the square is 2 x 32 = 64 px
     import cv2
