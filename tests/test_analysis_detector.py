@@ -115,6 +115,31 @@ def test_predictor_box_is_mapped_and_the_analysis_keeps_the_detectors_box(
     assert b.version.endswith("+pbox-asis") and b.version != a.version
 
 
+def test_five_points_place_the_predictor_box_where_the_detector_gives_them(
+    centre_detector, seen_boxes, monkeypatch
+):
+    from anonbench.faces import analysis
+
+    # eyes at (40, 40) and (60, 40), mouth corners at (42, 60) and (58, 60): d = 20
+    pts = np.array([[40, 40], [60, 40], [50, 50], [42, 60], [58, 60]], np.float32)
+    assert analysis.points_box(pts, (0.0, 0.5, 2.0)) == (30.0, 30.0, 70.0, 70.0)
+    assert analysis.points_box(pts[:4], (0.0, 0.5, 2.0)) is None  # not 5 points
+    assert analysis.points_box(np.full((5, 2), 7.0), (0.0, 0.5, 2.0)) is None  # degenerate
+
+    def detect(self, image):  # type: ignore[no-untyped-def]
+        return [FaceDetection((0.0, 0.0, 100.0, 100.0), 0.9, landmarks=pts)]
+
+    monkeypatch.setattr(CentreDetector, "detect", detect)
+    monkeypatch.setitem(analysis.PREDICTOR_BOX, FAKE, (-0.1, 0.1, 0.05, -0.05))
+    monkeypatch.setitem(analysis.PREDICTOR_BOX_FROM_POINTS, FAKE, (0.0, 0.5, 2.0))
+    a = analysis.FaceAnalyzer(FAKE)
+    assert a(np.zeros((100, 100, 3), np.uint8)).boxes.tolist() == [[0.0, 0.0, 100.0, 100.0]]
+    assert seen_boxes == [(30.0, 30.0, 70.0, 70.0)]  # from the points, not the box
+    assert a.version.endswith("/pts+0.0000+0.5000+2.0000")
+    # a face without points: the box mapping
+    assert a.predictor_box((0.0, 0.0, 100.0, 100.0), None) == (-10.0, 10.0, 105.0, 95.0)
+
+
 def test_measured_mappings_move_boxes_down_and_make_them_squarer():
     from anonbench.faces.analysis import PREDICTOR_BOX, predictor_box
 

@@ -3,9 +3,10 @@
 The analysis detector decides which faces every method anonymizes and the reference box of
 every original. dlib HOG (`dlib-hog`) is the default; any registered detector can take its
 place (`--analysis-detector`). dlib's 68-point predictor was trained on HOG boxes, which are
-squarer and lower than those of RetinaFace or MTCNN, so another detector's box is first mapped
-to where HOG would put it (PREDICTOR_BOX, measured: benchmarks/results/analysis_detector.md);
-the analysis keeps the detector's own box.
+squarer and lower than those of RetinaFace or MTCNN, so another detector's face is first given
+the box HOG would give it: from its 5 points where it has them (PREDICTOR_BOX_FROM_POINTS),
+else from its box (PREDICTOR_BOX); measured in benchmarks/results/analysis_detector.md. The
+analysis keeps the detector's own box.
 """
 
 from __future__ import annotations
@@ -50,14 +51,31 @@ DEFAULT_DETECTOR = "dlib-hog"
 
 # The box dlib's 68-point predictor expects (a dlib HOG box) from another detector's box
 # (l, t, r, b): l + a_l w, t + a_t h, r + a_r w, b + a_b h (w, h: the detector box's size).
-# Medians over 208 faces of 400 LFW images (seed 1) matched to a HOG box by IoU >= 0.3; on
-# 209 other faces the mapping brings the predictor's points to a mean NME of 0.027
-# (RetinaFace; 0.049 on the raw box) and 0.030 (MTCNN; 0.046 raw) of the points it gives on
-# the HOG box. A detector not listed here hands the predictor its box as it is (measured
-# ones: benchmarks/results/analysis_detector.md).
+# Medians over the first 208 faces of 400 LFW images (seed 1) matched to a HOG box by IoU
+# >= 0.3. On the other ~209 faces, the mean NME (mean point distance / outer-eye-corner
+# distance) of the predictor's points against those it gives on the HOG box falls from 0.049
+# (raw box) to 0.027 for RetinaFace, 0.046 -> 0.030 MTCNN, 0.044 -> 0.032 CenterFace,
+# 0.056 -> 0.046 MediaPipe, 0.027 -> 0.022 dlib MMOD. A detector not listed here hands the
+# predictor its box as it is (benchmarks/results/analysis_detector.md).
 PREDICTOR_BOX: dict[str, tuple[float, float, float, float]] = {
     "retinaface": (-0.1067, 0.1412, 0.0283, -0.0494),
     "mtcnn": (-0.1074, 0.1227, 0.0376, -0.0299),
+    "centerface": (-0.1037, 0.1229, 0.0103, -0.0390),
+    "mediapipe": (-0.0391, -0.0665, -0.0369, -0.0685),
+    "dlib-mmod": (0.0101, 0.0408, 0.0658, 0.0714),
+}
+
+# Better, where the detector gives 5 points (eye centres, nose tip, mouth corners): a square
+# box centred at e + (dx d, dy d), side s d (e: the eyes' midpoint, d: its distance to the
+# mouth corners' midpoint). Fitted (medians) on the same faces; it does not depend on how
+# much of the head the image shows, while the box does: on tight 112-px LFW crops (HOG box =
+# the crop) RetinaFace's box is cut at the crop's top, the box mapping above moves it too
+# far down (mean NME 0.043 against the original's points, raw box 0.032), and the points
+# place it where HOG would (0.027; HOG on the crop itself: 0.028). On LFW: 0.014 (RetinaFace),
+# 0.016 (MTCNN). (benchmarks/results/analysis_detector.md)
+PREDICTOR_BOX_FROM_POINTS: dict[str, tuple[float, float, float]] = {
+    "retinaface": (-0.0863, 0.4565, 2.3438),
+    "mtcnn": (-0.0992, 0.4345, 2.3075),
 }
 
 
@@ -78,11 +96,29 @@ def predictor_box(
     )
 
 
-def _offsets_tag(offsets: tuple[float, float, float, float] | None) -> str:
+def points_box(
+    points: np.ndarray, fit: tuple[float, float, float]
+) -> tuple[float, float, float, float] | None:
+    """The predictor's box from 5 points (PREDICTOR_BOX_FROM_POINTS); None when the points
+    are not 5 finite ones or the eyes and mouth coincide."""
+    p = np.asarray(points, np.float64)
+    if p.shape != (5, 2) or not np.isfinite(p).all():
+        return None
+    eyes, mouth = (p[0] + p[1]) / 2, (p[3] + p[4]) / 2
+    d = float(np.linalg.norm(mouth - eyes))
+    if d < 1e-3:
+        return None
+    cx, cy, half = eyes[0] + fit[0] * d, eyes[1] + fit[1] * d, fit[2] * d / 2
+    return (float(cx - half), float(cy - half), float(cx + half), float(cy + half))
+
+
+def _offsets_tag(
+    offsets: tuple[float, float, float, float] | None,
+    points: tuple[float, float, float] | None = None,
+) -> str:
     """The predictor-box mapping in a version string (a changed mapping is a new version)."""
-    if offsets is None:
-        return "pbox-asis"
-    return "pbox" + "".join(f"{v:+.4f}" for v in offsets)
+    tag = "pbox-asis" if offsets is None else "pbox" + "".join(f"{v:+.4f}" for v in offsets)
+    return tag if points is None else tag + "/pts" + "".join(f"{v:+.4f}" for v in points)
 
 
 def create_detector(name: str, threshold: float | None = None) -> Any:
@@ -129,9 +165,11 @@ class FaceAnalyzer:
         self.mapped = self.detector.name != own
         # PREDICTOR_BOX was measured for dlib-68; another landmarker gets the box as it is
         dlib68 = self.landmarker.name == "dlib-68"
-        self.offsets = PREDICTOR_BOX.get(self.detector.name) if self.mapped and dlib68 else None
+        mapped = self.mapped and dlib68
+        self.offsets = PREDICTOR_BOX.get(self.detector.name) if mapped else None
+        self.points_fit = PREDICTOR_BOX_FROM_POINTS.get(self.detector.name) if mapped else None
         if self.mapped:
-            self.version += f"+{_offsets_tag(self.offsets)}"
+            self.version += f"+{_offsets_tag(self.offsets, self.points_fit)}"
 
     @classmethod
     def version_of(cls, detector: str = "dlib-hog", landmarker: str = "dlib-68") -> str:
@@ -139,10 +177,17 @@ class FaceAnalyzer:
         return cls(detector, landmarker).version
 
     def predictor_box(
-        self, box: tuple[float, float, float, float]
+        self, box: tuple[float, float, float, float], points: np.ndarray | None = None
     ) -> tuple[float, float, float, float]:
-        """The box the landmarker is given for a face this analyzer's detector found."""
-        return predictor_box(box, self.offsets) if self.mapped else box
+        """The box the landmarker is given for a face this analyzer's detector found (its
+        box, and its 5 points where it gives them)."""
+        if not self.mapped:
+            return box
+        if self.points_fit is not None and points is not None:
+            from_points = points_box(points, self.points_fit)
+            if from_points is not None:
+                return from_points
+        return predictor_box(box, self.offsets)
 
     def __call__(self, image: np.ndarray) -> FaceAnalysis:
         digest = array_digest(image)
@@ -154,7 +199,10 @@ class FaceAnalyzer:
         scores = np.array([f.score for f in faces], np.float32)
         lms = (
             np.stack(
-                [self.landmarker.landmarks(image, self.predictor_box(f.box)) for f in faces]
+                [
+                    self.landmarker.landmarks(image, self.predictor_box(f.box, f.landmarks))
+                    for f in faces
+                ]
             ).astype(np.float32)
             if faces
             else np.zeros((0, 68, 2), np.float32)
