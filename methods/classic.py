@@ -7,16 +7,20 @@ pixel outside the mask is returned unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from anonbench.api import Anonymizer, FaceBatch, MethodMeta
+
+if TYPE_CHECKING:  # torch is imported where a method runs: building one costs no torch import
+    import torch
 
 
 def _per_image(batch: FaceBatch, fn) -> torch.Tensor:
     """Applies fn(H x W x 3 float32 image, i) -> image to every item."""
+    import torch
+
     imgs = batch.images.permute(0, 2, 3, 1).cpu().numpy()
     out = np.stack([fn(np.ascontiguousarray(im), i) for i, im in enumerate(imgs)])
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(batch.images.dtype)
@@ -120,4 +124,6 @@ class BlackMask(Anonymizer):
     def _generate(
         self, batch: FaceBatch, *, targets: Sequence[int] | None, generator: Any
     ) -> torch.Tensor:
+        import torch
+
         return torch.zeros_like(batch.images)
