@@ -3,9 +3,10 @@
 Times `anonbench run --methods original --protocol lfw` (one worker, a fresh cache and output
 folder each run) against a bare script that, once per distinct image of the same pairs, runs
 dlib HOG (upsample 1), the 68 landmarks and the dlib-resnet descriptor, then scores the pairs.
-Both are timed as whole processes (interpreter start and imports included on both sides).
-Runs are paired and alternate which side goes first, so a load change on a shared CPU hits
-both; the ratio reported is the median of the per-pair ratios.
+Both are timed as whole processes (interpreter start and imports included on both sides):
+wall time, and CPU time (user + system of the child, which a loaded shared CPU disturbs
+less). Runs are paired and alternate which side goes first, so a load change on a shared CPU
+hits both; the ratio reported is the median of the per-pair ratios, with their range.
 
     python benchmarks/lfw_one_pass.py --data-root ../shared/data/lfw --pairs 160 --repeats 3 \
         --out benchmarks/results/lfw_one_pass.json
@@ -19,12 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 def write_pairs(data_root: Path, n: int, out: Path) -> Path:
@@ -78,10 +82,16 @@ def bare(data_root: Path, pairs_file: Path) -> None:
     print(f"bare: {len(keys)} images, {len(scores)} pairs scored")
 
 
-def _timed(cmd: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall s, CPU s) of one child process run to its end."""
+    c0, t0 = _cpu_children(), time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu_children() - c0
 
 
 def _commands(data_root: Path, pairs_file: Path, work: Path, i: int) -> dict[str, list[str]]:
@@ -96,8 +106,14 @@ def _commands(data_root: Path, pairs_file: Path, work: Path, i: int) -> dict[str
     return {"protocol": run, "bare": [*script, "--pairs-file", str(pairs_file)]}
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "q1": q[0], "q3": q[2]}  # fmt: skip
+
+
 def measure(data_root: Path, n: int, repeats: int) -> dict[str, object]:
-    """Paired runs, alternating order; per repeat both times and their ratio."""
+    """Paired runs, alternating order; per repeat both times (wall, CPU) and their ratios."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,26 +123,68 @@ def measure(data_root: Path, n: int, repeats: int) -> dict[str, object]:
             cmds = _commands(data_root, pairs_file, work, i)
             order = ["protocol", "bare"] if i % 2 == 0 else ["bare", "protocol"]
             t = {side: _timed(cmds[side], env) for side in order}
-            runs.append({"order": order, **t, "ratio": t["protocol"] / t["bare"]})
+            p, b = t["protocol"], t["bare"]
+            runs.append(
+                {
+                    "order": order,
+                    "load": round(os.getloadavg()[0], 2),
+                    "protocol": p[0],
+                    "bare": b[0],
+                    "ratio": p[0] / b[0],
+                    "protocol_cpu": p[1],
+                    "bare_cpu": b[1],
+                    "cpu_ratio": p[1] / b[1],
+                }
+            )
             print(f"{n} pairs, run {i + 1}: {json.dumps(runs[-1])}", flush=True)
-    ratios = [r["ratio"] for r in runs]
-    return {"pairs": n, "runs": runs, "median_ratio": statistics.median(ratios)}
+    return {
+        "pairs": n,
+        "runs": runs,
+        "median_ratio": statistics.median(r["ratio"] for r in runs),
+        "ratio": _spread([r["ratio"] for r in runs]),
+        "cpu_ratio": _spread([r["cpu_ratio"] for r in runs]),
+    }
 
 
-def _markdown(res: dict[str, object]) -> str:
+NOTES = "<!-- notes: kept when the script rewrites this file -->"
+
+
+def _row(m: dict[str, Any], kind: str) -> str:
+    p, b, r = ("protocol", "bare", "ratio") if kind == "wall" else (
+        "protocol_cpu", "bare_cpu", "cpu_ratio")  # fmt: skip
+    s = m[r]
+    spread = f"{s['min']:.2f}-{s['max']:.2f}; IQR {s['q1']:.2f}-{s['q3']:.2f}"
+    return (
+        f"| {m['pairs']} | {kind} | {', '.join(f'{x[p]:.1f}' for x in m['runs'])} "
+        f"| {', '.join(f'{x[b]:.1f}' for x in m['runs'])} "
+        f"| {', '.join(f'{x[r]:.2f}' for x in m['runs'])} "
+        f"| **{s['median']:.2f}x** ({spread}) |"
+    )
+
+
+def _markdown(res: dict[str, Any], notes: str = "") -> str:
+    loads = ", ".join(str(r["load"]) for m in res["measurements"] for r in m["runs"])
     lines = [
         "# LFW protocol against one bare pass (issue 21)",
         "",
-        f"git {res['git_sha']}; load before: {res['load_before']}; after: {res['load_after']}",
+        f"    {res.get('command', '')}",
         "",
-        "| pairs | protocol s | bare s | ratio (median of paired runs) |",
-        "|---:|---|---|---:|",
+        f"git {res['git_sha']}; load average before: {res['load_before']}; after: "
+        f"{res['load_after']}; after each pair: {loads}",
+        "",
+        "| pairs | time | protocol s | bare s | per-pair ratios | ratio: median (range; IQR) |",
+        "|---:|---|---|---|---|---|",
     ]
-    for m in res["measurements"]:  # type: ignore[union-attr]
-        p = ", ".join(f"{r['protocol']:.1f}" for r in m["runs"])
-        b = ", ".join(f"{r['bare']:.1f}" for r in m["runs"])
-        lines.append(f"| {m['pairs']} | {p} | {b} | {m['median_ratio']:.2f}x |")
-    return "\n".join(lines) + "\n"
+    for m in res["measurements"]:
+        lines += [_row(m, "wall"), _row(m, "cpu")]
+    text = "\n".join(lines) + "\n"
+    return f"{text}\n{NOTES}\n{notes}" if notes else text
+
+
+def _old_notes(md: Path) -> str:
+    """What follows the notes marker in the results file (analysis written by hand)."""
+    text = md.read_text() if md.exists() else ""
+    return text.partition(NOTES)[2].lstrip("\n") if NOTES in text else ""
 
 
 def main() -> None:
@@ -143,12 +201,17 @@ def main() -> None:
         return
     from anonbench.provenance import git_sha
 
-    res: dict[str, object] = {"git_sha": git_sha(), "load_before": os.getloadavg()}
+    res: dict[str, Any] = {
+        "command": shlex.join(["python", *sys.argv]),
+        "git_sha": git_sha(),
+        "load_before": os.getloadavg(),
+    }
     res["measurements"] = [measure(a.data_root, int(n), a.repeats) for n in a.pairs.split(",")]
     res["load_after"] = os.getloadavg()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=2) + "\n")
-    a.out.with_suffix(".md").write_text(_markdown(res))
+    md = a.out.with_suffix(".md")
+    md.write_text(_markdown(res, _old_notes(md)))
     print(_markdown(res))
 
 
