@@ -49,6 +49,12 @@ OPTIONS: dict[str, tuple[tuple[str, ...], list[str], dict[str, object]]] = {
     "--smooth-lam": (("anonymize",), ["-1", "-0.1", *NOT_NUMBERS], {"0": 0.0, "2.5": 2.5}),
     "--max-gap": (("anonymize",), ["-1", "0.5", *NOT_NUMBERS], {"0": 0, "10": 10}),
     "--identity": (("anonymize",), ["-1", "0.5", *NOT_NUMBERS], {"0": 0, "3": 3}),
+    # not a number, but validated the same way: a registered detector's name (issue 24)
+    "--analysis-detector": (
+        ("run", "produce", "anonymize"),
+        ["retinafce", "", "x"],
+        {"retinaface": "retinaface", "dlib-hog": "dlib-hog"},
+    ),
 }
 
 

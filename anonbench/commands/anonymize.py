@@ -55,9 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # found no face in 92 of 275 frames, some with plainly visible faces; RetinaFace in 9.
     # (The benchmark protocols keep dlib HOG, as the paper does.)
     parser.add_argument(
-        "--detector",
         "--analysis-detector",
-        dest="detector",
+        "--detector",
+        dest="analysis_detector",
         type=argtypes.detector,
         default="retinaface",
         metavar="NAME",
@@ -390,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
     method = _create_method(args)
     method.name = args.method
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
-    analyzer = FaceAnalyzer(detector=args.detector, cache=cache, threshold=args.threshold)
+    analyzer = FaceAnalyzer(detector=args.analysis_detector, cache=cache, threshold=args.threshold)
     mapper = IdentityMapper(method, args.mapping, args.seed, args.identity)
     opts = Options(
         on_miss=args.on_miss,
