@@ -144,6 +144,12 @@ def create_detector(name: str, threshold: float | None = None) -> Any:
 class FaceAnalyzer:
     """Detector + landmarker; results cached under sha256(pixels) + component + version."""
 
+    # whether the landmarker is given a box mapped from the detector's (set per instance; an
+    # analyzer assembled by hand gets its detector's boxes as they are)
+    mapped: bool = False
+    offsets: tuple[float, float, float, float] | None = None
+    points_fit: tuple[float, float, float] | None = None
+
     def __init__(
         self,
         detector: str = "dlib-hog",
