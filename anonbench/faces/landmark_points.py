@@ -8,11 +8,11 @@ them, standardises each coordinate with the train set's mean and spread, and emb
 small MLP trained with the Proxy-NCA loss on the real train identities
 (`--option attacker=pnca-landmark-points` of the landmark-attack protocol).
 
-Measured on the celeba default split, real landmarks: 8.6% Recall@1 through the protocol with
-`max_per_identity=3` (N = 442, 20 epochs), below the drawing CNN's 11.1% in the same setting
-(issue 13); in a separate experiment over all test images (about 20 per identity, 60 epochs)
-it reached 26.3%. Which attacker is stronger at equal settings is still to be measured, so
-the default stays `pnca-landmarks`.
+Measured through the protocol on the celeba default split, real landmarks, at equal settings
+(benchmarks/results/landmark_attack.md): at the protocol's default (every test image, N =
+2,939) 26.2% Recall@1 against the drawing CNN's 11.1%, so it is the protocol's default
+attacker; with `max_per_identity=3` (N = 442) 8.6% against the CNN's 11.1%: with few gallery
+images per identity the CNN is the stronger.
 
 For each image, the dlib HOG face best overlapping the image's reference box (IoU >= 0.3) is
 used, as for `pnca-landmarks`; an image with no face there is a zero vector, flagged.
