@@ -17,7 +17,6 @@ embeddings) travel back from the workers, never whole images.
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -232,17 +231,9 @@ def warn_fallback(ctx_quiet: bool, label: str, no_face: int, n: int) -> str:
 
 def create_evaluator(registry: Any, name: str, device: str = "cpu", batch_size: int = 32) -> Any:
     """Builds an evaluator, passing device and batch_size where its factory takes them."""
-    e = registry.entry(name)
-    try:
-        params = inspect.signature(e.factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    kw = {}
-    if "device" in params:
-        kw["device"] = device
-    if "batch_size" in params:
-        kw["batch_size"] = batch_size
-    return registry.create(name, **kw)
+    from anonbench import plugins
+
+    return plugins.evaluator(registry, name, device, batch_size)
 
 
 def in_workers(evaluator: Any) -> bool:

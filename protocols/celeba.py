@@ -134,7 +134,8 @@ class CelebAProtocol(IdentityProtocol):
         real = {n: a for n, a in trained.items() if a.training == "real"}
         adaptive = [n for n, a in trained.items() if a.training != "real"]
         retrieval, attackers = RetrievalScorer(fixed, rec_why), TrainedRetrievalScorer(real)
-        scorers: list[Scorer] = [LeaksScorer(), DetectionScorer(list(dets), det_why)]
+        leaks = LeaksScorer(ctx.resources.analysis_detector)  # the faces methods anonymize
+        scorers: list[Scorer] = [leaks, DetectionScorer(list(dets), det_why)]
         scorers += [retrieval, attackers, AdaptiveAttackScorer(adaptive)]
         attacks = parse_reversal(opt.get("reversal"), learned=True)
         learned = (

@@ -235,7 +235,8 @@ class LFWVerification(Protocol):
         save_missed(ctx.out_dir, "lfw", method.name, missed)
         # one column for every method: for a folder, a missing output file is a miss
         why = "missing output files count as missed" if store.external else None
-        return [MetricResult.count("faces_missed", "dlib-hog", len(missed), len(ok), why)]
+        analysis = ctx.resources.analysis_detector  # the detector that chose the faces
+        return [MetricResult.count("faces_missed", analysis, len(missed), len(ok), why)]
 
     @staticmethod
     def _reversal(

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from anonbench import runfile
@@ -256,6 +257,9 @@ def test_a_run_records_its_analysis_detector_and_never_skips_across_them(
     assert info["analysis"]["detector"] == FAKE
     assert info["analysis"]["version"].startswith(f"{FAKE}:")
     assert info["methods"]["blur17"]["store"]["analysis"] == info["analysis"]["version"]
+    # faces_missed is counted over the faces the analysis detector chose: named after it
+    res = pd.read_csv(out / "results.csv")
+    assert set(res.loc[res["metric"] == "faces_missed", "evaluator"]) == {FAKE}
     capsys.readouterr()
     info = run("dlib-hog")  # another detector: computed again, not skipped
     assert "skipped blur17" not in capsys.readouterr().out

@@ -95,22 +95,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _create_method(args: argparse.Namespace) -> Any:
-    import inspect
-
+    from anonbench import plugins
     from anonbench.errors import AnonbenchError
     from anonbench.registry import METHODS
 
-    entry = METHODS.entry(args.method)
     wanted = {"checkpoint": args.checkpoint, "device": args.device}
     if args.compile:
         wanted["compile"] = True
     if args.identity is not None:
         wanted["identity"] = args.identity
     wanted = {k: v for k, v in wanted.items() if v is not None}
-    try:
-        params = inspect.signature(entry.factory).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        params = {}
+    params = plugins.accepted(METHODS, args.method)
     for k in wanted:
         if k not in params and k != "identity":
             flag = f"--{k}" if k != "compile" else "--compile"

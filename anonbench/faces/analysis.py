@@ -124,18 +124,13 @@ def _offsets_tag(
 def create_detector(name: str, threshold: float | None = None) -> Any:
     """A registered detector, with its detection threshold set when `threshold` is given; a
     detector that takes none is one clear error."""
-    import inspect
-
+    from anonbench import plugins
     from anonbench.errors import AnonbenchError
     from anonbench.registry import DETECTORS
 
     if threshold is None:
         return DETECTORS.create(name)
-    try:
-        params = inspect.signature(DETECTORS.entry(name).factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    key = next((k for k in THRESHOLD_PARAMS if k in params), None)
+    key = plugins.first_accepted(DETECTORS, name, THRESHOLD_PARAMS)
     if key is None:
         raise AnonbenchError(f"detector {name!r} takes no detection threshold")
     return DETECTORS.create(name, **{key: threshold})
