@@ -233,24 +233,33 @@ def _produce_chunk(
             loaded.append((r, sha, read_rgb(r.path)))
         except ImageReadError:
             continue
+    identity = getattr(method, "identity", False) is True
     by_shape: dict[tuple[int, ...], list[tuple[ImageRecord, str, np.ndarray]]] = {}
     for item in loaded:
         by_shape.setdefault(item[2].shape, []).append(item)
     for group in by_shape.values():
         t0 = time.perf_counter()
-        outs = anonymize_batch(
-            method,
-            [g[2] for g in group],
-            [analyses[g[0].key] for g in group],
-            [g[0].key for g in group],
-            [None if targets is None else targets.get(g[0].key) for g in group],
+        # the identity (`original`): its outputs are its inputs (anonymize_batch gives these
+        # very pixels), taken without the method, torch or a stored copy
+        outs = (
+            [g[2] for g in group]
+            if identity
+            else anonymize_batch(
+                method,
+                [g[2] for g in group],
+                [analyses[g[0].key] for g in group],
+                [g[0].key for g in group],
+                [None if targets is None else targets.get(g[0].key) for g in group],
+            )
         )
         per_image = (time.perf_counter() - t0) / len(group)
         for (r, sha, img), out in zip(group, outs, strict=True):
             a = analyses[r.key]
             h, w = img.shape[:2]
             changed = _bbox(np.any(out != img, axis=2))
-            name = output_name(r.key) if len(a) else None
+            # no file where there is no face, nor for the identity: the store hands out the
+            # original itself (OutputStore.ref), so nothing is copied, and exports copy it
+            name = output_name(r.key) if len(a) and not identity else None
             digest = None if name is None else _write_png(root / name, out)
             entries[r.key] = {
                 "source_sha256": sha,
@@ -264,6 +273,8 @@ def _produce_chunk(
                 "target": None if targets is None else targets.get(r.key),
                 "seconds": round(per_image, 5),
             }
+            if identity:
+                entries[r.key]["identity"] = True
     return entries
 
 
@@ -465,11 +476,12 @@ def _clear_targets(root: Path, keys: Sequence[str]) -> None:
 def _stored_output_ok(root: Path, key: str, e: dict[str, Any]) -> bool:
     """Rule 6, on read: a stored entry's output is at its constructed name, whole (the
     sha256 recorded when it was written) and, for a store written before digests were kept,
-    decodable (its digest is then recorded in `e`). An entry without output (no face) is ok."""
+    decodable (its digest is then recorded in `e`). An entry without output is ok where the
+    output is the original: no face, or the identity method (`original`)."""
     from anonbench.data.images import ImageReadError, read_rgb
 
     if not e.get("file"):
-        return e.get("file") is None and not e.get("faces")
+        return e.get("file") is None and (not e.get("faces") or e.get("identity") is True)
     if e["file"] != output_name(key):
         return False
     f = root / e["file"]

@@ -31,6 +31,12 @@ class Original(Anonymizer):
 
     meta = MethodMeta(paper="-", license="-")
 
+    @property
+    def identity(self) -> bool:
+        """True unless a subclass replaces _generate: production then copies the originals
+        instead of calling the method (anonbench.produce; the same bytes, without torch)."""
+        return type(self)._generate is Original._generate
+
     def _generate(
         self, batch: FaceBatch, *, targets: Sequence[int] | None, generator: Any
     ) -> torch.Tensor:
