@@ -10,6 +10,8 @@ change, timings). The folder can be shared, inspected, and scored later with
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 NAME = "produce"
 HELP = "anonymize a dataset with one method into a folder of outputs + manifest.json"
@@ -28,23 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_analysis_argument(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from anonbench.api import Resources
+def _checked_inputs(args: argparse.Namespace) -> tuple[Any, Any, Path, str, str, str]:
+    """The method spec, dataset, output folder, cache folder, device and analysis version,
+    every flag checked before any work (one line on a bad one)."""
     from anonbench.cache import default_cache_dir
     from anonbench.data.datasets import open_dataset
     from anonbench.errors import AnonbenchError
-    from anonbench.evaluate import Originals
-    from anonbench.log import note, warn
-    from anonbench.produce import export_store, export_targets, produce
-    from anonbench.runner import (
-        build_method,
-        check_analysis_detector,
-        data_inputs,
-        parse_method,
-        resolve_device,
-    )
+    from anonbench.produce import export_targets
+    from anonbench.runner import check_analysis_detector, data_inputs, parse_method, resolve_device
     from anonbench.safety import refuse_overlap
 
     spec = parse_method(args.method)
@@ -65,6 +58,17 @@ def run(args: argparse.Namespace) -> int:
     # rule 2, before any work: the originals are never written
     refuse_overlap([("--out", out), ("--cache-dir", cache_dir)], data_inputs(ds))
     export_targets(ds.records, out)  # rule 1: no output lands outside --out (links)
+    return spec, ds, out, cache_dir, device, analysis
+
+
+def run(args: argparse.Namespace) -> int:
+    from anonbench.api import Resources
+    from anonbench.evaluate import Originals
+    from anonbench.log import note, warn
+    from anonbench.produce import export_store, produce
+    from anonbench.runner import build_method
+
+    spec, ds, out, cache_dir, device, analysis = _checked_inputs(args)
     resources = Resources(
         device=device,
         batch_size=args.batch_size,
