@@ -108,18 +108,9 @@ class Originals:
         todo = [(r.key, str(r.path)) for r in records if r.key not in self.analyses]
         if todo:
             ex = self.executor or LocalExecutor(self.workers)
-            default = self.detector == "dlib-hog"
-            builder = (
-                functools.partial(_build_analyzer, self.cache_dir)
-                if default
-                else functools.partial(_build_analyzer, self.cache_dir, self.detector)
-            )
-            # the key of the analyzer a Ray actor keeps: one per analysis detector
-            key = (
-                f"analysis|{self.cache_dir}"
-                if default
-                else f"analysis|{self.detector}|{self.cache_dir}"
-            )
+            builder = functools.partial(_build_analyzer, self.cache_dir, self.detector)
+            # the key of the analyzer a worker keeps: one per analysis detector and cache
+            key = f"analysis|{self.detector}|{self.cache_dir}"
             chunks = chunked(todo, 8)
             done: dict[int, list[tuple[str, Any]]] = {}
             with tqdm(
