@@ -213,7 +213,7 @@ class GanBaseline(Anonymizer):
         dtype: str = "auto",
         compile: bool = False,
     ) -> None:
-        from anonbench.methods.ciagan.checkpoint import read_bytes
+        from anonbench.methods.ciagan.checkpoint import is_checkpoint, read_bytes
 
         family = self.family
         check_variant(variant, family)
@@ -245,10 +245,11 @@ class GanBaseline(Anonymizer):
         self._compiled: torch.nn.Module | None = None
         self.checkpoint = str(path)
         self.sha256 = hashlib.sha256(raw).hexdigest()
-        self._size = len(raw)
         ckpt = parse_checkpoint(raw, self.checkpoint, family)
-        # the shipped file, by content (however its path was written or copied)
-        self.shipped_step = self._shipped_step(shipped, ckpt)
+        # the shipped file's training step when these are its weights (by content: however
+        # its path was written or copied), else None
+        same = is_checkpoint(shipped, path, len(raw), self.sha256)
+        self.shipped_step = int(ckpt.get("step", 0)) if same else None
         got = str(ckpt["config"].get("variant"))
         if got != variant:
             raise GanCheckpointError(
@@ -262,7 +263,11 @@ class GanBaseline(Anonymizer):
             paper=self.paper,
             license="code: MIT (re-implementation after junyanz/pytorch-CycleGAN-and-pix2pix, "
             "BSD); weights: "
-            + ("trained on CelebA (non-commercial research)" if self.shipped_step else "yours"),
+            + (
+                "yours"
+                if self.shipped_step is None
+                else "trained on CelebA (non-commercial research)"
+            ),
             input_size=(self.img_size, self.img_size),
             checkpoint_sha256=self.sha256,
             identity_conditioned=False,
@@ -274,18 +279,6 @@ class GanBaseline(Anonymizer):
     @classmethod
     def build(cls, ckpt: dict[str, Any], source: str) -> torch.nn.Module:
         raise NotImplementedError
-
-    def _shipped_step(self, shipped: Path | None, ckpt: dict[str, Any]) -> int | None:
-        """The training step of the shipped weights when these are they, else None."""
-        from anonbench.methods.ciagan.checkpoint import checkpoint_files, read_bytes
-
-        files = checkpoint_files(shipped) if shipped is not None else []
-        if not files or sum(f.stat().st_size for f in files) != self._size:
-            return None  # sizes first: other checkpoints cost no read of the shipped file
-        raw = read_bytes(shipped)
-        if raw is None or hashlib.sha256(raw).hexdigest() != self.sha256:
-            return None
-        return int(ckpt.get("step", 0))
 
     def note(self) -> str:
         what = "landmarks only" if self.variant == "landmarks" else "landmarks + masked face"

@@ -118,19 +118,10 @@ class CIAGAN(Anonymizer):
             checkpoint_sha256=self.sha256,
             identity_conditioned=True,
             deterministic=True,
-            note=shipped_note(ckpt) if self._is_shipped(path, len(raw)) else "",
+            note=shipped_note(ckpt)
+            if ckpt_io.is_checkpoint(PACKAGE_WEIGHTS, path, len(raw), self.sha256)
+            else "",
         )
-
-    def _is_shipped(self, path: Path, size: int) -> bool:
-        """The shipped checkpoint, however its path was written (by content; the sizes
-        first, so other checkpoints cost no read of the shipped file)."""
-        if path == PACKAGE_WEIGHTS:
-            return True
-        files = ckpt_io.checkpoint_files(PACKAGE_WEIGHTS)
-        if not files or sum(f.stat().st_size for f in files) != size:
-            return False
-        shipped = ckpt_io.read_bytes(PACKAGE_WEIGHTS)
-        return shipped is not None and hashlib.sha256(shipped).hexdigest() == self.sha256
 
     def _load(self, raw: bytes) -> torch.nn.Module:
         ckpt = ckpt_io.parse(raw, self.checkpoint)

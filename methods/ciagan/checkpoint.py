@@ -12,6 +12,7 @@ A generator-only file (`export_generator`, optionally fp16) is what the anonymiz
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -48,6 +49,23 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes | None:
     """The checkpoint's bytes (its pieces joined); None if it does not exist."""
     files = checkpoint_files(path)
     return b"".join(q.read_bytes() for q in files) if files else None
+
+
+def is_checkpoint(
+    reference: str | os.PathLike[str] | None, path: str | os.PathLike[str], size: int, sha256: str
+) -> bool:
+    """Whether the checkpoint read from `path` (`size` bytes, `sha256`) is `reference` (a
+    shipped file), however its path was written: the same path, or the same content (sizes
+    first, so other checkpoints cost no read of the reference)."""
+    if reference is None:
+        return False
+    if Path(path) == Path(reference):
+        return True
+    files = checkpoint_files(reference)
+    if not files or sum(f.stat().st_size for f in files) != size:
+        return False
+    raw = read_bytes(reference)
+    return raw is not None and hashlib.sha256(raw).hexdigest() == sha256
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
