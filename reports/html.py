@@ -322,7 +322,7 @@ def _run_meta(bundle: Bundle) -> list[dict[str, Any]]:
                 "command": command_line(cfg),
                 "command_note": "the run file as resolved (flags applied) is in run.json: "
                 "config.run_file"
-                if isinstance(cfg.get("run_file"), dict) and cfg["run_file"].get("source")
+                if run_file_source(cfg)
                 else "rebuilt from run.json's configuration",
                 "seeds": sorted({str(s) for s in df["seed"] if str(s) != "nan"}),
                 "anonbench": ", ".join(sorted({str(v) for v in df["anonbench_version"]})),
@@ -391,14 +391,20 @@ _FLAGS = (
 )
 
 
+def run_file_source(cfg: Any) -> str | None:
+    """The run file a run.json configuration came from (None: flags only)."""
+    rf = cfg.get("run_file") if isinstance(cfg, dict) else None
+    source = rf.get("source") if isinstance(rf, dict) else None
+    return str(source) if source else None
+
+
 def command_line(cfg: dict[str, Any]) -> str:
     """The `anonbench run` command of a run.json configuration ("" when it has none)."""
     import shlex
 
     if not isinstance(cfg, dict) or not cfg.get("methods") or not cfg.get("protocol"):
         return ""
-    rf = cfg.get("run_file")
-    source = rf.get("source") if isinstance(rf, dict) else None
+    source = run_file_source(cfg)
     if source:  # a run file: its command, the file as resolved (flags applied) is in run.json
         return f"anonbench run --config {shlex.quote(str(source))}"
     methods = cfg["methods"]
