@@ -143,17 +143,20 @@ class LearnedReversal:
     def _record(self, ctx: RunContext, label: str, r: Any, n: int) -> None:
         """The learning curve as a CSV in the run's folder and in run.json."""
         import csv
+        import io
         from pathlib import Path
 
+        from anonbench.cache import atomic_write_text
         from anonbench.scores import score_file_name
 
         f = Path(ctx.out_dir) / "learned_reversal" / score_file_name(label)
         f.parent.mkdir(parents=True, exist_ok=True)
         cols = ["step", "cpu_minutes", "val_l1", "val_l1_unrestored"]
-        with open(f, "w", newline="") as fh:
-            w = csv.DictWriter(fh, cols, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(r.curve)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(r.curve)
+        atomic_write_text(f, buf.getvalue())  # never a half-written curve
         ctx.extra.setdefault("learned_reversal", {})[label] = {
             "budget_cpu_minutes": self.cpu_minutes,
             **r.info,
