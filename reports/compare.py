@@ -167,6 +167,7 @@ def _notes(
 ) -> list[str]:
     """The paper's caveats, then what makes the numbers not comparable (evaluators, data)."""
     notes = [c for c in dict.fromkeys(v.caveat for v in mvals) if c]
+    notes += [f"Source: {src}." for src in dict.fromkeys(v.source for v in mvals) if src]
     if not any(c.same_model for c in columns):
         notes.append(
             f"Different evaluators: ours used {', '.join(sorted(ours_evs))}, the paper "

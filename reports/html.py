@@ -18,6 +18,7 @@ from typing import Any
 
 from anonbench.escape import html_escape
 from anonbench.reports.compare import Comparison, build_comparisons
+from anonbench.reports.paper import PaperStatement, statements_for
 from anonbench.reports.runs import Bundle, ExampleSet, is_sample, load_runs, read_keys
 from anonbench.reports.tables import WideTable, build_tables, no_evaluator
 
@@ -52,6 +53,7 @@ class Section:
     missed: list[MissedRow]
     missed_note: str = ""
     grid_methods: list[list[str]] = field(default_factory=list)
+    statements: list[PaperStatement] = field(default_factory=list)  # the paper, no number
 
 
 def _uri(data: bytes, mime: str) -> str:
@@ -218,11 +220,12 @@ def _fid_figure(t: WideTable, colors: dict[str, str]) -> Figure | None:
         for m in t.methods
         if (c := t.cell(m, i)) is not None and not math.isnan(c.value)
     }
-    paper = {
-        v.method: v.value
-        for v in for_protocol(t.protocol)
-        if v.metric == "fid" and v.method in ours
-    }
+    by_table: dict[str, dict[str, float]] = {}
+    for v in for_protocol(t.protocol):
+        if v.metric == "fid" and v.method in ours:
+            by_table.setdefault(v.table, {})[v.method] = v.value
+    # the paper table that has the most of our methods (Table 4, not Table 1's one row)
+    paper = max(by_table.values(), key=len, default={})
     if not ours:
         return None
     return Figure(
@@ -286,6 +289,7 @@ def _section(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> Section:
         missed,
         note,
         grid_methods,
+        statements_for(t.protocol),
     )
 
 
@@ -721,6 +725,11 @@ TEMPLATE = """<!DOCTYPE html>
     {{ cmp.paper_dataset }}; every column names its evaluator.</div>
   {% if cmp.notes %}<ul class="notes">{% for n in cmp.notes %}<li>{{ n }}</li>{% endfor %}</ul>
   {% endif %}
+  {% endfor %}
+
+  {% for st in s.statements %}
+  <h3>Published: no number for this protocol</h3>
+  <p class="note">{{ st.text }} <span class="iv">Source: {{ st.source }}.</span></p>
   {% endfor %}
 
   {% if s.missed %}
