@@ -599,13 +599,13 @@ def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | 
                     f"{store.root / e['file']}: the stored output changed or vanished after "
                     "it was verified; run produce again"
                 )
-            _write_bytes(dst, data)
+            digest = _write_bytes(dst, data)
         else:
-            try:
-                _write_png(dst, read_rgb(r.path))
+            try:  # no face, or the identity: the original's pixels, and their file's digest
+                digest = _write_png(dst, read_rgb(r.path))
             except ImageReadError:
                 continue
-        entries[r.key] = {**e, "file": output_name(r.key)}
+        entries[r.key] = {**e, "file": output_name(r.key), "sha256": digest}
     for k in sorted(earlier - set(entries)):
         if k in targets:  # an earlier export of a record that is no longer exported
             targets[k].unlink(missing_ok=True)

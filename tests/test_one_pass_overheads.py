@@ -4,6 +4,8 @@ classic method imports no torch (5-6 s wall on a loaded 2-core machine)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +111,10 @@ def test_identity_production_stores_nothing_and_hands_out_what_running_it_gives(
     again = store(Original(), "copied")  # reused: nothing produced again
     assert again.entries == a.entries
     ea, eb = export_store(a, records, tmp_path / "ea"), export_store(b, records, tmp_path / "eb")
+    ma, mb = (json.loads((e / "manifest.json").read_text())["images"] for e in (ea, eb))
     for r in records:
         png = Path(r.key).with_suffix(".png")
         assert (ea / png).read_bytes() == (eb / png).read_bytes()
+        # every exported file's manifest entry names the sha256 of the bytes written
+        digest = hashlib.sha256((ea / png).read_bytes()).hexdigest()
+        assert ma[r.key]["sha256"] == mb[r.key]["sha256"] == digest
