@@ -441,7 +441,7 @@ def _run_info(s: _Setup) -> dict[str, Any]:
 
 
 class _TorchThreads(importlib.abc.MetaPathFinder):
-    """Sets torch's intra-op threads as soon as torch is first imported (_torch_threads)."""
+    """Sets torch's intra-op threads as soon as torch is first imported (torch_threads)."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
@@ -464,7 +464,7 @@ class _TorchThreads(importlib.abc.MetaPathFinder):
         return spec
 
 
-def _torch_threads(n: int) -> None:
+def torch_threads(n: int) -> None:
     """torch's intra-op threads in this process: set now when torch is loaded, else right
     after whatever imports it first, so a run that needs no torch (`original` on LFW: dlib
     only) never pays its import (3 CPU-s, about 6 s wall on a loaded 2-core machine)."""
@@ -481,7 +481,7 @@ def _run(s: _Setup) -> Path:
     from anonbench.plan import plan_methods
 
     r = s.resources
-    _torch_threads(max(1, r.workers))
+    torch_threads(max(1, r.workers))
     originals = Originals(
         r.cache_dir, r.workers, r.quiet, executor=r.executor, detector=r.analysis_detector
     )

@@ -54,12 +54,12 @@ def test_classic_methods_still_run_once_torch_is_imported_lazily(name):
 def test_torch_threads_are_set_when_torch_is_first_imported():
     """The run's torch threads (workers) without importing torch up front."""
     code = (
-        "from anonbench.runner import _torch_threads\n"
-        "_torch_threads(3)\n"
+        "from anonbench.runner import torch_threads\n"
+        "torch_threads(3)\n"
         "assert 'torch' not in sys.modules\n"
         "import torch\n"
         "assert torch.get_num_threads() == 3, torch.get_num_threads()\n"
-        "_torch_threads(1)\n"
+        "torch_threads(1)\n"
         "assert torch.get_num_threads() == 1"
     )
     assert _torch_loaded_after(code)
@@ -118,3 +118,19 @@ def test_identity_production_stores_nothing_and_hands_out_what_running_it_gives(
         # every exported file's manifest entry names the sha256 of the bytes written
         digest = hashlib.sha256((ea / png).read_bytes()).hexdigest()
         assert ma[r.key]["sha256"] == mb[r.key]["sha256"] == digest
+
+
+def test_produce_original_imports_no_torch_and_blur_sets_its_threads(fixtures, tmp_path):
+    """`anonbench produce` imports torch only when the method needs it, and then with the
+    command's thread count (it used to import torch up front to set threads)."""
+    base = ["--data", f"lfw:{fixtures / 'lfw_tiny'}", "--workers", "1", "--device", "cpu"]
+    base += ["--quiet", "--cache-dir", str(tmp_path / "cache")]
+    argv = ["produce", "--method", "original", "--out", str(tmp_path / "o"), *base]
+    assert not _torch_loaded_after(f"from anonbench.cli import main\nmain({argv!r})")
+    assert (tmp_path / "o" / "manifest.json").is_file()
+    argv = ["produce", "--method", "blur17", "--out", str(tmp_path / "b"), *base]
+    code = (
+        f"from anonbench.cli import main\nmain({argv!r})\n"
+        "import torch\nassert torch.get_num_threads() == 1, torch.get_num_threads()"
+    )
+    assert _torch_loaded_after(code)

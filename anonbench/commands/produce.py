@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from anonbench.evaluate import Originals
     from anonbench.log import note, warn
     from anonbench.produce import export_store, produce
-    from anonbench.runner import build_method
+    from anonbench.runner import build_method, torch_threads
 
     spec, ds, out, cache_dir, device, analysis = _checked_inputs(args)
     resources = Resources(
@@ -82,12 +82,7 @@ def run(args: argparse.Namespace) -> int:
     method = build_method(spec, resources, checkpoints)
     if method.meta.note:
         note(f"{spec.label}: {method.meta.note}")
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, args.workers or 1))
-    except ImportError:
-        pass
+    torch_threads(max(1, args.workers or 1))  # when torch is first imported: classic needs none
     originals = Originals(cache_dir, args.workers or 1, args.quiet, detector=args.analysis_detector)
     analyses = originals.analyze(ds.records, f"analyse {ds.label}")
     bad = originals.errors(ds.records)
