@@ -67,6 +67,14 @@ def number(minimum: float) -> Callable[[str], float]:
     return parse
 
 
+def positive_number(text: str) -> float:
+    """A finite number > 0 (a learning rate, a crop share)."""
+    v = _number(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
 positive_int = integer(1)
 non_negative_int = integer(0)
 non_negative_number = number(0.0)

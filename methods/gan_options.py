@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from anonbench import argtypes as at
 from anonbench.errors import AnonbenchError
 
 # fields a resumed run may change; every other field is fixed by the checkpoint
@@ -148,15 +149,17 @@ def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
         help="only preprocess --data and write the faces to FILE.npz, for training on a "
         "machine without dlib (--data prepared:FILE.npz); then exit",
     )
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=at.positive_int, default=d.epochs)
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after N steps")
+    p.add_argument("--batch-size", type=at.positive_int, default=d.batch_size)
+    p.add_argument("--lr", type=at.positive_number, default=d.lr, help="Adam learning rate")
+    p.add_argument(
+        "--max-steps", type=at.non_negative_int, default=d.max_steps, help="stop after N steps"
+    )
     p.add_argument(
         "--crop-range",
-        type=float,
+        type=at.positive_number,
         nargs=2,
         default=(d.crop_min, d.crop_max),
         metavar=("MIN", "MAX"),
@@ -169,8 +172,8 @@ def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
         help="replay each training step as one captured CUDA graph (CUDA only; faster when "
         "kernel launches, not the GPU, bound the step)",
     )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers, help="preprocessing processes")
+    p.add_argument("--seed", type=at.seed, default=d.seed)
+    p.add_argument("--workers", type=at.workers, default=d.workers, help="preprocessing processes")
     p.add_argument("--cache-dir", default=d.cache_dir, help="default $ANONBENCH_CACHE")
     p.add_argument(
         "--split",
@@ -179,32 +182,40 @@ def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
         help="train/val/test: the dataset's partition; identity-train/-test: the seeded "
         "identity split of the celeba protocol (--split-seed, --test-fraction)",
     )
-    p.add_argument("--split-seed", type=int, default=d.split_seed)
-    p.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    p.add_argument("--split-seed", type=at.seed, default=d.split_seed)
+    p.add_argument("--test-fraction", type=at.fraction, default=d.test_fraction)
     p.add_argument(
-        "--max-minutes", type=float, default=d.max_minutes, help="stop after this long; 0: no limit"
+        "--max-minutes",
+        type=at.non_negative_number,
+        default=d.max_minutes,
+        help="stop after this long; 0: no limit",
     )
     p.add_argument(
         "--save-minutes",
-        type=float,
+        type=at.non_negative_number,
         default=d.save_minutes,
         help="write the epoch grid and checkpoint at most this often (0: every epoch)",
     )
-    p.add_argument("--min-images", type=int, default=d.min_images, help="per identity")
-    p.add_argument("--save-every", type=int, default=d.save_every, help="extra checkpoint")
+    p.add_argument("--min-images", type=at.positive_int, default=d.min_images, help="per identity")
+    p.add_argument(
+        "--save-every", type=at.non_negative_int, default=d.save_every, help="extra checkpoint"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--threads",
-        type=int,
+        type=at.non_negative_int,
         default=d.threads,
         help="torch threads (0: all cores); 1 for a background training beside other work",
     )
     p.add_argument(
-        "--nice", type=int, default=d.nice, help="lower the process's priority by this (0-19)"
+        "--nice",
+        type=at.integer(0, 19),
+        default=d.nice,
+        help="lower the process's priority by this (0-19)",
     )
     p.add_argument(
         "--keep-minutes",
-        type=float,
+        type=at.non_negative_number,
         default=d.keep_minutes,
         help="keep a copy of the checkpoint in OUT/snapshots/ this often, for scoring a "
         "learning curve later (0: none)",
@@ -327,8 +338,12 @@ def add_baseline_arguments(p: argparse.ArgumentParser, d: BaselineTrainConfig) -
         help="landmarks: the landmark drawing alone (the paper's baseline); masked: "
         "landmarks + masked face (CIAGAN's input)",
     )
-    p.add_argument("--ngf", type=int, default=d.ngf, help="generator width (reference 64)")
-    p.add_argument("--ndf", type=int, default=d.ndf, help="discriminator width (reference 64)")
+    p.add_argument(
+        "--ngf", type=at.positive_int, default=d.ngf, help="generator width (reference 64)"
+    )
+    p.add_argument(
+        "--ndf", type=at.positive_int, default=d.ndf, help="discriminator width (reference 64)"
+    )
 
 
 def baseline_config(args: argparse.Namespace) -> dict[str, Any]:

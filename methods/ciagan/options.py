@@ -7,6 +7,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from anonbench import argtypes as at
 from anonbench.errors import AnonbenchError
 from anonbench.methods import gan_options as common
 from anonbench.methods.gan_options import GanTrainConfig
@@ -82,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_common_arguments(p, d)
     p.add_argument("--identity-pretrain", choices=["pnca", "none"], default=d.identity_pretrain)
-    p.add_argument("--pnca-epochs", type=float, default=d.pnca_epochs)
-    p.add_argument("--critic-iters", type=int, default=d.critic_iters)
-    p.add_argument("--identity-weight", type=float, default=d.identity_weight)
+    p.add_argument("--pnca-epochs", type=at.non_negative_number, default=d.pnca_epochs)
+    p.add_argument("--critic-iters", type=at.positive_int, default=d.critic_iters)
+    p.add_argument("--identity-weight", type=at.non_negative_number, default=d.identity_weight)
     p.add_argument(
         "--target-sampling",
         choices=["different", "official"],
@@ -101,13 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--identity-lr-scale",
-        type=float,
+        type=at.non_negative_number,
         default=d.identity_lr_scale,
         help="identity net's lr during GAN training = lr x this (0: frozen after Proxy-NCA)",
     )
     p.add_argument(
         "--range-weight",
-        type=float,
+        type=at.non_negative_number,
         default=d.range_weight,
         help="weight of a penalty on generated pixels outside [0, 1] (tried, not in v2: 0)",
     )
@@ -127,11 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
         "identity lr 1x, no range penalty, identity net in train mode); overrides the five "
         "flags above",
     )
-    p.add_argument("--img-size", type=int, default=d.img_size, help="128 (paper); 4*2^k")
-    p.add_argument("--gen-width", type=int, default=d.gen_width)
-    p.add_argument("--critic-width", type=int, default=d.critic_width)
-    p.add_argument("--id-width", type=int, default=d.id_width)
-    p.add_argument("--embed-dim", type=int, default=d.embed_dim, help="0: number of identities")
+    p.add_argument(
+        "--img-size", type=at.positive_int, default=d.img_size, help="128 (paper); 4*2^k"
+    )
+    p.add_argument("--gen-width", type=at.positive_int, default=d.gen_width)
+    p.add_argument("--critic-width", type=at.positive_int, default=d.critic_width)
+    p.add_argument("--id-width", type=at.positive_int, default=d.id_width)
+    p.add_argument(
+        "--embed-dim", type=at.non_negative_int, default=d.embed_dim, help="0: number of identities"
+    )
     p.add_argument(
         "--init-generator",
         default=d.init_generator,

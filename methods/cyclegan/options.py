@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from anonbench import argtypes as at
 from anonbench.errors import AnonbenchError
 from anonbench.methods import gan_options as common
 from anonbench.methods.gan_options import BaselineTrainConfig
@@ -36,15 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(usable as --checkpoint), losses.csv, samples/ and config.json to --out.",
     )
     common.add_baseline_arguments(p, d)
-    p.add_argument("--lambda-cycle", type=float, default=d.lambda_cycle, help="cycle weight")
+    p.add_argument(
+        "--lambda-cycle", type=at.non_negative_number, default=d.lambda_cycle, help="cycle weight"
+    )
     p.add_argument(
         "--lambda-identity",
-        type=float,
+        type=at.non_negative_number,
         default=d.lambda_identity,
         help="identity-loss weight relative to --lambda-cycle (only where input and output "
         "channels match: the landmarks variant; 0 for masked)",
     )
-    p.add_argument("--pool-size", type=int, default=d.pool_size, help="fake-image pool size")
+    p.add_argument(
+        "--pool-size", type=at.non_negative_int, default=d.pool_size, help="fake-image pool size"
+    )
     return p
 
 

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from anonbench import argtypes as at
 from anonbench.methods import gan_options as common
 from anonbench.methods.gan_options import BaselineTrainConfig
 
@@ -31,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes last.pt (usable as --checkpoint), losses.csv, samples/ and config.json to --out.",
     )
     common.add_baseline_arguments(p, d)
-    p.add_argument("--lambda-l1", type=float, default=d.lambda_l1, help="weight of the L1 loss")
+    p.add_argument(
+        "--lambda-l1",
+        type=at.non_negative_number,
+        default=d.lambda_l1,
+        help="weight of the L1 loss",
+    )
     return p
 
 
