@@ -26,16 +26,20 @@ def save_examples(
     out_dir: str | Path, protocol: str, method: str, items: Sequence[tuple[str, str, np.ndarray]]
 ) -> None:
     """Writes examples/<protocol>/<method>/NN.jpg and examples/<protocol>/examples.csv
-    (index,key,identity,file) for items (key, identity, RGB uint8 image)."""
+    (index,key,identity,file) for items (key, identity, RGB uint8 image); <method> is the
+    label's artifact_name (labels differing only in case or by a ':' get distinct folders)."""
     import cv2
 
+    from anonbench.scores import artifact_name
+
     edir = Path(out_dir) / "examples" / protocol
-    (edir / method).mkdir(parents=True, exist_ok=True)
+    mdir = edir / artifact_name(method)
+    mdir.mkdir(parents=True, exist_ok=True)
     index = ["index,key,identity,file"]
     for i, (key, ident, img) in enumerate(items):
         name = f"{i:02d}.jpg"
         cv2.imwrite(
-            str(edir / method / name),
+            str(mdir / name),
             cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
             [cv2.IMWRITE_JPEG_QUALITY, 95],
         )
@@ -46,6 +50,10 @@ def save_examples(
 def save_missed(out_dir: str | Path, protocol: str, method: str, keys: Sequence[str]) -> None:
     """Writes missed/<protocol>/<method>.csv (column `key`): the images in which the
     anonymizer found no face and so returned them unchanged (leaks, listed in reports)."""
+    from anonbench.scores import artifact_name
+
     d = Path(out_dir) / "missed" / protocol
     d.mkdir(parents=True, exist_ok=True)
-    (d / f"{method}.csv").write_text("key\n" + "".join(f"{k}\n" for k in sorted(keys)))
+    (d / f"{artifact_name(method)}.csv").write_text(
+        "key\n" + "".join(f"{k}\n" for k in sorted(keys))
+    )

@@ -37,6 +37,12 @@ def score_file_name(label: str) -> str:
     return name + ".csv"
 
 
+def artifact_name(label: str) -> str:
+    """The file-system name of a method label's other artifacts (missed/<protocol>/NAME.csv,
+    examples/<protocol>/NAME/): score_file_name's stem, so distinct labels never share one."""
+    return score_file_name(label)[: -len(".csv")]
+
+
 def score_file(run_dir: str | Path, protocol: str, label: str) -> Path:
     """``run_dir/scores/<protocol>/<score_file_name(label)>``."""
     return Path(run_dir) / "scores" / protocol / score_file_name(label)

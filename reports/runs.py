@@ -12,6 +12,7 @@ from typing import Any
 
 from anonbench.api import MetricSpec
 from anonbench.errors import AnonbenchError
+from anonbench.scores import artifact_name
 
 # Rows that are references, not anonymizers: shown, never marked "best".
 REFERENCE_METHODS = ("original", "chance")
@@ -79,9 +80,12 @@ class Bundle:
         out: dict[str, Path] = {}
         for r in self.runs:
             for m in r.methods:
-                p = r.path / "missed" / protocol / f"{m}.csv"
-                if _inside(p, r.path) and p.is_file():
-                    out[str(m)] = p
+                # the label's artifact_name; a run written before it used the raw label
+                for name in dict.fromkeys((artifact_name(str(m)), str(m))):
+                    p = r.path / "missed" / protocol / f"{name}.csv"
+                    if _inside(p, r.path) and p.is_file():
+                        out[str(m)] = p
+                        break
         return out
 
     def example_sets(self, protocol: str, dataset: str) -> list[ExampleSet]:
@@ -101,13 +105,22 @@ class Bundle:
                 continue
             keys = tuple(k for k, _, _ in rows)
             es = sets.setdefault(keys, ExampleSet(protocol, list(keys), [i for _, i, _ in rows]))
-            methods = [
-                m for m in r.methods if m in ran and (edir / m).is_dir() and _inside(edir / m, edir)
-            ]
-            for m in methods:
-                files = [edir / m / f for _, _, f in rows]
-                es.images[m] = [f if _inside(f, edir / m) and f.is_file() else None for f in files]
+            for m in [m for m in r.methods if m in ran]:
+                mdir = _example_dir(edir, str(m))
+                if mdir is None:
+                    continue
+                files = [mdir / f for _, _, f in rows]
+                es.images[m] = [f if _inside(f, mdir) and f.is_file() else None for f in files]
         return list(sets.values())
+
+
+def _example_dir(edir: Path, label: str) -> Path | None:
+    """examples/<protocol>/<artifact_name(label)>, or the raw label's folder of an older run."""
+    for name in dict.fromkeys((artifact_name(label), label)):
+        d = edir / name
+        if d.is_dir() and _inside(d, edir):
+            return d
+    return None
 
 
 def _inside(p: Path, root: Path) -> bool:

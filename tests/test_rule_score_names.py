@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from anonbench.cli import main
-from anonbench.scores import MAX_NAME, score_file, score_file_name
+from anonbench.scores import MAX_NAME, artifact_name, score_file, score_file_name
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "lfw_tiny"
@@ -111,6 +111,9 @@ def test_the_report_finds_the_scores_of_every_label(tmp_path):
     assert "ROC (verification)" in render_html([run])
 
 
+RUN_LABELS = ("x y", "x_y", "Ü ✓", "A", "a")  # "A"/"a" shared a missed file on macOS
+
+
 @pytest.fixture(scope="module")
 def colliding_run(tmp_path_factory) -> Path:
     """One real lfw run of three folder: methods whose labels collided or lost their plot."""
@@ -119,7 +122,7 @@ def colliding_run(tmp_path_factory) -> Path:
     common = ["--cache-dir", str(cache), "--workers", "1", "--quiet"]
     data = ["--data", f"lfw:{TINY}"]
     assert main(["produce", "--method", "blur9", *data, "--out", str(outputs), *common]) == 0
-    methods = ",".join(f"{lab}=folder:{outputs}" for lab in ("x y", "x_y", "Ü ✓"))
+    methods = ",".join(f"{lab}=folder:{outputs}" for lab in RUN_LABELS)
     run = root / "run"
     argv = ["run", "--methods", methods, "--protocol", "lfw", *data, "--out", str(run)]
     assert main([*argv, *common]) == 0
@@ -129,6 +132,30 @@ def colliding_run(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_a_run_writes_one_scores_file_per_label(colliding_run):
     files = sorted(p.name for p in (colliding_run / "scores" / "lfw").iterdir())
-    assert files == sorted(score_file_name(x) for x in ("x y", "x_y", "Ü ✓"))
+    assert files == sorted(score_file_name(x) for x in RUN_LABELS)
     html = (colliding_run / "report.html").read_text()
     assert "ROC (verification)" in html
+
+
+@pytest.mark.slow
+def test_missed_lists_and_example_folders_are_one_per_label_and_read_back(colliding_run):
+    from anonbench.reports.runs import load_runs
+
+    missed = sorted(p.name for p in (colliding_run / "missed" / "lfw").iterdir())
+    assert missed == sorted(f"{artifact_name(x)}.csv" for x in RUN_LABELS)
+    edir = colliding_run / "examples" / "lfw"
+    assert sorted(p.name for p in edir.iterdir() if p.is_dir()) == sorted(
+        artifact_name(x) for x in RUN_LABELS
+    )
+    bundle = load_runs([colliding_run])
+    assert set(bundle.missed_files("lfw")) == set(RUN_LABELS)
+    (grid,) = bundle.example_sets("lfw", str(bundle.runs[0].results["dataset"].iloc[0]))
+    assert set(grid.images) == set(RUN_LABELS)
+    assert all(all(p is not None for p in grid.images[x]) for x in RUN_LABELS)
+
+
+def test_artifact_names_are_distinct_case_insensitively_and_plain_labels_keep_theirs():
+    labels = ["A", "a", "x y", "x_y", "blur17", "Ü ✓", "m:1", "m_1"]
+    names = [artifact_name(x).lower() for x in labels]
+    assert len(set(names)) == len(labels)
+    assert artifact_name("blur17") == "blur17" and "/" not in "".join(names)
