@@ -7,6 +7,8 @@
 #   bash benchmarks/cpu_training.sh prepare DATA_ROOT      # prepared faces (identity-train, seed 0)
 #   bash benchmarks/cpu_training.sh start RUN FAMILY [trainer flags]   # --preset cpu added
 #   bash benchmarks/cpu_training.sh resume RUN [RUN...]    # after a restart: continues exactly
+#   (folder lost with its machine: `start` again with --init-generator COMMITTED_EXPORT.pt; every
+#    family takes it, the generator starts from the export and the rest fresh)
 #   bash benchmarks/cpu_training.sh status                 # step, CPU-hours, s/step, loss trend
 #   bash benchmarks/cpu_training.sh pause | cont           # SIGSTOP / SIGCONT every training
 #   bash benchmarks/cpu_training.sh stop RUN               # SIGTERM: saves a checkpoint, exits

@@ -78,6 +78,31 @@ class BaselineTrainer(GanTrainer):
     def generator(self) -> torch.nn.Module:
         return self.nets[self.generator_name]
 
+    def warm_start(self, g: torch.nn.Module) -> None:
+        """Loads --init-generator into g (the generator the method runs) when one is given:
+        this family's checkpoint with the same variant, width and architecture, checked
+        before loading. Discriminators, CycleGAN's G_B and the optimizers stay fresh."""
+        src = self.cfg.init_generator
+        if not src:
+            return
+        from anonbench.methods.ciagan.checkpoint import check_fits, read_bytes
+
+        raw = read_bytes(src)
+        if raw is None:
+            raise gan_common.GanCheckpointError(f"--init-generator: no such file: {src}")
+        ckpt = gan_common.parse_checkpoint(raw, str(src), self.family)
+        want = self.inference_config()
+        for k in ("variant", "ngf", "norm", "netG", "in_channels", "img_size"):
+            if k in ckpt["config"] and ckpt["config"][k] != want[k]:
+                raise gan_common.GanCheckpointError(
+                    f"--init-generator {src}: its {k} is {ckpt['config'][k]!r}, this "
+                    f"training's is {want[k]!r}"
+                )
+        state = ckpt["generator"]
+        check_fits(g, state, f"--init-generator {src}")
+        g.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        print(f"{self.family}: generator warm-started from {src} (its step {ckpt.get('step', 0)})")
+
     # -- checkpoint ---------------------------------------------------------------------------
     def inference_config(self) -> dict[str, Any]:
         """What the method needs to rebuild the generator (gan_common.build_generator)."""

@@ -317,6 +317,7 @@ class BaselineTrainConfig(GanTrainConfig):
     variant: str = "landmarks"  # or "masked" (landmarks ⊕ masked face, CIAGAN's input)
     ngf: int = 64
     ndf: int = 64
+    init_generator: str = ""  # a generator (export or last.pt) to start from; "" = random
 
 
 VARIANT_CHOICES = ("landmarks", "masked")
@@ -344,10 +345,24 @@ def add_baseline_arguments(p: argparse.ArgumentParser, d: BaselineTrainConfig) -
     p.add_argument(
         "--ndf", type=at.positive_int, default=d.ndf, help="discriminator width (reference 64)"
     )
+    p.add_argument(
+        "--init-generator",
+        default=d.init_generator,
+        metavar="CHECKPOINT",
+        help="start the generator the method runs from this checkpoint of the same family, "
+        "variant and width (an export such as the shipped weights, or a last.pt), e.g. when "
+        "a training folder is lost; the other networks and the optimizers start fresh",
+    )
 
 
 def baseline_config(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(common_config(args), variant=args.variant, ngf=args.ngf, ndf=args.ndf)
+    return dict(
+        common_config(args),
+        variant=args.variant,
+        ngf=args.ngf,
+        ndf=args.ndf,
+        init_generator=args.init_generator,
+    )
 
 
 def validate_baseline(cfg: BaselineTrainConfig) -> None:
@@ -358,3 +373,8 @@ def validate_baseline(cfg: BaselineTrainConfig) -> None:
         raise AnonbenchError("--ngf and --ndf must be >= 1")
     if cfg.img_size != 128:
         raise AnonbenchError("pix2pix/CycleGAN train at 128 px (unet_128), the CIAGAN view")
+    if cfg.init_generator:
+        from anonbench.methods.ciagan.checkpoint import checkpoint_files
+
+        if not checkpoint_files(cfg.init_generator):
+            raise AnonbenchError(f"--init-generator: no such file: {cfg.init_generator}")

@@ -1,0 +1,102 @@
+"""`anonbench train pix2pix|cyclegan --init-generator CHECKPOINT`: a lost training folder
+continues from the committed export (the CIAGAN trainer has had this since session 7). The
+generator starts from the file's weights; a file of another family, variant or width is one
+line, before any step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anonbench.cli import main
+from anonbench.methods.gan_common import export_generator
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _prepared(path) -> str:
+    from anonbench.methods.landmark_data import TrainData, save_prepared
+
+    g = torch.Generator().manual_seed(1)
+    canvas = torch.randint(0, 256, (8, 5, 144, 144), generator=g, dtype=torch.uint8)
+    labels = torch.arange(8) // 2
+    data = TrainData(canvas, labels, [f"id{i}" for i in range(4)], [str(i) for i in range(8)])
+    save_prepared(data, path, {"split": "all"})
+    return f"prepared:{path}"
+
+
+def _train(family, data, out, *extra) -> int:
+    argv = ["train", family, "--data", data, "--out", str(out), "--ngf", "4", "--ndf", "4"]
+    return main([*argv, "--batch-size", "2", "--max-steps", "1", "--no-progress", *extra])
+
+
+def _generator(family, path):
+    from anonbench.methods.ciagan.checkpoint import read_bytes
+    from anonbench.methods.gan_common import parse_checkpoint
+
+    return parse_checkpoint(read_bytes(path), str(path), family)["generator"]
+
+
+@pytest.mark.parametrize("family", ["pix2pix", "cyclegan"])
+def test_warm_start_from_an_export_in_pieces(family, tmp_path, monkeypatch):
+    data = _prepared(tmp_path / "faces.npz")
+    assert _train(family, data, tmp_path / "a") == 0
+    export = tmp_path / "exp" / f"{family}_generator.pt"
+    export.parent.mkdir()
+    export_generator(tmp_path / "a" / "last.pt", export)
+    # shipped weights come in NAME.part* pieces: the warm start reads them joined
+    raw = export.read_bytes()
+    export.unlink()
+    (export.parent / f"{export.name}.part00").write_bytes(raw[: len(raw) // 2])
+    (export.parent / f"{export.name}.part01").write_bytes(raw[len(raw) // 2 :])
+    seen = {}
+    from anonbench.methods import baseline_train
+
+    orig = baseline_train.BaselineTrainer.warm_start
+
+    def spy(self, g):
+        orig(self, g)
+        seen.update({k: v.detach().clone() for k, v in g.state_dict().items()})
+
+    monkeypatch.setattr(baseline_train.BaselineTrainer, "warm_start", spy)
+    assert _train(family, data, tmp_path / "b", "--init-generator", str(export)) == 0
+    want = _generator(family, export)
+    assert seen.keys() == want.keys()
+    for k, v in want.items():  # fp16 export -> fp32 net: the export's values exactly
+        assert torch.equal(seen[k], v.to(seen[k].dtype)), k
+    # a random start differs (the check above is not vacuous)
+    assert _train(family, data, tmp_path / "c") == 0
+    fresh = _generator(family, tmp_path / "c" / "last.pt")
+    assert any(not torch.equal(fresh[k].float(), want[k].float()) for k in want)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--ngf", "8"], "ngf"),
+        (["--variant", "masked"], "variant"),
+    ],
+)
+def test_a_mismatched_generator_is_one_line_before_any_step(extra, says, tmp_path, capsys):
+    data = _prepared(tmp_path / "faces.npz")
+    assert _train("pix2pix", data, tmp_path / "a") == 0
+    capsys.readouterr()
+    rc = _train(
+        "pix2pix", data, tmp_path / "b", "--init-generator", str(tmp_path / "a" / "last.pt"), *extra
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and says in err[0] and "--init-generator" in err[0]
+    assert not (tmp_path / "b" / "last.pt").exists()
+
+
+def test_another_familys_checkpoint_or_a_missing_file_is_refused(tmp_path, capsys):
+    data = _prepared(tmp_path / "faces.npz")
+    assert _train("pix2pix", data, tmp_path / "a") == 0
+    capsys.readouterr()
+    last = str(tmp_path / "a" / "last.pt")
+    assert _train("cyclegan", data, tmp_path / "b", "--init-generator", last) == 2
+    assert "pix2pix" in capsys.readouterr().err
+    assert (
+        _train("cyclegan", data, tmp_path / "c", "--init-generator", str(tmp_path / "nope.pt")) == 2
+    )
+    assert "no such file" in capsys.readouterr().err
