@@ -373,8 +373,12 @@ def validate_baseline(cfg: BaselineTrainConfig) -> None:
         raise AnonbenchError("--ngf and --ndf must be >= 1")
     if cfg.img_size != 128:
         raise AnonbenchError("pix2pix/CycleGAN train at 128 px (unet_128), the CIAGAN view")
-    if cfg.init_generator:
-        from anonbench.methods.ciagan.checkpoint import checkpoint_files
+    check_init_generator(cfg.init_generator)
 
-        if not checkpoint_files(cfg.init_generator):
-            raise AnonbenchError(f"--init-generator: no such file: {cfg.init_generator}")
+
+def check_init_generator(path: str) -> None:
+    """--init-generator names a file, or its NAME.part* pieces ("" = no warm start)."""
+    from anonbench.methods.ciagan.checkpoint import checkpoint_files
+
+    if path and not checkpoint_files(path):
+        raise AnonbenchError(f"--init-generator: no such file: {path}")

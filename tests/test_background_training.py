@@ -11,28 +11,19 @@ import signal
 import numpy as np
 import pytest
 import torch
+from gan_fixtures import tiny_prepared
 
 from anonbench.methods import gan_options
 from anonbench.methods.gan_train import train
-from anonbench.methods.landmark_data import TrainData, save_prepared
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _prepared(path) -> str:
-    g = torch.Generator().manual_seed(1)
-    canvas = torch.randint(0, 256, (8, 5, 144, 144), generator=g, dtype=torch.uint8)
-    labels = torch.arange(8) // 2
-    data = TrainData(canvas, labels, [f"id{i}" for i in range(4)], [str(i) for i in range(8)])
-    save_prepared(data, path, {"split": "all"})
-    return f"prepared:{path}"
 
 
 def _pix2pix_cfg(tmp_path, **kw):
     from anonbench.methods.pix2pix.options import Pix2PixConfig
 
     base = dict(
-        data=_prepared(tmp_path / "faces.npz"),
+        data=tiny_prepared(tmp_path / "faces.npz"),
         out=str(tmp_path / "run"),
         ngf=4,
         ndf=4,
@@ -68,7 +59,7 @@ def test_cpu_preset_sets_the_background_defaults_and_flags_still_win():
 def test_bad_background_options_are_one_line(bad, tmp_path):
     from anonbench.cli import main
 
-    argv = ["train", "pix2pix", "--data", _prepared(tmp_path / "f.npz")]
+    argv = ["train", "pix2pix", "--data", tiny_prepared(tmp_path / "f.npz")]
     with pytest.raises(SystemExit) as e:  # argparse's one line (anonbench.argtypes), exit 2
         main([*argv, "--out", str(tmp_path / "o"), *bad])
     assert e.value.code == 2

@@ -7,22 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from gan_fixtures import tiny_prepared
 
 from anonbench.cli import main
 from anonbench.methods.gan_common import export_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _prepared(path) -> str:
-    from anonbench.methods.landmark_data import TrainData, save_prepared
-
-    g = torch.Generator().manual_seed(1)
-    canvas = torch.randint(0, 256, (8, 5, 144, 144), generator=g, dtype=torch.uint8)
-    labels = torch.arange(8) // 2
-    data = TrainData(canvas, labels, [f"id{i}" for i in range(4)], [str(i) for i in range(8)])
-    save_prepared(data, path, {"split": "all"})
-    return f"prepared:{path}"
 
 
 def _train(family, data, out, *extra) -> int:
@@ -39,7 +29,7 @@ def _generator(family, path):
 
 @pytest.mark.parametrize("family", ["pix2pix", "cyclegan"])
 def test_warm_start_from_an_export_in_pieces(family, tmp_path, monkeypatch):
-    data = _prepared(tmp_path / "faces.npz")
+    data = tiny_prepared(tmp_path / "faces.npz")
     assert _train(family, data, tmp_path / "a") == 0
     export = tmp_path / "exp" / f"{family}_generator.pt"
     export.parent.mkdir()
@@ -78,7 +68,7 @@ def test_warm_start_from_an_export_in_pieces(family, tmp_path, monkeypatch):
     ],
 )
 def test_a_mismatched_generator_is_one_line_before_any_step(extra, says, tmp_path, capsys):
-    data = _prepared(tmp_path / "faces.npz")
+    data = tiny_prepared(tmp_path / "faces.npz")
     assert _train("pix2pix", data, tmp_path / "a") == 0
     capsys.readouterr()
     rc = _train(
@@ -90,7 +80,7 @@ def test_a_mismatched_generator_is_one_line_before_any_step(extra, says, tmp_pat
 
 
 def test_another_familys_checkpoint_or_a_missing_file_is_refused(tmp_path, capsys):
-    data = _prepared(tmp_path / "faces.npz")
+    data = tiny_prepared(tmp_path / "faces.npz")
     assert _train("pix2pix", data, tmp_path / "a") == 0
     capsys.readouterr()
     last = str(tmp_path / "a" / "last.pt")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from gan_fixtures import tiny_prepared
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -18,23 +19,12 @@ GOLDEN = Path(__file__).parent / "fixtures" / "ciagan_golden_3steps.json"
 TINY = dict(img_size=32, gen_width=8, critic_width=8, id_width=8)
 
 
-def _tiny_prepared(path: Path) -> str:
-    from anonbench.methods.landmark_data import TrainData, save_prepared
-
-    g = torch.Generator().manual_seed(1)
-    canvas = torch.randint(0, 256, (8, 5, 144, 144), generator=g, dtype=torch.uint8)
-    labels = torch.arange(8) // 2
-    data = TrainData(canvas, labels, [f"id{i}" for i in range(4)], [str(i) for i in range(8)])
-    save_prepared(data, path, {"split": "all"})
-    return f"prepared:{path}"
-
-
 def _ciagan_run(tmp_path: Path) -> dict:
     """3 steps of `anonbench train ciagan`'s training function, Proxy-NCA pretraining
     included, on tiny models and 8 random 'faces'."""
     from anonbench.methods.ciagan.train import TrainConfig, train
 
-    spec = _tiny_prepared(tmp_path / "tiny.npz")
+    spec = tiny_prepared(tmp_path / "tiny.npz")
     cfg = TrainConfig(
         data=spec,
         out=str(tmp_path / "run"),

@@ -182,11 +182,7 @@ def validate(cfg: TrainConfig) -> None:
         raise AnonbenchError("--identity-init must be 'kaiming' or 'default'")
     if cfg.identity_lr_scale < 0:
         raise AnonbenchError("--identity-lr-scale must be >= 0")
-    if cfg.init_generator:
-        from anonbench.methods.ciagan.checkpoint import checkpoint_files
-
-        if not checkpoint_files(cfg.init_generator):
-            raise AnonbenchError(f"--init-generator: no such file: {cfg.init_generator}")
+    common.check_init_generator(cfg.init_generator)
 
 
 def main(argv: list[str]) -> int:
