@@ -155,3 +155,41 @@ def test_celeba_fid_and_kid_rows_share_one_feature_extraction(tmp_path, monkeypa
     calls.clear()
     rows = score(kid=False)
     assert [r["metric"] for r in rows] == ["fid"] and calls == []  # features from the cache
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_feature_extraction_shows_a_progress_bar_unless_quiet(quiet, tmp_path, monkeypatch, capsys):
+    """Inception features of thousands of images take minutes on a CPU core: a bar, not a
+    silent wait (and nothing under --quiet)."""
+    from types import SimpleNamespace
+
+    from anonbench.api import RunContext
+    from anonbench.metrics import fid as fidmod
+    from anonbench.scorers.passes import FeatureBank
+
+    class FakeInception:
+        version, weights_source = "fake", "fake-weights"
+
+        def __init__(self, device="cpu", batch_size=32):
+            pass
+
+        def features(self, images):
+            return np.stack([np.full(4, float(im.mean())) for im in images])
+
+    monkeypatch.setattr(fidmod, "FIDFeatureExtractor", FakeInception)
+    ctx = RunContext(
+        data=SimpleNamespace(label="t"),
+        out_dir=str(tmp_path),
+        cache_dir=str(tmp_path / "cache"),
+        seed=0,
+        quiet=quiet,
+    )
+    imgs = {f"k{i}": np.full((8, 8, 3), i, np.uint8) for i in range(5)}
+    feats = FeatureBank(ctx).for_loader(imgs.__getitem__, ["inception"], "real images")
+    got = feats["inception"].compute(list(imgs))
+    assert got[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # every image, in order
+    err = capsys.readouterr().err
+    if quiet:
+        assert err == ""
+    else:
+        assert "FID features: real images" in err and "5/5" in err

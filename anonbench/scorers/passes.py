@@ -8,7 +8,7 @@ Reference boxes are frozen once (:func:`frozen_boxes`) and shared by every pass 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,13 +141,18 @@ class FeatureBank:
             hit = cache.get(comp, ver, h.hexdigest())
             if hit is not None:
                 return hit["features"]
-            if not self.ctx.quiet:
-                print(f"FID features: {label} ({len(images)} images)")
-            f = ext.features(images)
+            f = ext.features(_progress(images, f"FID features: {label}", self.ctx.quiet))
             cache.put(comp, ver, h.hexdigest(), {"features": f})
             return f
 
         return compute
+
+
+def _progress(images: list[np.ndarray], desc: str, quiet: bool) -> Iterator[np.ndarray]:
+    """The images, with a progress bar (Inception on a CPU core: minutes for thousands)."""
+    from tqdm.auto import tqdm
+
+    yield from tqdm(images, desc=desc, unit="img", dynamic_ncols=True, disable=quiet)
 
 
 def _raiser(e: AnonbenchError) -> Callable[[Sequence[str]], np.ndarray]:
