@@ -210,10 +210,16 @@ def checkpoint_info(ckpt: Path) -> tuple[int | None, float | None]:
             pass
     step = None
     try:
+        import io
+
         import torch
 
-        step = int(torch.load(ckpt, map_location="cpu", weights_only=True).get("step"))
-    except Exception:  # a generator-only export has no step: fine, the column stays empty
+        from anonbench.methods.ciagan.checkpoint import read_bytes
+
+        raw = read_bytes(ckpt)  # the file, or its NAME.part* pieces
+        head = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # type: ignore[arg-type]
+        step = int(head.get("step"))
+    except Exception:  # a generator-only export may have no step: the column stays empty
         step = None
     from anonbench.methods.gan_status import read_status
 

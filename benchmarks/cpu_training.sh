@@ -134,7 +134,17 @@ piece = 15 * 2**20
 for i in range(0, len(raw), piece):
     (dest / f"{name}.part{i // piece:02d}").write_bytes(raw[i : i + piece])
 import hashlib
-print(f"{dest / name}: {len(raw)} bytes in {-(-len(raw) // piece)} pieces, sha256 {hashlib.sha256(raw).hexdigest()}")
+import json
+
+from anonbench.quality import checkpoint_info
+
+# the step and CPU-hours travel with the export (NAME.json beside it), so `score` on the
+# export fills the quality table's step and CPU-h columns as it does for snapshots
+step, cpu = checkpoint_info(Path(src))
+if step is not None and cpu is not None:
+    side = dest / Path(name).with_suffix(".json")
+    side.write_text(json.dumps({"step": step, "cpu_hours": cpu, "source": str(src)}) + "\n")
+print(f"{dest / name}: {len(raw)} bytes in {-(-len(raw) // piece)} pieces, sha256 {hashlib.sha256(raw).hexdigest()}, step {step}, CPU-h {cpu}")
 EOF
     ;;
   *)

@@ -202,3 +202,27 @@ def test_checkpoints_every_save_minutes_and_grids_at_epoch_ends(
     grids = sorted(p.name for p in (tmp_path / "run" / "samples").glob("epoch_*.png"))
     assert bool(grids) == want_grids, grids
     assert any(s % 4 for s in saved_at if s < 12) == want_mid_epoch, saved_at
+
+
+def test_checkpoint_info_reads_exports_in_pieces_and_their_sidecar(tmp_path):
+    """The quality table's step and CPU-h columns for an export: its step from the joined
+    NAME.part* pieces, the CPU-hours from the NAME.json that `cpu_training.sh export` writes."""
+    from pathlib import Path
+
+    from anonbench.quality import checkpoint_info
+
+    raw = io_bytes({"format": "x", "step": 1234, "generator": {}})
+    ckpt = tmp_path / "gen.pt"
+    (tmp_path / "gen.pt.part00").write_bytes(raw[:10])
+    (tmp_path / "gen.pt.part01").write_bytes(raw[10:])
+    assert checkpoint_info(Path(ckpt)) == (1234, None)
+    (tmp_path / "gen.json").write_text(json.dumps({"step": 1234, "cpu_hours": 2.5}))
+    assert checkpoint_info(Path(ckpt)) == (1234, 2.5)
+
+
+def io_bytes(obj) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
