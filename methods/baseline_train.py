@@ -78,14 +78,11 @@ class BaselineTrainer(GanTrainer):
     def generator(self) -> torch.nn.Module:
         return self.nets[self.generator_name]
 
-    def warm_start(self, g: torch.nn.Module) -> None:
-        """Loads --init-generator into g (the generator the method runs) when one is given:
-        this family's checkpoint with the same variant, width and architecture, checked
-        before loading. Discriminators, CycleGAN's G_B and the optimizers stay fresh."""
-        src = self.cfg.init_generator
-        if not src:
-            return
-        from anonbench.methods.ciagan.checkpoint import check_fits, read_bytes
+    def warm_start(self, src: str) -> None:
+        """--init-generator into the generator the method runs: this family's checkpoint with
+        the same variant, width and architecture, checked before loading. Discriminators,
+        CycleGAN's G_B and the optimizers stay fresh."""
+        from anonbench.methods.ciagan.checkpoint import load_weights, read_bytes
 
         raw = read_bytes(src)
         if raw is None:
@@ -98,9 +95,7 @@ class BaselineTrainer(GanTrainer):
                     f"--init-generator {src}: its {k} is {ckpt['config'][k]!r}, this "
                     f"training's is {want[k]!r}"
                 )
-        state = ckpt["generator"]
-        check_fits(g, state, f"--init-generator {src}")
-        g.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        load_weights(self.generator, ckpt["generator"], f"--init-generator {src}")
         print(f"{self.family}: generator warm-started from {src} (its step {ckpt.get('step', 0)})")
 
     # -- checkpoint ---------------------------------------------------------------------------

@@ -71,6 +71,8 @@ class GanTrainConfig:
     nice: int = 0  # added to the process's niceness at start (19: lowest priority)
     keep_minutes: float = 0.0  # a copy of the checkpoint in OUT/snapshots/ this often; 0: none
     preset: str = "paper"  # the --preset whose defaults the run started from
+    # a generator to start from (export or last.pt; a fresh run only: a resume ignores it)
+    init_generator: str = ""
     # with --data prepared:FILE, how that file was made (data spec, split, seed, detector):
     # recorded so a checkpoint says which identities it was trained on
     prepared_source: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -317,7 +319,6 @@ class BaselineTrainConfig(GanTrainConfig):
     variant: str = "landmarks"  # or "masked" (landmarks ⊕ masked face, CIAGAN's input)
     ngf: int = 64
     ndf: int = 64
-    init_generator: str = ""  # a generator (export or last.pt) to start from; "" = random
 
 
 VARIANT_CHOICES = ("landmarks", "masked")
@@ -373,12 +374,3 @@ def validate_baseline(cfg: BaselineTrainConfig) -> None:
         raise AnonbenchError("--ngf and --ndf must be >= 1")
     if cfg.img_size != 128:
         raise AnonbenchError("pix2pix/CycleGAN train at 128 px (unet_128), the CIAGAN view")
-    check_init_generator(cfg.init_generator)
-
-
-def check_init_generator(path: str) -> None:
-    """--init-generator names a file, or its NAME.part* pieces ("" = no warm start)."""
-    from anonbench.methods.ciagan.checkpoint import checkpoint_files
-
-    if path and not checkpoint_files(path):
-        raise AnonbenchError(f"--init-generator: no such file: {path}")

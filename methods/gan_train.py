@@ -117,6 +117,11 @@ class GanTrainer:
     def before_step(self) -> None:
         """Called before each step's draw (e.g. a learning-rate schedule)."""
 
+    def warm_start(self, src: str) -> None:
+        """Loads --init-generator's generator before the first step of a new run (train()
+        calls it; a resume continues last.pt instead)."""
+        raise AnonbenchError(f"--init-generator is not supported by {self.family} training")
+
     def before_training(self, out: Path) -> bool:
         """Runs once before the first step of a new run (not on resume); True: a checkpoint
         should be written after it."""
@@ -269,6 +274,15 @@ class Family:
     legacy: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def check_init_generator(path: str) -> None:
+    """--init-generator names a file, or its NAME.part* pieces ("" = no warm start); checked
+    before the data are loaded (minutes for a dataset to preprocess)."""
+    from anonbench.methods.ciagan.checkpoint import checkpoint_files
+
+    if path and not checkpoint_files(path):
+        raise AnonbenchError(f"--init-generator: no such file: {path}")
+
+
 def merge_resume(
     saved: dict[str, Any], cli: GanTrainConfig, given: set[str], legacy: dict[str, Any]
 ) -> GanTrainConfig:
@@ -324,6 +338,8 @@ def train(
         saved = family.load(last)
         cfg = merge_resume(saved["config"], cfg, given or set(), family.legacy)
     family.validate(cfg)
+    if saved is None:  # a resume continues last.pt: --init-generator was for its start only
+        check_init_generator(cfg.init_generator)
     apply_priority(cfg.threads, cfg.nice)
     device = resolve_device(cfg.device)
     if device.type == "cuda":
@@ -334,6 +350,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.replace(cfg, prepared_source=dict(data.source))
     trainer = family.make(cfg, data, device)
+    if saved is None and cfg.init_generator:
+        trainer.warm_start(cfg.init_generator)
     columns = trainer.loss_columns
     # before the identity pretraining, so its CPU time counts too
     status = TrainingStatus(out, name, columns, cfg.keep_minutes)

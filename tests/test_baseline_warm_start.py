@@ -44,9 +44,9 @@ def test_warm_start_from_an_export_in_pieces(family, tmp_path, monkeypatch):
 
     orig = baseline_train.BaselineTrainer.warm_start
 
-    def spy(self, g):
-        orig(self, g)
-        seen.update({k: v.detach().clone() for k, v in g.state_dict().items()})
+    def spy(self, src):
+        orig(self, src)
+        seen.update({k: v.detach().clone() for k, v in self.generator.state_dict().items()})
 
     monkeypatch.setattr(baseline_train.BaselineTrainer, "warm_start", spy)
     assert _train(family, data, tmp_path / "b", "--init-generator", str(export)) == 0
@@ -90,3 +90,20 @@ def test_another_familys_checkpoint_or_a_missing_file_is_refused(tmp_path, capsy
         _train("cyclegan", data, tmp_path / "c", "--init-generator", str(tmp_path / "nope.pt")) == 2
     )
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["pix2pix", "cyclegan"])
+def test_a_resume_continues_last_pt_without_the_init_file(family, tmp_path, capsys):
+    """--init-generator is for a run's start: a resume needs neither the file nor loads it
+    again (the file may be gone, or replaced, by then)."""
+    data = tiny_prepared(tmp_path / "faces.npz")
+    assert _train(family, data, tmp_path / "a") == 0
+    init = tmp_path / "init.pt"
+    export_generator(tmp_path / "a" / "last.pt", init)
+    assert _train(family, data, tmp_path / "b", "--init-generator", str(init)) == 0
+    assert "warm-started" in capsys.readouterr().out
+    init.unlink()
+    rc = _train(family, data, tmp_path / "b", "--resume", "--max-steps", "2")
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "warm-started" not in out.out and "resumed at step 1" in out.out

@@ -266,9 +266,8 @@ def test_init_generator_warm_starts_only_the_generator(tmp_path):
     blob = (tmp_path / "g.pt").read_bytes()
     (tmp_path / "g.pt").unlink()
     (tmp_path / "g.pt.part00").write_bytes(blob)
-    warm = Trainer(
-        TrainConfig(**{**cfg, "init_generator": str(tmp_path / "g.pt")}), data, torch.device("cpu")
-    )
+    warm = Trainer(TrainConfig(**cfg), data, torch.device("cpu"))
+    warm.warm_start(str(tmp_path / "g.pt"))  # what train() does for a new run
     cold = Trainer(TrainConfig(**cfg), data, torch.device("cpu"))
     for k, v in src.G.state_dict().items():
         w = warm.G.state_dict()[k]
@@ -278,11 +277,7 @@ def test_init_generator_warm_starts_only_the_generator(tmp_path):
         assert torch.equal(warm.D.state_dict()[k], v), k
     other = synthetic_faces(n_ids=4, per_id=2)
     with pytest.raises(AnonbenchError, match="identities that differ"):
-        Trainer(
-            TrainConfig(**{**cfg, "init_generator": str(tmp_path / "g.pt")}),
-            other,
-            torch.device("cpu"),
-        )
+        Trainer(TrainConfig(**cfg), other, torch.device("cpu")).warm_start(str(tmp_path / "g.pt"))
 
 
 def test_pnca_pretraining_continues_from_its_partial_state(tmp_path, monkeypatch):

@@ -129,6 +129,12 @@ def check_fits(module: torch.nn.Module, state: dict[str, torch.Tensor], what: st
     raise CheckpointError(f"{what} does not fit ({n} tensor(s) differ; first: {detail})")
 
 
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """`state` (an fp16 export too) into `module` in its own dtype, after check_fits."""
+    check_fits(module, state, what)
+    module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
 def build_generator(ckpt: dict[str, Any], source: str = "checkpoint") -> torch.nn.Module:
     """The generator of a loaded checkpoint, in fp32, eval mode, on the CPU."""
     from anonbench.methods.ciagan.model import Generator

@@ -51,9 +51,6 @@ class TrainConfig(GanTrainConfig):
     critic_width: int = 64
     id_width: int = 64
     embed_dim: int = 0  # 0: the number of identities (official)
-    # warm start: a generator-only (exported) checkpoint whose weights seed the generator; the
-    # critic, identity net and optimizers start fresh (a training folder lost with its machine)
-    init_generator: str = ""
 
 
 # --preset cpu: the recipe chosen by the learning curves in benchmarks/results/cpu_recipes.md
@@ -182,7 +179,6 @@ def validate(cfg: TrainConfig) -> None:
         raise AnonbenchError("--identity-init must be 'kaiming' or 'default'")
     if cfg.identity_lr_scale < 0:
         raise AnonbenchError("--identity-lr-scale must be >= 0")
-    common.check_init_generator(cfg.init_generator)
 
 
 def main(argv: list[str]) -> int:

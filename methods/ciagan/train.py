@@ -148,8 +148,6 @@ class Trainer(GanTrainer):
         if cfg.identity_init == "kaiming":
             init_identity_branch(nets["generator"])
         cl = self.memory_format
-        if cfg.init_generator:
-            _warm_start(nets["generator"], cfg, data)
         self.G = nets["generator"].to(device, memory_format=cl)
         self.D = nets["critic"].to(device, memory_format=cl)
         self.S = nets["identity"].to(device, memory_format=cl)
@@ -350,6 +348,24 @@ class Trainer(GanTrainer):
             "S": f"{row['identity']:.3f}",
         }
 
+    def warm_start(self, src: str) -> None:
+        """--init-generator: the file must be this config's generator, trained on the same
+        identities (the one-hot's order is the identity order); the rest stays fresh."""
+        cfg = self.cfg
+        ckpt = ckpt_io.load(src)
+        if int(ckpt["img_size"]) != cfg.img_size:
+            raise ckpt_io.CheckpointError(
+                f"--init-generator {src} is {ckpt['img_size']} px; this training is {cfg.img_size}"
+            )
+        if list(ckpt.get("identity_names", [])) != list(self.data.identity_names):
+            raise ckpt_io.CheckpointError(
+                f"--init-generator {src} was trained on {ckpt['num_identities']} identities that "
+                f"differ from the {self.n_ids} in {cfg.data}"
+            )
+        what = f"--init-generator {src} (--gen-width {cfg.gen_width})"
+        ckpt_io.load_weights(self.G, ckpt["models"]["generator"], what)
+        print(f"ciagan: generator warm-started from {src} (its step {int(ckpt.get('step', 0))})")
+
     def before_training(self, out: Path) -> bool:
         if self.pnca_done:
             return False
@@ -495,27 +511,6 @@ class Trainer(GanTrainer):
 
 
 PNCA_PARTIAL = "pnca_partial.pt"  # the pretraining's own checkpoint, until last.pt exists
-
-
-def _warm_start(g: torch.nn.Module, cfg: TrainConfig, data: TrainData) -> None:
-    """Loads --init-generator's weights into g: the file must be this config's generator,
-    trained on the same identities (the one-hot's order is the identity order)."""
-    src = cfg.init_generator
-    ckpt = ckpt_io.load(src)
-    if int(ckpt["img_size"]) != cfg.img_size:
-        raise ckpt_io.CheckpointError(
-            f"--init-generator {src} is {ckpt['img_size']} px; this training is {cfg.img_size}"
-        )
-    names = list(ckpt.get("identity_names", []))
-    if names != list(data.identity_names):
-        raise ckpt_io.CheckpointError(
-            f"--init-generator {src} was trained on {ckpt['num_identities']} identities that "
-            f"differ from the {data.num_identities} in {cfg.data}"
-        )
-    state = ckpt["models"]["generator"]
-    ckpt_io.check_fits(g, state, f"--init-generator {src} (--gen-width {cfg.gen_width})")
-    g.load_state_dict({k: v.float() for k, v in state.items()})
-    print(f"ciagan: generator warm-started from {src} (its step {int(ckpt.get('step', 0))})")
 
 
 def _check_resume(saved: dict[str, Any], data: TrainData, last: Path, cfg: TrainConfig) -> None:

@@ -85,7 +85,6 @@ class Trainer(BaselineTrainer):
             return init_weights(m).to(device, memory_format=cl)
 
         self.G_A = net(generator(self.in_ch, 3, cfg.ngf, self.norm))
-        self.warm_start(self.G_A)
         self.G_B = net(generator(3, self.in_ch, cfg.ngf, self.norm))
         self.D_A = net(patch_discriminator(3, cfg.ndf))
         self.D_B = net(patch_discriminator(self.in_ch, cfg.ndf))

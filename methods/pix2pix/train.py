@@ -37,9 +37,9 @@ class Trainer(BaselineTrainer):
         self.cfg: Pix2PixConfig = cfg
         torch.manual_seed(cfg.seed)  # weight init
         cl = self.memory_format
-        g = init_weights(generator(self.in_ch, 3, cfg.ngf, self.norm))
-        self.warm_start(g)
-        self.G = g.to(device, memory_format=cl)
+        self.G = init_weights(generator(self.in_ch, 3, cfg.ngf, self.norm)).to(
+            device, memory_format=cl
+        )
         d = PatchDiscriminator(self.in_ch + 3, cfg.ndf, 3, self.norm)
         self.D = init_weights(d).to(device, memory_format=cl)
         self.opt_G = self.adam(self.G.parameters(), cfg.lr)
