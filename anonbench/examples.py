@@ -48,8 +48,8 @@ def save_examples(
 
 
 def save_missed(out_dir: str | Path, protocol: str, method: str, keys: Sequence[str]) -> None:
-    """Writes missed/<protocol>/<method>.csv (column `key`): the images in which the
-    anonymizer found no face and so returned them unchanged (leaks, listed in reports)."""
+    """Writes missed/<protocol>/<artifact_name(method)>.csv (column `key`): the images in
+    which the anonymizer found no face and so returned them unchanged (leaks, in reports)."""
     from anonbench.scores import artifact_name
 
     d = Path(out_dir) / "missed" / protocol

@@ -706,10 +706,11 @@ def _files_under(out: Path) -> set[Path]:
 def _own_new_files(out: Path, had: set[Path], name: str, protocol: str) -> list[Path]:
     """The files of method `name` that its scoring added: scores/, missed/ and examples/ of
     the protocol, named after the label (a concurrent run's files are not touched)."""
-    from anonbench.scores import score_file_name
+    from anonbench.scores import artifact_name, score_file_name
 
-    # per-item folders (anonbench.scorers.tables) are named by the file name's stem
-    names = {name, f"{name}.csv", score_file_name(name), score_file_name(name)[:-4]}
+    # every artifact is named by score_file_name or its stem (never the raw label, which
+    # can be another label's name: "^x" is the file name of "X")
+    names = {score_file_name(name), artifact_name(name)}
     own = []
     for p in _files_under(out) - had:
         parts = p.relative_to(out).parts

@@ -207,7 +207,7 @@ def _roc_figure(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> Figure 
 
 
 def _fid_figure(t: WideTable, colors: dict[str, str]) -> Figure | None:
-    """FID bars, with the paper's Table 4 beside where the protocol matches."""
+    """FID bars, with the paper's FID table (Table 4) beside where the protocol matches."""
     from anonbench.reports import plots
     from anonbench.reports.paper import for_protocol
 
@@ -220,19 +220,20 @@ def _fid_figure(t: WideTable, colors: dict[str, str]) -> Figure | None:
         for m in t.methods
         if (c := t.cell(m, i)) is not None and not math.isnan(c.value)
     }
-    by_table: dict[str, dict[str, float]] = {}
+    by_table: dict[str, dict[str | None, float]] = {}
     for v in for_protocol(t.protocol):
-        if v.metric == "fid" and v.method in ours:
+        if v.metric == "fid":
             by_table.setdefault(v.table, {})[v.method] = v.value
-    # the paper table that has the most of our methods (Table 4, not Table 1's one row)
-    paper = max(by_table.values(), key=len, default={})
+    # the paper's FID table: the one with the most rows (Table 4, not Table 1's one row)
+    table = max(by_table, key=lambda k: len(by_table[k]), default="")
+    paper = {m: x for m, x in by_table.get(table, {}).items() if m is not None and m in ours}
     if not ours:
         return None
     return Figure(
         "FID",
         f"Fréchet Inception Distance ({t.columns[i].evaluator or 'Inception'}), "
         "lower = closer to real faces"
-        + ("; hatched: the paper's Table 4 (its own data and setup)." if paper else "."),
+        + (f"; hatched: the paper's {table} (its own data and setup)." if paper else "."),
         _uri(plots.fid_png(ours, paper, colors), "image/png"),
         "FID per method",
     )
@@ -260,7 +261,7 @@ def _missed(bundle: Bundle, t: WideTable) -> tuple[list[MissedRow], str]:
     note = "A missed face is returned unchanged and stays in the metrics: it is a leak." + (
         ""
         if files
-        else " This run did not save which faces were missed (missed/<protocol>/<method>.csv)"
+        else " This run did not save which faces were missed (missed/<protocol>/METHOD.csv)"
         ", so only the counts are shown."
     )
     return rows, note

@@ -6,6 +6,7 @@ Reports only read what `anonbench run` wrote; nothing here computes a metric.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,12 @@ class Bundle:
         return out
 
     def missed_files(self, protocol: str) -> dict[str, Path]:
-        """method -> missed/<protocol>/<method>.csv (keys of faces the method missed), if any."""
+        """method -> missed/<protocol>/<artifact_name(method)>.csv (keys of faces the method
+        missed), if any."""
         out: dict[str, Path] = {}
         for r in self.runs:
             for m in r.methods:
-                # the label's artifact_name; a run written before it used the raw label
-                for name in dict.fromkeys((artifact_name(str(m)), str(m))):
+                for name in _artifact_names(str(m), r.methods):
                     p = r.path / "missed" / protocol / f"{name}.csv"
                     if _inside(p, r.path) and p.is_file():
                         out[str(m)] = p
@@ -106,7 +107,7 @@ class Bundle:
             keys = tuple(k for k, _, _ in rows)
             es = sets.setdefault(keys, ExampleSet(protocol, list(keys), [i for _, i, _ in rows]))
             for m in [m for m in r.methods if m in ran]:
-                mdir = _example_dir(edir, str(m))
+                mdir = _example_dir(edir, str(m), r.methods)
                 if mdir is None:
                     continue
                 files = [mdir / f for _, _, f in rows]
@@ -114,9 +115,18 @@ class Bundle:
         return list(sets.values())
 
 
-def _example_dir(edir: Path, label: str) -> Path | None:
+def _artifact_names(label: str, labels: Sequence[str]) -> list[str]:
+    """Where a label's missed list / example folder may be: its artifact_name, then (a run
+    written before artifact names) the raw label, unless that is, even case-insensitively,
+    another label's artifact name ("^x" is the file name of "X")."""
+    own = artifact_name(label)
+    others = {artifact_name(str(o)).lower() for o in labels if str(o) != label}
+    return [own] + ([label] if label != own and label.lower() not in others else [])
+
+
+def _example_dir(edir: Path, label: str, labels: Sequence[str]) -> Path | None:
     """examples/<protocol>/<artifact_name(label)>, or the raw label's folder of an older run."""
-    for name in dict.fromkeys((artifact_name(label), label)):
+    for name in _artifact_names(label, labels):
         d = edir / name
         if d.is_dir() and _inside(d, edir):
             return d

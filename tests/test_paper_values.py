@@ -87,31 +87,35 @@ def test_report_shows_table_1_sources_and_the_faceswap_statement(tmp_path):
     assert "random guesser" in html and "lines 659-673" in html
 
 
-def test_fid_figure_uses_the_baseline_table_not_table_1(monkeypatch):
-    # Table 1 repeats CIAGAN's FID rounded (2.1); the figure takes Table 4's 2.08
+@pytest.mark.parametrize("only", [None, ("original", "ciagan")])
+def test_fid_figure_uses_the_baseline_table_not_table_1(only, tmp_path, monkeypatch):
+    """Table 1 repeats CIAGAN's FID rounded (2.1); the figure takes Table 4's 2.08, also for
+    a run whose only paper method is ciagan (Table 1 and Table 4 then tie on our methods)."""
     from anonbench.reports import html as html_mod
     from anonbench.reports import plots
+    from anonbench.reports.runs import load_runs
+    from anonbench.reports.tables import build_tables
 
-    seen = {}
+    seen, captions = {}, []
 
     def fake_png(ours, paper_vals, colors):
         seen.update(paper_vals)
         return b"png"
 
     monkeypatch.setattr(plots, "fid_png", fake_png)
-    from anonbench.reports.runs import load_runs
-    from anonbench.reports.tables import build_tables
-
-    bundle = load_runs([FIX / "celeba"])
-    t = next(t for t in build_tables(bundle) if t.protocol == "celeba")
-    ours = {m for m in t.methods}
-    html_mod._fid_figure(t, {m: "#000" for m in ours})
-    assert seen and all(
-        v
-        == next(
-            p.value
-            for p in paper.for_protocol("celeba")
-            if p.table == "Table 4" and p.metric == "fid" and p.method == m
-        )
-        for m, v in seen.items()
-    )
+    run = FIX / "celeba"
+    if only:
+        run = tmp_path / "celeba"
+        shutil.copytree(FIX / "celeba", run)
+        df = pd.read_csv(run / "results.csv")
+        df[df["method"].isin(only)].to_csv(run / "results.csv", index=False)
+    t = next(t for t in build_tables(load_runs([run])) if t.protocol == "celeba")
+    fig = html_mod._fid_figure(t, {m: "#000" for m in t.methods})
+    captions.append(fig.caption)
+    table4 = {
+        p.method: p.value
+        for p in paper.for_protocol("celeba")
+        if p.table == "Table 4" and p.metric == "fid"
+    }
+    assert seen and all(v == table4[m] for m, v in seen.items())
+    assert "ciagan" in seen and "Table 4" in captions[0]

@@ -159,3 +159,24 @@ def test_artifact_names_are_distinct_case_insensitively_and_plain_labels_keep_th
     names = [artifact_name(x).lower() for x in labels]
     assert len(set(names)) == len(labels)
     assert artifact_name("blur17") == "blur17" and "/" not in "".join(names)
+
+
+def test_an_older_runs_raw_label_names_are_read_but_never_another_labels(tmp_path):
+    """A run written before artifact names kept missed/<protocol>/<label>.csv; reports still
+    read those, except where the raw name is another label's artifact name ("^x" is X's)."""
+    from anonbench.reports.runs import load_runs
+
+    run = tmp_path / "run"
+    shutil.copytree(LFW_RUN, run)
+    rows = pd.read_csv(run / "results.csv")
+    labels = ["X", "^x", "old label"]
+    pd.concat([rows.assign(method=lab) for lab in labels]).to_csv(run / "results.csv", index=False)
+    missed = run / "missed" / "lfw"
+    shutil.rmtree(missed, ignore_errors=True)
+    missed.mkdir(parents=True)
+    (missed / f"{artifact_name('X')}.csv").write_text("key\nfrom_X\n")  # X's, named "^x.csv"
+    (missed / "old label.csv").write_text("key\nold\n")  # an older run's raw-label name
+    files = load_runs([run]).missed_files("lfw")
+    assert files["X"].name == "^x.csv"
+    assert "^x" not in files  # its raw name is X's file: not read as "^x"'s
+    assert files["old label"].name == "old label.csv"
