@@ -82,7 +82,25 @@ def open_dataset(spec: str | None, default_kind: str = "lfw", pairs: str = "pair
 
     # rule 3: one output per input, refused before any work
     refuse_collisions(((r.key, output_name(r.key)) for r in ds.records), f"--data {ds.root}")
+    _warn_animated(ds)
     return ds
+
+
+def _warn_animated(ds: Dataset) -> None:
+    """One warning line when inputs are animated (GIF, APNG, WebP, multi-page TIFF): every
+    command reads their first frame only. Only formats that can animate are opened, and only
+    their header (a JPEG dataset costs nothing)."""
+    from anonbench.data.images import declared_frames
+    from anonbench.log import warn
+
+    animated = [(r.key, n) for r in ds.records if (n := declared_frames(r.path)) > 1]
+    if animated:
+        key, n = animated[0]
+        more = f" and {len(animated) - 1} more" if len(animated) > 1 else ""
+        warn(
+            f"--data {ds.root}: {len(animated)} animated image(s) ({key}: {n} frames{more}); "
+            "only the first frame of each is anonymized and scored"
+        )
 
 
 def _open(kind: str, path: str | None, pairs: str, spec: str) -> Dataset:

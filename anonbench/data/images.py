@@ -145,6 +145,24 @@ def _header(data: np.ndarray, path: object, limit: int | None) -> ImageInfo | No
     return info
 
 
+# suffixes whose formats can hold several frames (a JPEG cannot; MPO counts as one picture)
+_MULTI_FRAME_SUFFIXES = (".gif", ".png", ".apng", ".webp", ".tif", ".tiff")
+
+
+def declared_frames(path: str | os.PathLike[str]) -> int:
+    """The frame count the file's header declares, without decoding (1 for a format that
+    cannot animate, or a file PIL cannot open: reading it later says what is wrong)."""
+    if not str(path).lower().endswith(_MULTI_FRAME_SUFFIXES):
+        return 1
+    from PIL import Image
+
+    try:
+        with Image.open(path, formats=_HEADER_FORMATS) as im:
+            return _frames(im)
+    except Exception:
+        return 1
+
+
 def _frames(im: Any) -> int:
     """The frame count an image's header declares (1 when it does not say). A phone's MPO
     JPEG (the photo, then its preview or depth image) is one picture, not an animation."""
