@@ -153,7 +153,6 @@ def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
     )
     p.add_argument("--epochs", type=at.positive_int, default=d.epochs)
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--batch-size", type=at.positive_int, default=d.batch_size)
     p.add_argument("--lr", type=at.positive_number, default=d.lr, help="Adam learning rate")
     p.add_argument(
@@ -186,6 +185,14 @@ def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
     )
     p.add_argument("--split-seed", type=at.seed, default=d.split_seed)
     p.add_argument("--test-fraction", type=at.fraction, default=d.test_fraction)
+    p.add_argument("--min-images", type=at.positive_int, default=d.min_images, help="per identity")
+    add_job_arguments(p, d)
+
+
+def add_job_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
+    """The options of a training as a long, resumable job: resume, time limits, checkpoints,
+    snapshots, priority, threads, and the warm start of a lost run."""
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument(
         "--max-minutes",
         type=at.non_negative_number,
@@ -198,7 +205,6 @@ def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
         default=d.save_minutes,
         help="write the epoch grid and checkpoint at most this often (0: every epoch)",
     )
-    p.add_argument("--min-images", type=at.positive_int, default=d.min_images, help="per identity")
     p.add_argument(
         "--save-every", type=at.non_negative_int, default=d.save_every, help="extra checkpoint"
     )
@@ -221,6 +227,15 @@ def add_common_arguments(p: argparse.ArgumentParser, d: GanTrainConfig) -> None:
         default=d.keep_minutes,
         help="keep a copy of the checkpoint in OUT/snapshots/ this often, for scoring a "
         "learning curve later (0: none)",
+    )
+    p.add_argument(
+        "--init-generator",
+        default=d.init_generator,
+        metavar="CHECKPOINT",
+        help="a new run's generator starts from this checkpoint of the same family and sizes "
+        "(CIAGAN: and identities): an export in .part* pieces, such as the shipped weights, "
+        "or a last.pt, e.g. when a training folder is lost; everything else starts fresh; "
+        "a --resume continues its last.pt and ignores this",
     )
 
 
@@ -253,6 +268,7 @@ def common_config(args: argparse.Namespace) -> dict[str, Any]:
         nice=args.nice,
         keep_minutes=args.keep_minutes,
         preset=args.preset,
+        init_generator=args.init_generator,
     )
 
 
@@ -346,24 +362,10 @@ def add_baseline_arguments(p: argparse.ArgumentParser, d: BaselineTrainConfig) -
     p.add_argument(
         "--ndf", type=at.positive_int, default=d.ndf, help="discriminator width (reference 64)"
     )
-    p.add_argument(
-        "--init-generator",
-        default=d.init_generator,
-        metavar="CHECKPOINT",
-        help="start the generator the method runs from this checkpoint of the same family, "
-        "variant and width (an export such as the shipped weights, or a last.pt), e.g. when "
-        "a training folder is lost; the other networks and the optimizers start fresh",
-    )
 
 
 def baseline_config(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        common_config(args),
-        variant=args.variant,
-        ngf=args.ngf,
-        ndf=args.ndf,
-        init_generator=args.init_generator,
-    )
+    return dict(common_config(args), variant=args.variant, ngf=args.ngf, ndf=args.ndf)
 
 
 def validate_baseline(cfg: BaselineTrainConfig) -> None:

@@ -134,14 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--embed-dim", type=at.non_negative_int, default=d.embed_dim, help="0: number of identities"
     )
-    p.add_argument(
-        "--init-generator",
-        default=d.init_generator,
-        metavar="FILE",
-        help="warm start: seed the generator with this generator-only checkpoint (e.g. an "
-        "exported one, .part* pieces joined); same size, widths and identities; the critic, "
-        "identity net and optimizers start fresh",
-    )
     return p
 
 
@@ -164,7 +156,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         critic_width=args.critic_width,
         id_width=args.id_width,
         embed_dim=args.embed_dim,
-        init_generator=args.init_generator,
     )
 
 
