@@ -216,9 +216,10 @@ def checkpoint_info(ckpt: Path) -> tuple[int | None, float | None]:
 
         from anonbench.methods.ciagan.checkpoint import read_bytes
 
-        raw = read_bytes(ckpt)  # the file, or its NAME.part* pieces
-        head = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # type: ignore[arg-type]
-        step = int(head.get("step"))
+        raw = read_bytes(ckpt)  # the file, or its NAME.part* pieces (None: neither)
+        if raw is not None:
+            head = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+            step = int(head.get("step"))
     except Exception:  # a generator-only export may have no step: the column stays empty
         step = None
     from anonbench.methods.gan_status import read_status

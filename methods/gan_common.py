@@ -164,7 +164,7 @@ def build_generator(
     factory: Callable[[int, int, int, str], torch.nn.Module],
 ) -> torch.nn.Module:
     """The checkpoint's generator (fp32, eval mode, CPU). factory(in_ch, out_ch, ngf, norm)."""
-    from anonbench.methods.ciagan.checkpoint import check_fits
+    from anonbench.methods.ciagan.checkpoint import load_weights
 
     cfg = ckpt["config"]
     try:
@@ -182,9 +182,7 @@ def build_generator(
         g = factory(in_ch, out_ch, ngf, norm)
     except ValueError as e:
         raise GanCheckpointError(f"{source}: {e}") from None
-    state = ckpt["generator"]
-    check_fits(g, state, f"{source} ({family} generator, {variant}, ngf {ngf})")
-    g.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    load_weights(g, ckpt["generator"], f"{source} ({family} generator, {variant}, ngf {ngf})")
     return g.eval()
 
 

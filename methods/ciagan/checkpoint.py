@@ -154,8 +154,7 @@ def build_generator(ckpt: dict[str, Any], source: str = "checkpoint") -> torch.n
         g = Generator(n, size, int(cfg.get("gen_width", 32)))
     except ValueError as e:
         raise CheckpointError(f"{source}: {e}") from None
-    check_fits(g, state, f"{source} (generator, {n} identities, {size}x{size})")
-    g.load_state_dict({k: v.float() for k, v in state.items()})
+    load_weights(g, state, f"{source} (generator, {n} identities, {size}x{size})")
     return g.eval()
 
 
