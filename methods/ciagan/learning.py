@@ -179,7 +179,24 @@ def identity_effect(
             torch.stack([in_mask(outs[t], run(other, t)) for t in targets]).mean()
         )
 
-    # per-identity references from real images (centre views, all images of the identity)
+    res.update(_target_accuracy(data, targets, outs, m, size, dev, identity_net))
+    res["chance"] = 1.0 / len(targets)
+    return res
+
+
+def _target_accuracy(
+    data: TrainData,
+    targets: list[int],
+    outs: dict[int, torch.Tensor],
+    m: torch.Tensor,
+    size: int,
+    dev: torch.device,
+    identity_net: torch.nn.Module | None,
+) -> dict[str, float]:
+    """colour_target_acc (and embed_target_acc with `identity_net`): the share of outputs
+    nearest to their own target's reference, built from the target's real images (centre
+    views, all images of the identity)."""
+
     def colour(x: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
         return (x * mm).sum((2, 3)) / mm.sum((2, 3)).clamp_min(1)
 
@@ -198,10 +215,9 @@ def identity_effect(
         if identity_net is not None:
             e = identity_net(outs[t]).float()
             hits_e.append(torch.cdist(e, torch.stack(ref_e)).argmin(1) == j)
-    res["colour_target_acc"] = float(torch.cat(hits_c).float().mean())
+    res = {"colour_target_acc": float(torch.cat(hits_c).float().mean())}
     if identity_net is not None:
         res["embed_target_acc"] = float(torch.cat(hits_e).float().mean())
-    res["chance"] = 1.0 / len(targets)
     return res
 
 
