@@ -258,3 +258,6 @@ def test_trainer_learns_and_a_warm_restart_starts_from_its_checkpoint():
             assert torch.equal(v, saved["state_dict"][k]), k
     with pytest.raises(AnonbenchError, match="proxies"):
         pf.train_face_net(crops, ["a", "b", "c", "d"] * 2, epochs=1, batch_size=4, init=saved)
+    # fewer crops than one batch: one clear error (it divided by zero steps per epoch)
+    with pytest.raises(AnonbenchError, match="8 crops, batch size 16"):
+        pf.train_face_net(crops, labels, epochs=1, batch_size=16)

@@ -138,6 +138,11 @@ def train_face_net(
     classes = sorted(set(labels))
     if len(classes) < 2 or len(crops) != len(labels):
         raise AnonbenchError("need crops and labels of at least 2 identities, equal in number")
+    if len(crops) < batch_size:  # the ragged last batch is dropped: no step would be taken
+        raise AnonbenchError(
+            f"pnca-face training needs at least one batch: {len(crops)} crops, batch size "
+            f"{batch_size}"
+        )
     idx = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([idx[v] for v in labels])
     x = torch.from_numpy(np.ascontiguousarray(crops))
