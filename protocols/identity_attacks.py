@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anonbench.api import Anonymizer, Option, Protocol, RunContext
 from anonbench.data.records import ImageRecord
@@ -29,6 +29,9 @@ from anonbench.metrics import catalog
 from anonbench.scorers.base import Scorer
 from anonbench.scorers.composed import IdentityProtocol, Prepared
 from anonbench.splits import SPLIT_OPTIONS, Split, analyse_test, load_split
+
+if TYPE_CHECKING:
+    from anonbench.scorers.target_retrieval import TargetRetrievalScorer
 
 ATTACKERS = ("pnca-landmarks", "pnca-landmark-points")
 # measured on ../shared/data/celeba, default split, all test images (N = 2,939): points 26.2%
@@ -87,7 +90,13 @@ class FaceSwapCheck(Protocol):
         "target_recall_at_1",
     )
     options = (
-        Option("recognizers", str, "dlib-resnet", "comma-separated recognizers"),
+        Option(
+            "recognizers",
+            str,
+            "dlib-resnet",
+            "comma-separated recognizers (pnca is trained here on the train identities, the "
+            "targets' own: the paper's P-NCA on the training set)",
+        ),
         *SPLIT_OPTIONS,
     )
 
@@ -130,12 +139,29 @@ class FaceSwapCheck(Protocol):
         rng = random.Random(ctx.seed)
         return {r.key: index[rng.choice(usable)] for r in self.records(method, ctx)}
 
-    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
+    def _scorer(
+        self, ctx: RunContext, targets: dict[str, str], usable: list[str]
+    ) -> TargetRetrievalScorer:
+        """The target-retrieval scorer of the `recognizers` option: fixed recognizers, and
+        trained attackers (pnca) that it fits on the split's train identities; one that cannot
+        run gives a warning and an unavailable row, as in celeba."""
+        from anonbench.registry import EMBEDDERS
         from anonbench.scorers import evaluators as E
+        from anonbench.scorers.attackers import is_trained, trained_attackers
+        from anonbench.scorers.target_retrieval import TargetRetrievalScorer
+
+        wanted = E.names(ctx.options["recognizers"])
+        recs, why = E.available(ctx, EMBEDDERS, wanted)
+        for n, w in why.items():
+            print(f"warning: evaluator {n} unavailable: {w}")
+        fixed = [n for n, ev in recs.items() if not is_trained(ev)]
+        trained = trained_attackers(ctx, recs)
+        return TargetRetrievalScorer(fixed, targets, usable, trained, why)
+
+    def evaluate(self, method: Anonymizer, store: Any, ctx: RunContext) -> list[dict[str, Any]]:
         from anonbench.scorers.base import Needs
         from anonbench.scorers.passes import frozen_boxes, output_pass, real_pass
         from anonbench.scorers.tables import write_per_item
-        from anonbench.scorers.target_retrieval import TargetRetrievalScorer
 
         base = {"dataset": ctx.data.label, "split": "test", "metric": "target_recall_at_1"}
         usable, why = self._usable(method, ctx)
@@ -145,13 +171,14 @@ class FaceSwapCheck(Protocol):
         test = self.records(method, ctx)
         labels = [str(x) for x in method.target_labels]  # type: ignore[attr-defined]
         targets = {k: labels[t] for k, t in (self.targets(method, ctx) or {}).items()}
-        scorer = TargetRetrievalScorer(E.names(ctx.options["recognizers"]), targets, usable)
+        scorer = self._scorer(ctx, targets, usable)
         needs = scorer.needs()
         # the gallery: every real image of the target identities
         gallery = [r for r in ctx.data.records if r.identity in set(usable)]
         ctx.originals.analyze(gallery, "analyse target identities")
         g_boxes = frozen_boxes(ctx, gallery)
-        scorer.prepare(real_pass(ctx, gallery, needs, g_boxes, "faceswap gallery"), None, ctx)
+        g_pass = real_pass(ctx, gallery, needs, g_boxes, "faceswap gallery")
+        scorer.prepare(g_pass, self._split, ctx)
         # the queries: the method's outputs of the test images (their originals: boxes only)
         real = real_pass(ctx, test, Needs(), frozen_boxes(ctx, test), "faceswap test")
         out = output_pass(ctx, real, method, store, needs, "faceswap outputs")

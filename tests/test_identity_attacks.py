@@ -134,3 +134,23 @@ def test_faceswap_flags_a_face_swapper_and_skips_others(tmp_path):
     elsewhere = SwapOracle({"x1": faces[train_ids[0]], "x2": faces[train_ids[0]]})
     row = _score(proto, elsewhere, ctx)
     assert len(row) == 1 and "holds real images of 0" in row[0]["note"]
+
+
+def test_faceswap_trains_pnca_on_the_train_identities(tmp_path):
+    """`recognizers=pnca` (the paper's P-NCA, as configs/ciagan-cvpr2020.toml's evaluators
+    give it): trained on the train identities, then scored; it stopped the paper run with
+    "pnca: call fit() (or give a checkpoint) before embed()"."""
+    from anonbench.options import parse_options
+    from anonbench.protocols.celeba import load_split
+
+    ds = load_celeba(ROOT)
+    proto = PROTOCOLS.create("faceswap")
+    ctx = _ctx(tmp_path, proto)
+    ctx.options = {**parse_options(proto.options, {"recognizers": "pnca"}, proto.name)}
+    ctx.options["pnca_epochs"] = 2  # the plumbing, not the attacker's strength
+    train_ids = load_split(ctx).train_ids
+    faces = {r.identity: read_rgb(r.path) for r in ds.records if r.identity in train_ids}
+    rows = _score(proto, SwapOracle(faces), ctx)
+    by = {r["evaluator"]: r for r in rows}
+    assert set(by) == {"pnca", "chance"}
+    assert by["pnca"]["n"] > 0 and 0 <= by["pnca"]["value"] <= 100

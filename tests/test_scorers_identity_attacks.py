@@ -98,6 +98,33 @@ def test_target_retrieval_labels_queries_with_their_target(tmp_path):
     assert chance == MetricResult("target_recall_at_1", "chance", 50.0, 2)
 
 
+def test_target_retrieval_fits_a_trained_attacker_on_the_train_identities(tmp_path, monkeypatch):
+    """pnca (a trained attacker) in faceswap's recognizers: fitted on the split's train
+    identities at prepare, gallery and queries embedded by it (it crashed unfitted); a
+    recognizer that cannot run gives an unavailable row."""
+    from anonbench.scorers.target_retrieval import NOTE, TargetRetrievalScorer
+
+    attacker, fits = _fake_attacker(monkeypatch)
+    gallery = _records(["t0", "t1"])
+    g = _pass("real", gallery, refs={"k0": _ref(A), "k1": _ref(B)})
+    test = [ImageRecord(f"q{i}", Path(f"/none/q{i}.jpg"), "src") for i in range(2)]
+    out_refs = {"q0": _ref(B), "q1": _ref(B)}  # both look like t1
+    entries = {"q0": {"missed": False}, "q1": {"missed": False}}
+    out = _pass("m", test, out_refs, store=SimpleNamespace(entries=entries))
+    s = TargetRetrievalScorer(
+        [], {"q0": "t0", "q1": "t1"}, ["t0", "t1"], {"pnca": attacker}, {"fn": "no weights"}
+    )
+    assert s.needs() == Needs(embedders=())
+    ctx = _ctx(tmp_path)
+    s.prepare(g, SimpleNamespace(train=["train-records"]), ctx)
+    assert fits == [["train-records"]]
+    rec, unavailable, chance = s.score(out, ctx)
+    ci = bootstrap_ci(np.array([0.0, 100.0]), groups=["t0", "t1"], seed=0)
+    assert rec == MetricResult("target_recall_at_1", "pnca", 50.0, 2, ci=ci, note=NOTE)
+    assert unavailable == MetricResult.unavailable("target_recall_at_1", "fn", "no weights")
+    assert chance == MetricResult("target_recall_at_1", "chance", 50.0, 2)
+
+
 class _Narrow(Scorer):
     """Can score only k0 and k2; needs the train identities when told to."""
 
