@@ -197,6 +197,13 @@ def _check_out_dir(out: Path) -> tuple[dict[str, Any], Any]:
         if f.exists() and not f.is_file():
             raise AnonbenchError(f"--out {out}: {f} is not a file")
     prev = read_run_json(out / "run.json")
+    if prev and not ({"run_id", "runs", "anonbench_version"} & set(prev)):
+        # older run.json files (single-object format) have anonbench_version, newer run_id
+        raise AnonbenchError(
+            f"{out / 'run.json'}: not an anonbench run.json; move it away or choose another "
+            "--out"
+        )
+    _check_report_is_ours(out / "report.html")
     res = None
     if (out / "results.csv").is_file():
         try:
@@ -213,6 +220,23 @@ def _check_out_dir(out: Path) -> tuple[dict[str, Any], Any]:
                 f"{missing}); move it away or choose another --out"
             )
     return prev, res
+
+
+def _check_report_is_ours(path: Path) -> None:
+    """A report.html in --out is rewritten by the run: only one anonbench wrote (its title),
+    never a page of the user's."""
+    if not path.is_file():
+        return
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise AnonbenchError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if b"<title>anonbench report" not in head:
+        raise AnonbenchError(
+            f"{path}: not an anonbench report, and a run writes report.html there; move it "
+            "away or choose another --out"
+        )
 
 
 def _measured(rows: list[dict[str, Any]], metrics: Any) -> bool:

@@ -442,6 +442,17 @@ def test_unwritable_out_and_cache_fail_before_any_work(tmp_path, capsys, evaluat
     assert _run_tiny(out, cache, "blur9") == 2
     assert "not an anonbench results file" in _err_line(capsys)
     assert sorted(p.name for p in out.iterdir()) == ["results.csv"] and evaluated == []
+    # a user's own run.json or report.html: refused, not rewritten (both were overwritten)
+    (out / "results.csv").unlink()
+    (out / "run.json").write_text('{"my": "notes"}')
+    assert _run_tiny(out, cache, "blur9") == 2
+    assert "not an anonbench run.json" in _err_line(capsys)
+    (out / "run.json").unlink()
+    (out / "report.html").write_text("<html><title>My page</title></html>")
+    assert _run_tiny(out, cache, "blur9") == 2
+    assert "not an anonbench report" in _err_line(capsys)
+    assert (out / "report.html").read_text() == "<html><title>My page</title></html>"
+    assert evaluated == []
 
 
 def test_failed_validation_after_mkdir_leaves_no_empty_folder(tmp_path, capsys, monkeypatch):
