@@ -4,7 +4,7 @@ embedders. They are kept small on purpose; see DESIGN.md."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, runtime_checkable
 from typing import Protocol as TypingProtocol
@@ -171,7 +171,8 @@ class MetricSpec:
 class Option:
     """A typed protocol option (`--option name=value`): shown by `anonbench ls`, checked.
     An int or float option is a finite number in [minimum, maximum] (None: unbounded); no
-    option takes a negative number unless it declares `minimum`."""
+    option takes a negative number unless it declares `minimum`; `check` refuses what else
+    is wrong with a value."""
 
     name: str
     type: type  # str | int | float | bool
@@ -179,6 +180,9 @@ class Option:
     help: str
     minimum: float | None = 0
     maximum: float | None = None
+    # called with a given value once typed and in range (AnonbenchError when it is wrong), so
+    # a value only the protocol understands is refused before any work, with the others
+    check: Callable[[Any], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -45,6 +45,8 @@ def parse_options(specs: Sequence[Option], given: Mapping[str, Any], owner: str)
         if opt is None:
             raise AnonbenchError(_unknown_message(key, list(by_name), owner))
         out[key] = _check_range(opt, _convert(opt, value))
+        if opt.check is not None:
+            opt.check(out[key])
     return out
 
 

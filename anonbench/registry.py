@@ -240,6 +240,7 @@ class Registry(Generic[T]):
     def create(self, name: str, **kwargs: Any) -> T:
         e = self.entry(name)
         assert e.factory is not None
+        _refuse_unknown_arguments(e.factory, kwargs, f"{self.kind} {name!r}")
         obj = e.factory(**{**e.params, **kwargs})
         if self.base is not None and not isinstance(obj, self.base):
             raise TypeError(
@@ -251,6 +252,26 @@ class Registry(Generic[T]):
 
 
 _MISSING = object()
+
+
+def _refuse_unknown_arguments(factory: Any, kwargs: dict[str, Any], what: str) -> None:
+    """One line, not a TypeError traceback, for an argument the factory does not take
+    (`--checkpoint blur9=...`: blur has no weights). A factory with **kwargs, or without a
+    signature, takes anything."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes = [p.name for p in params if p.kind in kinds]
+    unknown = [k for k in kwargs if k not in takes]
+    if unknown:
+        has = f"it takes {', '.join(takes)}" if takes else "it takes no arguments"
+        raise AnonbenchError(f"{what} does not take {', '.join(unknown)} ({has})")
 
 
 def _first_line(doc: str | None) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anonbench.argtypes import SEED_MAX
 from anonbench.errors import AnonbenchError
 from anonbench.runner import RunConfig, default_workers  # no torch at import
 
@@ -58,12 +59,13 @@ class Setting:
     default: Any
     minimum: int | None = None
     choices: tuple[str, ...] = ()
+    maximum: int | None = None
 
 
 SETTINGS: dict[str, Setting] = {
     "title": Setting(str, ""),  # what the experiment is; free text
     "out": Setting(str, None),  # None: runs/<file name>
-    "seed": Setting(int, 0, 0),
+    "seed": Setting(int, 0, 0, maximum=SEED_MAX),  # as --seed: numpy and torch take 32 bits
     "device": Setting(str, "cpu"),
     "batch_size": Setting(int, 32, 1),
     "workers": Setting(int, None, 1),  # None: min(2, cores), as on the command line
@@ -296,6 +298,11 @@ def _settings(c: _Checker, data: Mapping[str, Any], source: str) -> dict[str, An
         v = c.typed(key, data[key], s.type)
         if s.minimum is not None and v < s.minimum:
             raise c.error(key, f"expected an integer >= {s.minimum}, got {v}")
+        if s.maximum is not None and v > s.maximum:
+            raise c.error(key, f"expected an integer <= {s.maximum}, got {v}")
+        if s.type is str and key != "title" and not v.strip():
+            # "" would silently mean the default (runs/<file>, the embedded sample, ...)
+            raise c.error(key, "expected a non-empty string (leave the key out for the default)")
         if s.choices and v not in s.choices:
             raise c.error(key, f"expected one of {', '.join(s.choices)}, got {v!r}")
         if key in REGISTERED_SETTINGS:
@@ -367,6 +374,10 @@ def _protocol(
     data = table.get("data")
     if data is not None:
         data = c.typed(f"{path}.data", data, str)
+        if not data.strip():  # "" would silently mean the embedded sample
+            raise c.error(
+                f"{path}.data", "expected a non-empty string (leave it out for the sample)"
+            )
     given = {k: v for k, v in table.items() if k not in ENTRY_KEYS}
     embedder = table.get("embedder", evaluators.get("embedder"))
     if embedder is not None:
@@ -445,6 +456,9 @@ def _method(c: _Checker, path: str, value: Any, entries: list[str]) -> MethodEnt
         for k in ("name", "label", "folder", "checkpoint")
         if k in t
     }
+    for k, v in f.items():
+        if not v.strip():
+            raise c.error(f"{path}.{k}", "expected a non-empty string")
     if ("name" in f) == ("folder" in f):
         raise c.error(path, "give either name (a registered method) or folder (outputs)")
     if "name" in f:
@@ -473,6 +487,8 @@ def _method(c: _Checker, path: str, value: Any, entries: list[str]) -> MethodEnt
         for p in protos:
             if p not in entries:
                 raise c.error(f"{path}.protocols", f"no protocol entry {p!r} in this file")
+        if not protos:  # the method would silently never run
+            raise c.error(f"{path}.protocols", "an empty list: name the entries it runs in")
     optional = c.typed(f"{path}.optional", t.get("optional", False), bool)
     return MethodEntry(label, f.get("name"), f.get("folder"), f.get("checkpoint"), optional, protos)
 
@@ -622,9 +638,15 @@ def run_file(rf: RunFile, *, force: bool = False, quiet: bool = False) -> Path:
     configs = rf.configs()
     if not configs:
         raise RunFileError(f"{rf.source}: no method left to run (all unavailable)")
+    entries = [e for e in rf.protocols if rf.methods_of(e)]  # configs() keeps these, in order
+    for e, cfg in zip(entries, configs, strict=True):
+        cfg.force, cfg.quiet = force, quiet
+        try:  # all of them before any work: the last entry's mistake is not found hours in
+            runner.check(cfg)
+        except AnonbenchError as err:
+            raise RunFileError(f"{rf.source}: protocols.{e.key}: {err}") from None
     out = Path(rf.settings["out"])
     for i, cfg in enumerate(configs, 1):
-        cfg.force, cfg.quiet = force, quiet
         print(f"[{i}/{len(configs)}] protocol {cfg.protocol}: {', '.join(cfg.methods)}")
         out = runner.run(cfg)
     print(f"run file {rf.source}: {len(configs)} protocol run(s) in {out}")

@@ -316,6 +316,13 @@ def run(cfg: RunConfig) -> Path:
         raise
 
 
+def check(cfg: RunConfig) -> None:
+    """Every check `run` makes before any work (options, data, methods and their weights,
+    where it writes), without running: a run file checks all its protocol runs with it before
+    the first starts, so a mistake in the last one is not found hours in."""
+    _setup(cfg)
+
+
 def _check_numbers(cfg: RunConfig) -> None:
     if not cfg.methods:
         raise AnonbenchError("no methods given")

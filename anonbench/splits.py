@@ -10,9 +10,24 @@ from typing import Any
 
 from anonbench.api import Option, RunContext
 from anonbench.data.records import ImageRecord
+from anonbench.errors import AnonbenchError
+
+
+def _inside_0_1(value: float) -> None:
+    if not 0 < value < 1:  # both halves of the split need identities
+        raise AnonbenchError(f"option test_fraction={value:g}: expected a number between 0 and 1")
+
 
 SPLIT_OPTIONS = (
-    Option("test_fraction", float, 0.5, "share of identities held out for testing", 0, 1),
+    Option(
+        "test_fraction",
+        float,
+        0.5,
+        "share of identities held out for testing (between 0 and 1, both excluded)",
+        0,
+        1,
+        check=_inside_0_1,
+    ),
     Option("max_per_identity", int, 0, "test images per identity (0 = all)"),
     Option("pnca_epochs", int, 20, "training epochs of the Proxy-NCA attackers", 1),
 )

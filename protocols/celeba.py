@@ -36,6 +36,13 @@ DEFAULT_RECOGNIZERS = "pnca,dlib-resnet"
 DEFAULT_LANDMARKERS = "dlib-68,mediapipe"
 
 
+def _check_reversal(value: str) -> None:
+    """A wrong `reversal` is refused with the other options, before any work."""
+    from anonbench.metrics.reversal import parse_reversal
+
+    parse_reversal(value, learned=True)
+
+
 class CelebAProtocol(IdentityProtocol):
     """Identity protocol: detection rate, identity Recall@1, utility and FID/KID of
     anonymized test identities, on CelebA or any identity-labelled dataset."""
@@ -93,6 +100,7 @@ class CelebAProtocol(IdentityProtocol):
             "trained per method on its outputs of the train identities, reversal_minutes "
             "CPU-minutes each, so not in all), comma-separated (extra recall_at_1 rows per "
             "recognizer, adaptive ones excepted, evaluator '<recognizer>+<attack>')",
+            check=_check_reversal,
         ),
         Option(
             "reversal_minutes",

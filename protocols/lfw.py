@@ -32,6 +32,13 @@ from anonbench.scorers.verification import IN_SAMPLE, VerificationPair, Verifica
 FAR = 1e-3
 
 
+def _check_reversal(value: str) -> None:
+    """A wrong `reversal` is refused with the other options, before any work."""
+    from anonbench.metrics.reversal import parse_reversal
+
+    parse_reversal(value)
+
+
 class LFWVerification(Protocol):
     """LFW verification, second image anonymized: TAR@FAR=0.001 and accuracy over the folds
     (10 on View 2), AUC and EER."""
@@ -58,6 +65,7 @@ class LFWVerification(Protocol):
             "none",
             "reversal attacks restoring each anonymized image before embedding: none, wiener, "
             "richardson-lucy or all (extra rows, evaluator '<recognizer>+<attack>')",
+            check=_check_reversal,
         ),
     )
 

@@ -325,3 +325,22 @@ def test_two_plugins_with_one_name_is_an_error(plugins, capsys):
     err = capsys.readouterr().err
     assert "plug-in 'other-anon' (entry point anonbench.methods: thing = other_pkg:Thing)" in err
     assert "clashes with method 'thing' of plug-in 'fancy-anon'" in err
+
+
+def test_an_argument_the_factory_does_not_take_is_one_line(capsys):
+    """`--checkpoint blur9=...` (blur has no weights) was a TypeError traceback; a factory
+    with **kwargs still takes anything."""
+    from anonbench.cli import main
+    from anonbench.errors import AnonbenchError
+    from anonbench.registry import METHODS, Registry
+
+    with pytest.raises(AnonbenchError, match=r"method 'blur9' does not take checkpoint \(it takes"):
+        METHODS.create("blur9", checkpoint="x.pt")
+    with pytest.raises(AnonbenchError, match="it takes no arguments"):
+        METHODS.create("original", checkpoint="x.pt")
+    r: Registry = Registry("thing")
+    r.register("any")(lambda **kw: dict(kw))
+    assert r.create("any", checkpoint="x") == {"checkpoint": "x"}
+    args = ["run", "--methods", "blur9", "--checkpoint", "blur9=/etc/passwd", "--protocol", "lfw"]
+    assert main(args) == 2
+    assert "does not take checkpoint" in capsys.readouterr().err

@@ -89,6 +89,19 @@ def test_resolved_form_reads_back_the_same(tmp_path):
         ("[protocols.lfv]\n", "protocols.lfv (line 2): unknown protocol 'lfv'; did you mean"),
         ('[evaluators]\ndetectors = "hog"\n', "evaluators.detectors (line 4): unknown detector"),
         ('[evaluators]\nlandmarkers = "dlib-68"\n', "no protocol of this file takes it"),
+        # numpy and torch seeds take 32 bits: the KID step would fail hours in
+        ("seed = 4294967296\n", "seed (line 1): expected an integer <= 4294967295"),
+        # "" silently meant the default folder / the embedded sample
+        ('out = ""\n', "out (line 1): expected a non-empty string"),
+        ('[protocols.lfw]\ndata = ""\n', "protocols.lfw.data (line 3): expected a non-empty"),
+        # values only the protocol understands, refused with the others (they failed at the
+        # protocol's start, after the earlier protocols had run)
+        ('[protocols.lfw]\nreversal = "bogus"\n', "protocols.lfw.reversal (line 3): reversal="),
+        (
+            "[protocols.celeba]\ntest_fraction = 1.0\n",
+            "protocols.celeba.test_fraction (line 3): option test_fraction=1: expected a number "
+            "between 0 and 1",
+        ),
     ],
 )
 def test_each_mistake_is_one_line_naming_file_and_key(tmp_path, change, where):
@@ -122,6 +135,8 @@ def test_each_mistake_is_one_line_naming_file_and_key(tmp_path, change, where):
             "methods[0].optional (line 1): expected true or",
         ),
         ("[]", "methods (line 1): expected a non-empty list"),
+        ('[{ name = "blur9", protocols = [] }]', "methods[0].protocols (line 1): an empty list"),
+        ('[{ name = "" }]', "methods[0].name (line 1): expected a non-empty string"),
     ],
 )
 def test_method_mistakes_name_the_list_item(tmp_path, methods, where):
@@ -199,6 +214,23 @@ def test_two_protocols_run_into_one_folder(tmp_path, capsys):
     assert "cyclegan: unavailable" in capsys.readouterr().err
     runfile.run_file(runfile.load(p), quiet=True)
     assert capsys.readouterr().out.count("skipped ") == 4  # 2 methods x 2 protocols
+
+
+def test_every_entry_is_checked_before_the_first_runs(tmp_path):
+    """A mistake in the second entry (missing data, a method that takes no checkpoint) is one
+    line naming the entry before anything runs; it was found after the first protocol ran."""
+    lfw = f'[protocols.lfw]\ndata = "lfw:{FIXTURES / "lfw_tiny"}"\nfolds = 1\n'
+    head = f'out = "{tmp_path / "run"}"\ncache_dir = "{tmp_path / "cache"}"\nworkers = 1\n'
+    bad_data = '[protocols.celeba]\ndata = "celeba:/no/such/folder"\n'
+    p = _write(tmp_path, head + 'methods = ["original"]\n' + lfw + bad_data)
+    with pytest.raises(AnonbenchError) as e:
+        runfile.run_file(runfile.load(p), quiet=True)
+    assert str(e.value).startswith(f"{p}: protocols.celeba: data root not found")
+    methods = 'methods = ["original", { name = "blur9", checkpoint = "x.pt" }]\n'
+    p = _write(tmp_path, head + methods + lfw)
+    with pytest.raises(AnonbenchError, match="method 'blur9' does not take checkpoint"):
+        runfile.run_file(runfile.load(p), quiet=True)
+    assert not (tmp_path / "run").exists()
 
 
 PAPER = CONFIGS / "ciagan-cvpr2020.toml"
