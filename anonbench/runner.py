@@ -409,6 +409,8 @@ def _setup(cfg: RunConfig) -> _Setup:
             f"protocol {proto.name} runs on {' or '.join(k + ':DIR' for k in proto.datasets)} "
             f"data, not {ds.kind}:"
         )
+    if cfg.out is not None and not str(cfg.out).strip():  # not silently the default folder
+        raise AnonbenchError("--out: an empty path; give a folder (or leave --out out)")
     out = Path(cfg.out or f"runs/{cfg.protocol}-{ds.label}")
     cache_dir = str(cfg.cache_dir or default_cache_dir())
     # where the run writes, before any work: one line, nothing created

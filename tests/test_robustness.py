@@ -1006,3 +1006,9 @@ def test_report_path_on_a_read_only_mount(tmp_path, capsys):
         assert "--markdown" in _err_line(capsys)
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_an_empty_out_is_refused_not_the_default_folder(capsys):
+    """`--out ""` (an unset variable in a script) silently wrote to runs/<protocol>-<data>."""
+    assert main(["run", "--methods", "original", "--protocol", "lfw", "--out", ""]) == 2
+    assert "--out: an empty path" in capsys.readouterr().err
