@@ -282,11 +282,27 @@ def from_dict(data: Mapping[str, Any], source: str, text: str | None = None) -> 
         for key, v in data["protocols"].items()
     ]
     _unused_evaluators(c, evaluators, protocols)
+    _one_entry_per_protocol(c, protocols)
     methods = _methods(c, data.get("methods"), [p.key for p in protocols])
     for p in protocols:
         if not any(m.protocols is None or p.key in m.protocols for m in methods):
             raise c.error(f"protocols.{p.key}", "no method runs in it (methods.protocols)")
     return RunFile(source, settings, methods, protocols)
+
+
+def _one_entry_per_protocol(c: _Checker, protocols: list[ProtocolEntry]) -> None:
+    """Two entries of one protocol would write the same scores/, missed/ and examples/ files
+    and overwrite each other's skip records in the one output folder (and their rows collide
+    when evaluator and data agree): refused until those are keyed by entry."""
+    first: dict[str, str] = {}
+    for p in protocols:
+        if p.protocol in first:
+            raise c.error(
+                f"protocols.{p.key}",
+                f"a second {p.protocol} entry (after protocols.{first[p.protocol]}): one run "
+                "folder holds one entry per protocol; run it from its own run file (another out)",
+            )
+        first[p.protocol] = p.key
 
 
 def _settings(c: _Checker, data: Mapping[str, Any], source: str) -> dict[str, Any]:

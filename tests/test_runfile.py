@@ -160,16 +160,23 @@ def test_a_run_file_needs_protocols_and_methods(tmp_path):
         runfile.load(_write(tmp_path, "[protocols.lfw]\n"))
 
 
-def test_two_entries_of_one_protocol_and_method_subsets(tmp_path):
+def test_method_subsets_and_one_entry_per_protocol(tmp_path):
     text = (
-        'methods = ["original", { name = "blur9", protocols = ["lfw-hog"] }]\n'
-        '[protocols.lfw]\n[protocols.lfw-hog]\nprotocol = "lfw"\nembedder = "dlib-resnet-mmod"\n'
+        'methods = ["original", { name = "blur9", protocols = ["celeba"] }]\n'
+        "[protocols.lfw]\n[protocols.celeba]\nfid = false\n"
     )
     rf = runfile.load(_write(tmp_path, text))
     a, b = rf.configs()
-    assert (a.protocol, b.protocol) == ("lfw", "lfw")
+    assert (a.protocol, b.protocol) == ("lfw", "celeba")
     assert a.methods == ["original"] and b.methods == ["original", "blur9"]
-    assert b.embedder == "dlib-resnet-mmod"
+    # a second lfw entry (another embedder) would overwrite the first's scores/lfw/ files and
+    # skip records in the one folder: refused, naming both entries
+    two = (
+        'methods = ["original"]\n[protocols.lfw]\n[protocols.lfw-mmod]\nprotocol = "lfw"\n'
+        'embedder = "dlib-resnet-mmod"\n'
+    )
+    with pytest.raises(AnonbenchError, match=r"protocols.lfw-mmod \(line 3\): a second lfw entry"):
+        runfile.load(_write(tmp_path, two))
 
 
 def test_optional_methods_that_cannot_be_built_are_unavailable(tmp_path):
