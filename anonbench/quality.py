@@ -258,6 +258,7 @@ def score(
 
 def append_log(path: Path, res: QualityResult) -> None:
     """Adds the row to a quality.csv (a training folder's, read by its status.json)."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # --log-to was checked before the scoring
     new = not path.is_file()
     with open(path, "a", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, COLUMNS)

@@ -226,3 +226,25 @@ def io_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def test_quality_checks_its_checkpoints_and_log_folder_before_scoring(
+    tmp_path, capsys, monkeypatch
+):
+    """A bad --log-to failed after the scoring (15 minutes on real data); a folder given as
+    --checkpoint was 'no such file'. Both are one line before any work now."""
+    import anonbench.quality as q
+    from anonbench.cli import main
+
+    scored = []
+    monkeypatch.setattr(q, "score", lambda *a, **k: scored.append(a))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    ckpt = tmp_path / "g.pt"
+    ckpt.write_bytes(b"not read: the checks come first")
+    base = ["quality", "--method", "pix2pix", "--data-root", str(tmp_path)]
+    assert main([*base, "--checkpoint", str(ckpt), "--log-to", str(blocker / "sub")]) == 2
+    assert "--log-to" in capsys.readouterr().err
+    assert main([*base, "--checkpoint", str(tmp_path)]) == 2
+    assert "a folder, not a checkpoint file" in capsys.readouterr().err
+    assert scored == []

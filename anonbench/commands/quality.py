@@ -57,6 +57,30 @@ def _training_dir(ckpt: Path) -> Path | None:
     return None
 
 
+def _checked_inputs(args: argparse.Namespace) -> list[Path | None]:
+    """Every checkpoint and the folder each one's quality.csv goes to, checked before any
+    scoring (a bad --log-to failed after 15 minutes of it); returns those folders."""
+    from anonbench.errors import AnonbenchError
+    from anonbench.runner import check_writable_dir
+
+    logs: list[Path | None] = []
+    for ckpt in args.checkpoint or [""]:
+        if ckpt and Path(ckpt).is_dir():
+            raise AnonbenchError(f"--checkpoint {ckpt}: a folder, not a checkpoint file")
+        # an exported checkpoint may lie in NAME.part* pieces, as the loaders accept
+        if ckpt and not (
+            Path(ckpt).is_file() or any(Path(ckpt).parent.glob(f"{Path(ckpt).name}.part*"))
+        ):
+            raise AnonbenchError(f"--checkpoint {ckpt}: no such file")
+        log = Path(args.log_to) if args.log_to else (_training_dir(Path(ckpt)) if ckpt else None)
+        if log is not None:
+            check_writable_dir(log, "--log-to")
+            if (log / "quality.csv").is_dir():
+                raise AnonbenchError(f"--log-to {log}: {log / 'quality.csv'} is a folder")
+        logs.append(log)
+    return logs
+
+
 def run(args: argparse.Namespace) -> int:
     import csv
 
@@ -77,13 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.heldout < 1:
         raise AnonbenchError("--workers and --heldout must be >= 1")
     root = Path(args.data_root)
+    logs = _checked_inputs(args)
     results = []
-    for ckpt in args.checkpoint or [""]:
-        # an exported checkpoint may lie in NAME.part* pieces, as the loaders accept
-        if ckpt and not (
-            Path(ckpt).is_file() or any(Path(ckpt).parent.glob(f"{Path(ckpt).name}.part*"))
-        ):
-            raise AnonbenchError(f"--checkpoint {ckpt}: no such file")
+    for ckpt, log in zip(args.checkpoint or [""], logs, strict=True):
         name = Path(ckpt).stem if ckpt else f"{args.method}-shipped"
         out = Path(args.out or "quality") / name
         print(f"quality: scoring {ckpt or args.method + ' (shipped)'} ...", file=sys.stderr)
@@ -92,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
         )
         for note in res.notes:
             print(f"quality: {note}", file=sys.stderr)
-        log = Path(args.log_to) if args.log_to else (_training_dir(Path(ckpt)) if ckpt else None)
         if log is not None:
             quality.append_log(log / "quality.csv", res)
         results.append(res.row())
