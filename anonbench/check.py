@@ -10,7 +10,15 @@ for a protocol that is not installed here, or a metric it does not declare, the 
 Non-finite values (:func:`holds`): a value of +-inf never holds unless the baseline is the same
 infinity; a NaN run value never holds unless the baseline is NaN too. A NaN baseline has
 nothing to regress from: the run holds with NaN or any finite value (a value appearing is fine),
-not with +-inf.
+not with +-inf. A row whose baseline value is not finite (NaN, blank, +-inf) was not *compared*
+(:attr:`CheckRow.compared`): it can fail but never counts towards a PASS, and when no baseline
+value at all could be compared the check is an error (exit 2), never "all within tolerance".
+
+The files must be valid tables (:func:`run_check`): one row per key (:data:`MATCH_KEY`; rows
+equal in every checked column are kept once, a key with two different values is an error), and
+every finite value of the run within its unit's range (percent 0-100, fraction 0-1, count
+>= 0; the metric's MetricSpec ``unit``, see :data:`UNIT_RANGES`), else exit 2 naming the file
+and row.
 
 Without ``--tolerance``, every headline metric (one whose MetricSpec declares a default
 ``tolerance``) is checked with that tolerance in its worse direction. ``--tolerance`` gives
@@ -149,10 +157,15 @@ class CheckRow:
     note: str = ""  # for an interval multiple: "1ci=0.0375" or "floor" (the default won)
     baseline_method: str = ""  # the baseline's method compared (another name through --as)
     role: str | None = None
+    # False: the baseline value is NaN, blank or +-inf, so no tolerance was applied; such a
+    # row can fail (a new infinity) but never counts as a value that held
+    compared: bool = True
 
     @property
     def status(self) -> str:
-        return "pass" if self.ok else "REGRESSED"
+        if not self.ok:
+            return "REGRESSED"
+        return "pass" if self.compared else "not compared"
 
     @property
     def allowed_text(self) -> str:
@@ -181,8 +194,14 @@ class CheckResult:
         return list(self.unchecked)
 
     @property
+    def compared(self) -> list[CheckRow]:
+        """The rows whose baseline value is finite: the only ones a PASS can rest on."""
+        return [r for r in self.rows if r.compared]
+
+    @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.rows)
+        # nothing compared is not a pass: a baseline of NaNs would otherwise gate nothing
+        return all(r.ok for r in self.rows) and bool(self.compared)
 
     @property
     def exit_code(self) -> int:
@@ -575,6 +594,7 @@ def _check_row(
         note=note,
         baseline_method=r["baseline_method"],
         role=role(spec),
+        compared=math.isfinite(bv),
     )
 
 
@@ -716,16 +736,14 @@ def format_text(res: CheckResult) -> str:
 
 def summary_lines(res: CheckResult) -> list[str]:
     """The verdict, then which metrics held, regressed, were not checked (and why)."""
-    bad = sum(not r.ok for r in res.rows)
-    out = [
-        f"PASS: all {len(res.rows)} checked values within tolerance"
-        if res.ok
-        else f"FAIL: {bad} of {len(res.rows)} checked values regressed beyond tolerance"
-    ]
+    out = [_verdict(res)]
     if res.preset is not None:
         out.append(f"preset {res.preset.name}: {res.preset.description}")
-    held, regressed = [], []
+    held, regressed, no_base = [], [], []
     for metric, rows in res.by_metric().items():
+        if all(r.ok and not r.compared for r in rows):
+            no_base.append(f"{metric} ({len(rows)})")
+            continue
         allowed = ", ".join(dict.fromkeys(r.rule or f"{r.source} {r.allowed}" for r in rows))
         # under a preset, the role each metric plays (privacy, utility) is part of the verdict
         tag = f" [{rows[0].role}]" if res.preset is not None and rows[0].role else ""
@@ -743,6 +761,8 @@ def summary_lines(res: CheckResult) -> list[str]:
         out.append(f"regressed: {', '.join(regressed)}")
     if held:
         out.append(f"held: {', '.join(held)}")
+    if no_base:
+        out.append(f"not compared, baseline value NaN, blank or infinite: {', '.join(no_base)}")
     if res.unchecked:
         out.append("not checked: " + ", ".join(f"{m} ({why})" for m, why in res.unchecked.items()))
     if res.extra_methods:
@@ -752,6 +772,19 @@ def summary_lines(res: CheckResult) -> list[str]:
         out.append(f"method mapping (--as): {pairs}")
     out += [f"warning: {w}" for w in res.warnings]
     return out
+
+
+def _verdict(res: CheckResult) -> str:
+    """The first summary line. "within tolerance" only counts values actually compared: a
+    row with a NaN/blank/inf baseline is said apart, and none compared is never a PASS."""
+    n, bad = len(res.rows), sum(not r.ok for r in res.rows)
+    skipped = n - len(res.compared)
+    aside = f" ({skipped} more not compared: baseline NaN, blank or infinite)" if skipped else ""
+    if bad:
+        return f"FAIL: {bad} of {n} checked values regressed beyond tolerance"
+    if not res.compared:
+        return f"FAIL: none of the {n} baseline values could be compared (NaN, blank or infinite)"
+    return f"PASS: all {len(res.compared)} checked values within tolerance{aside}"
 
 
 def format_markdown(res: CheckResult, run_dir: str, baseline: str) -> str:
@@ -775,7 +808,9 @@ def format_markdown(res: CheckResult, run_dir: str, baseline: str) -> str:
     ]
     for r in rows[1:]:
         cells = [md_escape(c) for c in r]
-        cells[0] = "✅ pass" if r[0] == "pass" else "❌ **regressed**"
+        cells[0] = {"pass": "✅ pass", "not compared": "⚪ not compared"}.get(
+            r[0], "❌ **regressed**"
+        )
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -820,6 +855,9 @@ def run_check(
     # for a protocol not installed, the run's run.json wins over the baseline's
     warnings: list[str] = []
     specs = metric_specs(names, base_p, run_p, warnings=warnings)
+    # an impossible run value (a TAR of -0.5) is a broken run, not an improvement; baselines
+    # are not held to it: hand-made ones (tests, what-if gates) may sit past a bound
+    _refuse_impossible(cur, specs, _table(run_p), "run")
     given = [] if tolerance is None else parse_tolerances(tolerance, directions_of(specs))
     res = compare(
         cur,
@@ -830,7 +868,51 @@ def run_check(
         method_map=method_map,
     )
     res.warnings = warnings
+    if not res.compared:
+        raise AnonbenchError(_nothing_compared(res, base, _table(base_p)))
     return res
+
+
+def _nothing_compared(res: CheckResult, base: Any, base_p: Path) -> str:
+    """The error when no baseline value of the checked rows is finite (a gate of NaNs)."""
+    first = res.rows[0]
+    sel = (base["method"].map(_str) == first.baseline_method) & (
+        base["metric"].map(_str) == first.metric
+    )
+    sel &= base["evaluator"].map(_str) == first.evaluator
+    row = f"row {base.index[sel][0] + 1}: " if sel.any() else ""
+    return (
+        f"baseline {base_p}: no value to compare: all {len(res.rows)} checked baseline values "
+        f"are NaN, blank or infinite (e.g. {row}method={first.baseline_method} "
+        f"metric={first.metric} evaluator={first.evaluator} value={_fmt(first.baseline)})"
+    )
+
+
+# the valid range of a value by MetricSpec unit (api.MetricSpec: "percent" 0-100, "fraction"
+# 0-1, "count" a number of items); a plain number ("") has no known range
+UNIT_RANGES: dict[str, tuple[float, float]] = {
+    "percent": (0.0, 100.0),
+    "fraction": (0.0, 1.0),
+    "count": (0.0, math.inf),
+}
+
+
+def _refuse_impossible(df: Any, specs: Specs, p: Path, what: str) -> None:
+    """Every finite value lies in its unit's range (:data:`UNIT_RANGES`); one line naming the
+    file, row, method and metric otherwise. Non-finite values are judged by :func:`holds`."""
+    for i, r in zip(df.index, df.to_dict("records"), strict=True):
+        spec = specs.get(_str(r["protocol"]), {}).get(_str(r["metric"]))
+        bounds = UNIT_RANGES.get(spec.unit) if spec is not None else None
+        v = float(r["value"])
+        if bounds is None or not math.isfinite(v) or bounds[0] <= v <= bounds[1]:
+            continue
+        lo, hi = bounds
+        where = f"[{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g}"
+        raise AnonbenchError(
+            f"{what} {p}: row {i + 1}: method={_str(r['method'])} metric={_str(r['metric'])} "
+            f"evaluator={_str(r['evaluator'])}: value {v:g} is impossible for a {spec.unit} "
+            f"(valid: {where})"
+        )
 
 
 def _read(p: Path, what: str) -> Any:
@@ -849,4 +931,46 @@ def _read(p: Path, what: str) -> Any:
     if bad.any():
         raise AnonbenchError(f"{what} {p}: non-numeric value {df['value'][bad].iloc[0]!r}")
     df = df.assign(value=values)
-    return df
+    return _refuse_duplicates(df, _table(p), what)
+
+
+def _table(p: Path) -> Path:
+    """The results file a path names (a run folder's results.csv), for error messages."""
+    return p / "results.csv" if p.is_dir() else p
+
+
+# what `check` reads of a row besides its key: two rows of one key equal in these are one result
+_CHECKED_COLS = ("protocol_version", "value", "std", "ci_low", "ci_high")
+
+
+def _refuse_duplicates(df: Any, p: Path, what: str) -> Any:
+    """`df` with one row per key (:data:`MATCH_KEY`). Rows of one key that agree in every
+    column `check` reads are kept once: the verdict cannot depend on which one is used (a file
+    concatenated twice). Rows of one key that disagree are an error naming the file, the rows
+    and the key: silently keeping one would let a bad row hide behind a good one."""
+    import pandas as pd
+
+    keys = pd.DataFrame({c: df[c].map(_str) for c in MATCH_KEY}, index=df.index)
+    cols = pd.DataFrame({c: df[c].map(_cell) for c in _CHECKED_COLS}, index=df.index)
+    same = pd.concat([keys, cols], axis=1).duplicated(keep="first")
+    df, keys = df[~same], keys[~same]
+    clash = keys.duplicated(keep=False)
+    if not clash.any():
+        return df
+    first = keys[clash].iloc[0]
+    rows = keys.index[(keys == first).all(axis=1)]
+    key = " ".join(f"{c}={first[c]}" for c in MATCH_KEY)
+    values = ", ".join(_fmt(float(df.at[i, "value"])) for i in rows)
+    raise AnonbenchError(
+        f"{what} {p}: rows {', '.join(str(i + 1) for i in rows)} have the same key ({key}) "
+        f"with different contents (values {values}); keep one row per key"
+    )
+
+
+def _cell(v: Any) -> str:
+    """A cell as text for comparing rows: numbers by value (1 == 1.0), NaN and blank as ""."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return _str(v)
+    return "" if math.isnan(f) else repr(f)

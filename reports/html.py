@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anonbench.escape import html_escape
+from anonbench.escape import html_escape, one_line
 from anonbench.reports.compare import Comparison, build_comparisons
 from anonbench.reports.paper import PaperStatement, statements_for
 from anonbench.reports.runs import Bundle, ExampleSet, is_sample, load_runs, read_keys
@@ -93,13 +93,36 @@ def _thumb(path: Path, notes: list[str] | None = None) -> str | None:
     return _uri(buf.getvalue(), "image/jpeg")
 
 
-def _figures(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> list[Figure]:
-    """The section's figures: privacy vs utility, ROC, FID (those the table can feed)."""
-    figs = (_scatter_figure(t, colors), _roc_figure(bundle, t, colors), _fid_figure(t, colors))
+def _figures(
+    bundle: Bundle, t: WideTable, colors: dict[str, str], dropped: list[str]
+) -> list[Figure]:
+    """The section's figures: privacy vs utility, ROC, FID (those the table can feed).
+    Non-finite values (+-inf) are left out of them, each named in `dropped`."""
+    figs = (
+        _scatter_figure(t, colors, dropped),
+        _roc_figure(bundle, t, colors),
+        _fid_figure(t, colors, dropped),
+    )
     return [f for f in figs if f is not None]
 
 
-def _scatter_points(t: WideTable, xi: int, ycols: list[int], derived: bool) -> list[Any]:
+def _plottable(t: WideTable, m: str, i: int, dropped: list[str] | None) -> Any:
+    """The cell of method `m` in column `i` if it can be drawn: None when absent or NaN (no
+    value), or +-inf (the table shows it; an axis cannot hold it: named in `dropped`, unless
+    None: the caller does not report them)."""
+    c = t.cell(m, i)
+    if c is None or math.isnan(c.value):
+        return None
+    if not math.isfinite(c.value):
+        if dropped is not None:
+            dropped.append(f"{m} {t.columns[i].metric}={c.value}")
+        return None
+    return c
+
+
+def _scatter_points(
+    t: WideTable, xi: int, ycols: list[int], derived: bool, dropped: list[str] | None = None
+) -> list[Any]:
     """One point per method and y column; `derived`: x is 100·(1 − embedder_no_face/n)."""
     from anonbench.reports import plots
 
@@ -107,8 +130,8 @@ def _scatter_points(t: WideTable, xi: int, ycols: list[int], derived: bool) -> l
     for m in t.methods:
         if m == "chance":
             continue
-        xc = t.cell(m, xi)
-        if xc is None or math.isnan(xc.value):
+        xc = _plottable(t, m, xi, dropped)
+        if xc is None:
             continue
         if derived:
             if not xc.n:
@@ -117,15 +140,17 @@ def _scatter_points(t: WideTable, xi: int, ycols: list[int], derived: bool) -> l
         else:
             x, xlo, xhi = xc.value, xc.lo, xc.hi
         for yi in ycols:
-            yc = t.cell(m, yi)
-            if yc is None or math.isnan(yc.value):
+            yc = _plottable(t, m, yi, dropped)
+            if yc is None:
                 continue
             ev = t.columns[yi].evaluator
             points.append(plots.Point(m, ev, x, yc.value, xlo, xhi, yc.lo, yc.hi))
     return points
 
 
-def _chance_levels(t: WideTable, ycols: list[int]) -> dict[str, float]:
+def _chance_levels(
+    t: WideTable, ycols: list[int], dropped: list[str] | None = None
+) -> dict[str, float]:
     """Chance level per recognizer: a "chance" row per recognizer, or a column with evaluator
     "chance" shared by all."""
     chance: dict[str, float] = {}
@@ -134,18 +159,20 @@ def _chance_levels(t: WideTable, ycols: list[int]) -> dict[str, float]:
         c.value
         for i in chance_cols
         for m in t.methods
-        if (c := t.cell(m, i)) is not None and not math.isnan(c.value)
+        if (c := _plottable(t, m, i, dropped)) is not None
     ]
     for yi in ycols:
-        c = t.cell("chance", yi)
-        if c is not None and not math.isnan(c.value):
+        c = _plottable(t, "chance", yi, dropped)
+        if c is not None:
             chance[t.columns[yi].evaluator] = c.value
         elif shared:
             chance[t.columns[yi].evaluator] = shared[0]
     return chance
 
 
-def _scatter_figure(t: WideTable, colors: dict[str, str]) -> Figure | None:
+def _scatter_figure(
+    t: WideTable, colors: dict[str, str], dropped: list[str] | None = None
+) -> Figure | None:
     """Privacy-utility scatter: y = Recall@1 (per recognizer) or TAR; x = detection rate, or
     the share of faces the recognizer's detector found where the protocol has no detection."""
     from anonbench.reports import plots
@@ -157,7 +184,7 @@ def _scatter_figure(t: WideTable, colors: dict[str, str]) -> Figure | None:
     if not ycols or not (xcols or derived):
         return None
     xi = xcols[0] if xcols else t.column_index("embedder_no_face")[0]
-    points = _scatter_points(t, xi, ycols, derived)
+    points = _scatter_points(t, xi, ycols, derived, dropped)
     if not points:
         return None
     ylab = t.columns[ycols[0]].label
@@ -170,7 +197,7 @@ def _scatter_figure(t: WideTable, colors: dict[str, str]) -> Figure | None:
     else:
         xlab = f"detection rate (%), {t.columns[xi].evaluator}"
         how = f"x = detection rate by {t.columns[xi].evaluator}."
-    chance = _chance_levels(t, ycols)
+    chance = _chance_levels(t, ycols, dropped)
     evs = ", ".join(dict.fromkeys(p.series for p in points))
     return Figure(
         "Privacy vs utility",
@@ -206,7 +233,9 @@ def _roc_figure(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> Figure 
     )
 
 
-def _fid_figure(t: WideTable, colors: dict[str, str]) -> Figure | None:
+def _fid_figure(
+    t: WideTable, colors: dict[str, str], dropped: list[str] | None = None
+) -> Figure | None:
     """FID bars, with the paper's FID table (Table 4) beside where the protocol matches."""
     from anonbench.reports import plots
     from anonbench.reports.paper import for_protocol
@@ -218,7 +247,7 @@ def _fid_figure(t: WideTable, colors: dict[str, str]) -> Figure | None:
     ours = {
         m: (c.value, c.lo, c.hi)
         for m in t.methods
-        if (c := t.cell(m, i)) is not None and not math.isnan(c.value)
+        if (c := _plottable(t, m, i, dropped)) is not None
     }
     by_table: dict[str, dict[str | None, float]] = {}
     for v in for_protocol(t.protocol):
@@ -267,7 +296,7 @@ def _missed(bundle: Bundle, t: WideTable) -> tuple[list[MissedRow], str]:
     return rows, note
 
 
-def _section(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> Section:
+def _section(bundle: Bundle, t: WideTable, colors: dict[str, str], dropped: list[str]) -> Section:
     grids = bundle.example_sets(t.protocol, t.dataset)
     thumbs: dict[tuple[int, str, int], str] = {}
     grid_methods: list[list[str]] = []
@@ -284,7 +313,7 @@ def _section(bundle: Bundle, t: WideTable, colors: dict[str, str]) -> Section:
     return Section(
         t,
         build_comparisons(t),
-        _figures(bundle, t, colors),
+        _figures(bundle, t, colors, dropped),
         grids,
         thumbs,
         missed,
@@ -444,7 +473,14 @@ def render_html(run_dirs: list[Path]) -> str:
     bundle = load_runs([Path(p) for p in run_dirs])
     tables = build_tables(bundle)
     colors = method_colors([m for t in tables for m in t.methods])
-    sections = [_section(bundle, t, colors) for t in tables]
+    dropped: list[str] = []
+    sections = [_section(bundle, t, colors, dropped) for t in tables]
+    if dropped:
+        # the table shows them as they are; an axis cannot hold an infinity
+        names = list(dict.fromkeys(dropped))
+        note = f"{len(names)} non-finite values were left out of the plots ({', '.join(names)})"
+        print(f"warning: {one_line(note)}", file=sys.stderr)
+        bundle.warnings.append(note)
     samples = sorted({t.dataset for t in tables if t.sample})
     # every value goes through the one HTML escaping function (anonbench.escape, rule 5)
     env = jinja2.Environment(

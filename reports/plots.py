@@ -141,7 +141,8 @@ class Point:
 
 
 def _err(v: float, lo: float | None, hi: float | None) -> list[float]:
-    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+    # an infinite bound cannot be drawn (nor scaled to): no bar, as for a missing one
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
         return [0.0, 0.0]
     return [max(0.0, v - lo), max(0.0, hi - v)]
 
@@ -154,7 +155,13 @@ def scatter_png(
     chance: dict[str, float] | None = None,
 ) -> bytes:
     """Privacy (y, lower = better) against utility (x, higher = better): one point per method
-    with interval bars, one panel per series (recognizer); the good corner is bottom right."""
+    with interval bars, one panel per series (recognizer); the good corner is bottom right.
+    Non-finite points and chance levels are left out (an axis cannot hold +-inf); callers
+    that want to say so filter them first. ValueError when no finite point is left."""
+    points = [p for p in points if math.isfinite(p.x) and math.isfinite(p.y)]
+    if not points:
+        raise ValueError("scatter_png: no finite point to draw")
+    chance = {k: v for k, v in (chance or {}).items() if math.isfinite(v)}
     plt = _plt()
     series = list(dict.fromkeys(p.series for p in points))
     ncol = min(2, len(series))
@@ -265,7 +272,9 @@ def fid_png(
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(methods) + 1.5), 3.4))
     x = np.arange(len(methods))
     w = 0.38 if paper else 0.6
+    # a non-finite value is no bar (NaN is skipped by matplotlib, +-inf breaks the axis)
     vals = [ours.get(m, (math.nan, None, None))[0] for m in methods]
+    vals = [v if math.isfinite(v) else math.nan for v in vals]
     errs = np.array([_err(*ours[m]) if m in ours else [0.0, 0.0] for m in methods], dtype=float).T
     ax.bar(
         x - (w / 2 if paper else 0),

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
         raise AnonbenchError("nothing to write: give --html FILE and/or --latex FILE")
     for flag, path in (("--html", args.html), ("--latex", args.latex)):
         check_writable_file(path, flag)  # before any work: one line, exit 2
+    refuse_same_file([("--html", args.html), ("--latex", args.latex)])
     # rule 2: a report never overwrites a run's own files
     refuse_overlap(
         [("--html", args.html), ("--latex", args.latex)],
@@ -61,8 +62,55 @@ def check_writable_file(path: str | Path | None, flag: str) -> None:
         anc = anc.parent
     if not anc.is_dir():
         raise AnonbenchError(f"{flag} {p}: {anc} is a file, not a folder")
+    refuse_run_file(p, flag)
     try:
         check_writable_dir(p.parent, "")
     except AnonbenchError as e:  # '{flag} FILE: DIR is not writable'
         why = str(e).removeprefix(f" {p.parent}: ")
         raise AnonbenchError(f"{flag} {p}: {why}") from None
+
+
+def refuse_same_file(outputs: list[tuple[str, Path | None]]) -> None:
+    """Two outputs of one command are two files: one would silently overwrite the other.
+    Links resolved (a hard link to the same file counts too); one line, before any work."""
+    import os
+
+    from anonbench.errors import AnonbenchError
+
+    given = [(flag, Path(p).expanduser()) for flag, p in outputs if p is not None]
+    for i, (flag_a, a) in enumerate(given):
+        for flag_b, b in given[i + 1 :]:
+            same = os.path.realpath(a) == os.path.realpath(b)
+            if not same and a.exists() and b.exists():
+                same = os.path.samefile(a, b)
+            if same:
+                raise AnonbenchError(
+                    f"{flag_a} {a} and {flag_b} {b} are the same file: one would overwrite the "
+                    "other; give two paths"
+                )
+
+
+# a run folder's own files by name: never an output, whichever folder they are in
+RUN_FILE_NAMES = ("results.csv", "run.json")
+
+
+def refuse_run_file(path: Path, flag: str) -> None:
+    """An output never replaces a run's own files, of any run folder, not only those given:
+    no file named results.csv or run.json (compared case-insensitively), and nothing that is
+    or lies in the own files of a folder holding a run.json (safety.run_files: results.csv,
+    run.json, scores/, examples/, missed/). A report.html beside them stays allowed (`anonbench
+    run` writes one there). One line, before any work."""
+    import os
+
+    from anonbench.safety import OverlapError, refuse_overlap, run_files
+
+    real = Path(os.path.realpath(path))  # a link named r.html may point at a results.csv
+    for name in dict.fromkeys((path.name, real.name)):
+        if name.casefold() in RUN_FILE_NAMES:
+            raise OverlapError(
+                f"{flag} {path}: a file named {name} is a run's own file: inputs are never "
+                "written; choose another path"
+            )
+    for folder in real.parents:
+        if (folder / "run.json").is_file():
+            refuse_overlap([(flag, path)], run_files(folder))
