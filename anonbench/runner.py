@@ -200,8 +200,7 @@ def _check_out_dir(out: Path) -> tuple[dict[str, Any], Any]:
     if prev and not ({"run_id", "runs", "anonbench_version"} & set(prev)):
         # older run.json files (single-object format) have anonbench_version, newer run_id
         raise AnonbenchError(
-            f"{out / 'run.json'}: not an anonbench run.json; move it away or choose another "
-            "--out"
+            f"{out / 'run.json'}: not an anonbench run.json; move it away or choose another --out"
         )
     _check_report_is_ours(out / "report.html")
     res = None
