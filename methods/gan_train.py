@@ -332,6 +332,8 @@ def train(
     out = Path(cfg.out)
     last = out / "last.pt"
     saved = None
+    if last.exists() and not last.is_file():  # found now, not when the first save fails
+        raise AnonbenchError(f"{last} is not a file: move it away, or choose another --out")
     if last.is_file():
         if not resume:
             raise AnonbenchError(f"{last} exists: pass --resume to continue, or another --out")
@@ -347,11 +349,17 @@ def train(
     data = family.load_data(cfg)
     if saved is not None:
         family.check_resume(saved, data, last, cfg)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.replace(cfg, prepared_source=dict(data.source))
     trainer = family.make(cfg, data, device)
     if saved is None and cfg.init_generator:
-        trainer.warm_start(cfg.init_generator)
+        try:
+            trainer.warm_start(cfg.init_generator)
+        except AnonbenchError:
+            if created and not any(out.iterdir()):  # a refused start leaves no empty --out
+                out.rmdir()
+            raise
     columns = trainer.loss_columns
     # before the identity pretraining, so its CPU time counts too
     status = TrainingStatus(out, name, columns, cfg.keep_minutes)

@@ -76,7 +76,7 @@ def test_a_mismatched_generator_is_one_line_before_any_step(extra, says, tmp_pat
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and says in err[0] and "--init-generator" in err[0]
-    assert not (tmp_path / "b" / "last.pt").exists()
+    assert not (tmp_path / "b").exists()  # a refused start leaves no empty --out behind
 
 
 def test_another_familys_checkpoint_or_a_missing_file_is_refused(tmp_path, capsys):
@@ -107,3 +107,11 @@ def test_a_resume_continues_last_pt_without_the_init_file(family, tmp_path, caps
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "warm-started" not in out.out and "resumed at step 1" in out.out
+
+
+def test_a_folder_where_last_pt_should_be_is_refused_first(tmp_path, capsys):
+    """It trained, then failed to save with an IsADirectoryError traceback."""
+    data = tiny_prepared(tmp_path / "faces.npz")
+    (tmp_path / "a" / "last.pt").mkdir(parents=True)
+    assert _train("pix2pix", data, tmp_path / "a", "--resume") == 2
+    assert "last.pt is not a file" in capsys.readouterr().err
