@@ -70,7 +70,31 @@ def read_results(path: str | Path):
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise AnonbenchError(f"{p}: not an anonbench results file (missing columns {missing})")
+    _warn_incomplete_rows(p, df)
     return df[COLUMNS]
+
+
+# every row anonbench writes fills these; a row without them was cut short (a copy that
+# stopped mid-file, a hand edit), and pandas would fill its tail with NaN without a word
+ROW_REQUIRED = ("method", "protocol", "metric", "evaluator", "n")
+
+
+def _warn_incomplete_rows(path: Path, df: Any) -> None:
+    from anonbench.log import warn
+
+    with path.open("rb") as f:  # anonbench ends every row with a newline
+        f.seek(max(0, path.stat().st_size - 1))
+        if f.read(1) not in (b"\n", b""):
+            warn(f"{path}: ends mid-line: the file may be truncated (its last row may be cut)")
+    bad = df[list(ROW_REQUIRED)].isna().any(axis=1)
+    if bad.any():
+        rows = [int(i) + 2 for i in df.index[bad][:3]]  # file lines: header is line 1
+        more = f" and {int(bad.sum()) - 3} more" if bad.sum() > 3 else ""
+        warn(
+            f"{path}: line {', '.join(map(str, rows))}{more} incomplete (no "
+            f"{'/'.join(ROW_REQUIRED)}): the file may be truncated; those rows are shown as "
+            "they are"
+        )
 
 
 @contextlib.contextmanager

@@ -128,3 +128,24 @@ def test_a_report_beside_a_runs_files_is_still_allowed(tmp_path):
     shutil.copytree(LFW, other)
     assert main(["report", str(other), "--html", str(other / "report.html")]) == 0
     assert main(["report", str(CELEBA), "--latex", str(other / "tables.tex")]) == 0
+
+
+def test_a_truncated_results_csv_is_said(tmp_path, capsys):
+    """A results.csv cut mid-row was read without a word (pandas fills the tail with NaN)."""
+    from anonbench.results import read_results
+
+    src = Path(__file__).parent / "fixtures" / "report_run" / "lfw" / "results.csv"
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(src, run / "results.csv")
+    read_results(run)
+    assert "truncated" not in capsys.readouterr().err  # a whole file: nothing said
+    raw = src.read_bytes()
+    last = raw.rstrip(b"\n").rsplit(b"\n", 1)[1]
+    (run / "results.csv").write_bytes(raw[: len(raw) - len(last) // 2 - 1])
+    read_results(run)
+    assert "ends mid-line: the file may be truncated" in capsys.readouterr().err
+    cut = raw.rstrip(b"\n").rsplit(b"\n", 1)[0] + b"\n" + last.split(b",")[0] + b",lfw\n"
+    (run / "results.csv").write_bytes(cut)
+    read_results(run)
+    assert "incomplete (no method/protocol/metric/evaluator/n)" in capsys.readouterr().err
