@@ -300,3 +300,22 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv(fid.ENV_VAR, str(mine))  # the environment wins over both folders
     found = fid.resolve_fid_weights(hub_checkpoints=hub, helper_dir=helper)
     assert found.path == mine and found.kind == "state_dict"
+
+
+def test_progress_counts_images_done_not_read_ahead():
+    """on_batch is called after each batch is computed, with its size: the FID bar counted
+    images pulled into a batch before Inception ran on them (one batch ahead)."""
+    seen: list[tuple[str, int]] = []
+
+    class Recorder(fid.FIDFeatureExtractor):
+        def __init__(self) -> None:  # no weights: only the batching is under test
+            self.batch_size = 2
+
+        def _batch_features(self, batch):
+            seen.append(("computed", len(batch)))
+            return np.zeros((len(batch), fid.FEATURE_DIM))
+
+    imgs = [np.zeros((8, 8, 3), np.uint8)] * 5
+    out = Recorder().features(imgs, on_batch=lambda n: seen.append(("done", n)))
+    assert out.shape == (5, fid.FEATURE_DIM)
+    assert seen == [(s, n) for n in (2, 2, 1) for s in ("computed", "done")]

@@ -101,7 +101,7 @@ def test_celeba_fid_and_kid_rows_share_one_feature_extraction(tmp_path, monkeypa
         def __init__(self, device="cpu", batch_size=32):
             pass
 
-        def features(self, images):
+        def features(self, images, on_batch=None):
             imgs = list(images)
             calls.append(len(imgs))
             return np.stack(
@@ -173,8 +173,11 @@ def test_feature_extraction_shows_a_progress_bar_unless_quiet(quiet, tmp_path, m
         def __init__(self, device="cpu", batch_size=32):
             pass
 
-        def features(self, images):
-            return np.stack([np.full(4, float(im.mean())) for im in images])
+        def features(self, images, on_batch=None):
+            out = np.stack([np.full(4, float(im.mean())) for im in images])
+            if on_batch is not None:  # one batch: the bar moves when it is done
+                on_batch(len(out))
+            return out
 
     monkeypatch.setattr(fidmod, "FIDFeatureExtractor", FakeInception)
     ctx = RunContext(

@@ -38,7 +38,7 @@ import os
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,19 +381,29 @@ class FIDFeatureExtractor:
         pred = self.model(x)[0]
         return pred.reshape(pred.shape[0], FEATURE_DIM).cpu().numpy().astype(np.float64)
 
-    def features(self, images: Iterable[np.ndarray]) -> np.ndarray:
-        """N x 2048 float64 features of H x W x 3 uint8 RGB images, in order."""
+    def features(
+        self, images: Iterable[np.ndarray], on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """N x 2048 float64 features of H x W x 3 uint8 RGB images, in order. on_batch(n) is
+        called after each batch of n images is done (a progress bar that counts finished
+        images, not the ones read ahead into the batch)."""
         chunks: list[np.ndarray] = []
         batch: list[np.ndarray] = []
+
+        def run() -> None:
+            chunks.append(self._batch_features(batch))
+            if on_batch is not None:
+                on_batch(len(batch))
+
         for img in images:
             a = np.asarray(img)
             _check_image(a)
             batch.append(a)
             if len(batch) == self.batch_size:
-                chunks.append(self._batch_features(batch))
+                run()
                 batch = []
         if batch:
-            chunks.append(self._batch_features(batch))
+            run()
         if not chunks:
             return np.empty((0, FEATURE_DIM), np.float64)
         return np.concatenate(chunks)

@@ -8,7 +8,7 @@ Reference boxes are frozen once (:func:`frozen_boxes`) and shared by every pass 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,18 +141,19 @@ class FeatureBank:
             hit = cache.get(comp, ver, h.hexdigest())
             if hit is not None:
                 return hit["features"]
-            f = ext.features(_progress(images, f"FID features: {label}", self.ctx.quiet))
+            with _bar(len(images), f"FID features: {label}", self.ctx.quiet) as bar:
+                f = ext.features(images, on_batch=bar.update)
             cache.put(comp, ver, h.hexdigest(), {"features": f})
             return f
 
         return compute
 
 
-def _progress(images: list[np.ndarray], desc: str, quiet: bool) -> Iterator[np.ndarray]:
-    """The images, with a progress bar (Inception on a CPU core: minutes for thousands)."""
+def _bar(total: int, desc: str, quiet: bool) -> Any:
+    """A progress bar of images done (Inception on a CPU core: minutes for thousands)."""
     from tqdm.auto import tqdm
 
-    yield from tqdm(images, desc=desc, unit="img", dynamic_ncols=True, disable=quiet)
+    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=quiet)
 
 
 def _raiser(e: AnonbenchError) -> Callable[[Sequence[str]], np.ndarray]:
