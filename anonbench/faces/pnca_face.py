@@ -135,14 +135,7 @@ def train_face_net(
     epoch (checkpointing). init ({"state_dict", "proxies"}, as on_epoch checkpoints save them,
     same classes) continues an earlier run with a fresh schedule (a warm restart). Returns the
     float32 checkpoint dict (see `export`)."""
-    classes = sorted(set(labels))
-    if len(classes) < 2 or len(crops) != len(labels):
-        raise AnonbenchError("need crops and labels of at least 2 identities, equal in number")
-    if len(crops) < batch_size:  # the ragged last batch is dropped: no step would be taken
-        raise AnonbenchError(
-            f"pnca-face training needs at least one batch: {len(crops)} crops, batch size "
-            f"{batch_size}"
-        )
+    classes = _classes(crops, labels, batch_size)
     idx = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([idx[v] for v in labels])
     x = torch.from_numpy(np.ascontiguousarray(crops))
@@ -194,6 +187,20 @@ def train_face_net(
         "steps": step,
         "epochs": step / steps_per_epoch,
     }
+
+
+def _classes(crops: np.ndarray, labels: Sequence[str], batch_size: int) -> list[str]:
+    """The sorted identities, once the inputs can train: 2 identities or more, a label per
+    crop, and at least one full batch (the ragged last batch is dropped: no step otherwise)."""
+    classes = sorted(set(labels))
+    if len(classes) < 2 or len(crops) != len(labels):
+        raise AnonbenchError("need crops and labels of at least 2 identities, equal in number")
+    if len(crops) < batch_size:
+        raise AnonbenchError(
+            f"pnca-face training needs at least one batch: {len(crops)} crops, batch size "
+            f"{batch_size}"
+        )
+    return classes
 
 
 def _net_and_proxies(
