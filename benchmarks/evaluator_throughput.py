@@ -238,6 +238,59 @@ def markdown(
     return "\n".join(lines)
 
 
+def _evaluator_rows(
+    name: str, device: str, build: Any, images: list[Any], sizes: list[int], repeat: int
+) -> list[dict[str, Any]]:
+    """One row per batch size of one evaluator on one device: the best of `repeat` timings,
+    and how far its outputs are from the first batch size's; a build or run that fails is a
+    "skipped" row (an API that moved, weights missing) and ends the evaluator's rows."""
+    from anonbench.data.lfw import LFW_FACE_BOX
+
+    rows: list[dict[str, Any]] = []
+    reference: Outputs | None = None
+    for b in sizes:
+        row: dict[str, Any] = {"evaluator": name, "device": device, "batch_size": b}
+        try:
+            ev, kind, note = build(device, b)
+            run_once(ev, kind, images[:2], LFW_FACE_BOX)  # warm-up
+            sync(device)
+            walls, cpus = [], []
+            for _ in range(repeat):
+                t0, c0 = time.perf_counter(), time.process_time()
+                out = run_once(ev, kind, images, LFW_FACE_BOX)
+                sync(device)
+                walls.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
+            secs = min(walls)
+        except Exception as e:  # an API that moved, weights missing: skip, say why
+            row["note"] = f"skipped: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            if os.environ.get("ANONBENCH_DEBUG"):
+                traceback.print_exc()
+            rows.append(row)
+            print(f"{name:18s} {device:6s} batch {b:3d}: {row['note']}", flush=True)
+            break
+        if reference is None:
+            reference = out
+        row.update(
+            kind=kind,
+            n_images=len(images),
+            seconds=round(secs, 4),
+            seconds_all=[round(w, 4) for w in walls],
+            images_per_s=round(len(images) / secs, 2),
+            cpu_ms_per_image=round(1000 * min(cpus) / len(images), 2),
+            max_abs_diff_vs_batch1=max_abs_diff(out, reference),
+            note=note,
+        )
+        rows.append(row)
+        print(
+            f"{name:18s} {device:6s} batch {b:3d}: {row['images_per_s']:8.1f} img/s "
+            f"(diff vs first {row['max_abs_diff_vs_batch1']})",
+            flush=True,
+        )
+        del ev
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default=None, help="comma list; default cpu, plus cuda if present")
@@ -255,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
 
     from anonbench.data.images import read_rgb
-    from anonbench.data.lfw import LFW_FACE_BOX, sample_root
+    from anonbench.data.lfw import sample_root
 
     paths = sorted((sample_root() / "images").glob("*/*.jpg"))[: a.n]
     images = [read_rgb(q) for q in paths]
@@ -271,47 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for device in devices:
         for name in names:
-            reference: Outputs | None = None
-            for b in sizes:
-                row: dict[str, Any] = {"evaluator": name, "device": device, "batch_size": b}
-                try:
-                    ev, kind, note = builders[name](device, b)
-                    run_once(ev, kind, images[:2], LFW_FACE_BOX)  # warm-up
-                    sync(device)
-                    walls, cpus = [], []
-                    for _ in range(a.repeat):
-                        t0, c0 = time.perf_counter(), time.process_time()
-                        out = run_once(ev, kind, images, LFW_FACE_BOX)
-                        sync(device)
-                        walls.append(time.perf_counter() - t0)
-                        cpus.append(time.process_time() - c0)
-                    secs = min(walls)
-                except Exception as e:  # an API that moved, weights missing: skip, say why
-                    row["note"] = f"skipped: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
-                    if os.environ.get("ANONBENCH_DEBUG"):
-                        traceback.print_exc()
-                    rows.append(row)
-                    print(f"{name:18s} {device:6s} batch {b:3d}: {row['note']}", flush=True)
-                    break
-                if reference is None:
-                    reference = out
-                row.update(
-                    kind=kind,
-                    n_images=len(images),
-                    seconds=round(secs, 4),
-                    seconds_all=[round(w, 4) for w in walls],
-                    images_per_s=round(len(images) / secs, 2),
-                    cpu_ms_per_image=round(1000 * min(cpus) / len(images), 2),
-                    max_abs_diff_vs_batch1=max_abs_diff(out, reference),
-                    note=note,
-                )
-                rows.append(row)
-                print(
-                    f"{name:18s} {device:6s} batch {b:3d}: {row['images_per_s']:8.1f} img/s "
-                    f"(diff vs first {row['max_abs_diff_vs_batch1']})",
-                    flush=True,
-                )
-                del ev
+            rows += _evaluator_rows(name, device, builders[name], images, sizes, a.repeat)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     info["load_average_1min_at_end"] = _load()
