@@ -38,6 +38,12 @@ class Results:
         from anonbench.results import read_results
 
         folder = Path(_path("Results.load: out", out))
+        if folder.is_file() and folder.name != "results.csv":
+            # the results are read again from the run's folder: another file's name would
+            # give its methods with the folder's numbers
+            raise AnonbenchError(
+                f"Results.load: {folder}: give a run folder or its results.csv, not another file"
+            )
         df = read_results(folder)
         if not folder.is_dir():  # RUN/results.csv: the run is its folder (report.html beside)
             folder = folder.parent

@@ -240,7 +240,7 @@ class Registry(Generic[T]):
     def create(self, name: str, **kwargs: Any) -> T:
         e = self.entry(name)
         assert e.factory is not None
-        _refuse_unknown_arguments(e.factory, kwargs, f"{self.kind} {name!r}")
+        _refuse_unknown_arguments(e.factory, kwargs, f"{self.kind} {name!r}", e.params)
         obj = e.factory(**{**e.params, **kwargs})
         if self.base is not None and not isinstance(obj, self.base):
             raise TypeError(
@@ -254,21 +254,27 @@ class Registry(Generic[T]):
 _MISSING = object()
 
 
-def _refuse_unknown_arguments(factory: Any, kwargs: dict[str, Any], what: str) -> None:
+def _refuse_unknown_arguments(
+    factory: Any, kwargs: dict[str, Any], what: str, fixed: dict[str, Any]
+) -> None:
     """One line, not a TypeError traceback, for an argument the factory does not take
     (`--checkpoint blur9=...`: blur has no weights). A factory with **kwargs, or without a
-    signature, takes anything."""
+    signature, takes anything; so does one whose wrapper (functools.wraps) or wrapped
+    function takes it. `fixed`: the variant's own values, not offered in the message."""
     import inspect
 
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    takes = [p.name for p in params if p.kind in kinds]
+    takes: list[str] = []
+    for follow in (True, False):
+        try:
+            params = inspect.signature(factory, follow_wrapped=follow).parameters.values()
+        except (TypeError, ValueError):
+            return
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return
+        takes += [p.name for p in params if p.kind in kinds and p.name not in takes]
     unknown = [k for k in kwargs if k not in takes]
+    takes = [t for t in takes if t not in fixed]
     if unknown:
         has = f"it takes {', '.join(takes)}" if takes else "it takes no arguments"
         raise AnonbenchError(f"{what} does not take {', '.join(unknown)} ({has})")

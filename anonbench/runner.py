@@ -78,6 +78,14 @@ class MethodSpec:
     folder: str | None = None  # pre-computed outputs
 
 
+# the strings pandas reads as a missing value by default (pandas._libs.parsers.STR_NA_VALUES):
+# a method labelled so would come back from results.csv as NaN
+_NA_STRINGS = frozenset(
+    "#N/A|#N/A N/A|#NA|-1.#IND|-1.#QNAN|-NaN|-nan|1.#IND|1.#QNAN|<NA>|N/A|NA|NULL|NaN|None|"
+    "n/a|nan|null".split("|")
+)
+
+
 def parse_method(item: str) -> MethodSpec:
     spec = _parse_method(item)
     # a label names files (scores/, missed/, examples/): no path separators, no hidden names
@@ -85,6 +93,11 @@ def parse_method(item: str) -> MethodSpec:
         raise AnonbenchError(
             f"--methods {item!r}: the label {spec.label!r} cannot name a file "
             "(no '/', '\\', or leading '.'); give LABEL=folder:DIR"
+        )
+    if spec.label in _NA_STRINGS:
+        raise AnonbenchError(
+            f"--methods {item!r}: the label {spec.label!r} reads back from results.csv as a "
+            "missing value; give another one with LABEL=folder:DIR"
         )
     return spec
 

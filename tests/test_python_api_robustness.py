@@ -171,3 +171,15 @@ def test_run_config_checks_the_seed_range_and_its_arguments(tmp_path: Path) -> N
     with pytest.raises(AnonbenchError, match=r"^run_config: path: expected a path"):
         anonbench.run_config(None)  # type: ignore[arg-type]
     assert not (tmp_path / "never").exists()
+
+
+def test_load_refuses_a_file_other_than_results_csv(tmp_path):
+    """Results.load(FILE) kept only FILE's folder and later read <folder>/results.csv: another
+    file's methods with the folder's numbers."""
+    import anonbench
+    from anonbench.errors import AnonbenchError
+
+    other = tmp_path / "baseline.csv"
+    other.write_text("method,protocol\n")
+    with pytest.raises(AnonbenchError, match=r"give a run folder or its results\.csv"):
+        anonbench.Results.load(other)

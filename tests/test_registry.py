@@ -344,3 +344,26 @@ def test_an_argument_the_factory_does_not_take_is_one_line(capsys):
     args = ["run", "--methods", "blur9", "--checkpoint", "blur9=/etc/passwd", "--protocol", "lfw"]
     assert main(args) == 2
     assert "does not take checkpoint" in capsys.readouterr().err
+
+
+def test_wrapped_factories_and_fixed_values_in_the_message():
+    """A functools.wraps wrapper that adds a keyword takes it (the wrapped signature alone
+    does not name it); a variant's fixed values are not offered as what it takes."""
+    import functools
+
+    from anonbench.errors import AnonbenchError
+    from anonbench.registry import METHODS, Registry
+
+    def inner(a: int = 1) -> int:
+        return a
+
+    @functools.wraps(inner)
+    def wrapper(*args, device="cpu", **kwargs):
+        return (device, inner(*args, **kwargs))
+
+    r: Registry = Registry("thing")
+    r.register("w")(wrapper)
+    assert r.create("w", device="cuda") == ("cuda", 1)
+    with pytest.raises(AnonbenchError) as e:
+        METHODS.create("blur9", checkpoint="x")
+    assert "kernel" not in str(e.value)  # fixed by the blur9 variant

@@ -1012,3 +1012,12 @@ def test_an_empty_out_is_refused_not_the_default_folder(capsys):
     """`--out ""` (an unset variable in a script) silently wrote to runs/<protocol>-<data>."""
     assert main(["run", "--methods", "original", "--protocol", "lfw", "--out", ""]) == 2
     assert "--out: an empty path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("label", ["NA", "null", "None", "nan"])
+def test_a_label_pandas_reads_as_missing_is_refused(tmp_path, capsys, label):
+    """It came back from results.csv as NaN (a false "truncated" warning, colliding keys)."""
+    folder = tmp_path / label
+    folder.mkdir()
+    assert main(["run", "--methods", f"folder:{folder}", "--protocol", "lfw"]) == 2
+    assert "reads back from results.csv as a missing value" in capsys.readouterr().err
