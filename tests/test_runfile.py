@@ -181,13 +181,14 @@ def test_method_subsets_and_one_entry_per_protocol(tmp_path):
 
 def test_optional_methods_that_cannot_be_built_are_unavailable(tmp_path):
     text = (
-        'methods = ["original", { name = "cyclegan", optional = true },'
+        'methods = ["original", { name = "cyclegan-masked", optional = true },'
         ' { label = "mine", folder = "no/such/dir", optional = true }]\n[protocols.lfw]\n'
     )
     rf = runfile.load(_write(tmp_path, text))
     gone = runfile.check_available(rf)
-    assert set(gone) == {"cyclegan", "mine"}
-    assert "cyclegan weights" in gone["cyclegan"] and "no such folder" in gone["mine"]
+    assert set(gone) == {"cyclegan-masked", "mine"}
+    assert "cyclegan-masked weights" in gone["cyclegan-masked"]
+    assert "no such folder" in gone["mine"]
     rf.unavailable = gone
     (cfg,) = rf.configs()
     assert cfg.methods == ["original"]
@@ -197,12 +198,12 @@ def test_optional_methods_that_cannot_be_built_are_unavailable(tmp_path):
 def test_two_protocols_run_into_one_folder(tmp_path, capsys):
     """lfw_tiny (lfw) and celeba_small (celeba, cheap options) from one run file: one
     results.csv with both protocols, run.json recording the run file for each, a report with
-    a section per protocol; the rerun skips everything; cyclegan (optional, no weights) is
+    a section per protocol; the rerun skips everything; cyclegan-masked (optional, no weights) is
     reported unavailable and the run goes on."""
     text = GOOD.replace("DATA", str(FIXTURES / "celeba_small")).replace(
         "[protocols.lfw]\n", f'[protocols.lfw]\ndata = "lfw:{FIXTURES / "lfw_tiny"}"\n'
     )
-    text = text.replace('"blur17"]', '"blur17", { name = "cyclegan", optional = true }]')
+    text = text.replace('"blur17"]', '"blur17", { name = "cyclegan-masked", optional = true }]')
     text += "max_per_identity = 2\npnca_epochs = 1\nfid = false\nkid = false\n"
     p = _write(tmp_path, f'out = "{tmp_path / "run"}"\ncache_dir = "{tmp_path / "cache"}"\n' + text)
     out = runfile.run_file(runfile.load(p), quiet=True)
@@ -215,10 +216,10 @@ def test_two_protocols_run_into_one_folder(tmp_path, capsys):
     assert [r["protocol"]["name"] for r in runs] == ["lfw", "celeba"]
     for r in runs:
         assert r["config"]["run_file"]["source"] == str(p)
-        assert "cyclegan" in r["config"]["run_file"]["unavailable"]
+        assert "cyclegan-masked" in r["config"]["run_file"]["unavailable"]
     html = (out / "report.html").read_text()
     assert "<h2>lfw" in html and "<h2>celeba" in html
-    assert "cyclegan: unavailable" in capsys.readouterr().err
+    assert "cyclegan-masked: unavailable" in capsys.readouterr().err
     runfile.run_file(runfile.load(p), quiet=True)
     assert capsys.readouterr().out.count("skipped ") == 4  # 2 methods x 2 protocols
 
