@@ -26,6 +26,7 @@ import torch
 from anonbench.errors import AnonbenchError
 from anonbench.methods.ciagan.learning import LEARNING_CONFIG, identity_effect, synthetic_faces
 from anonbench.methods.ciagan.model import Generator
+from anonbench.methods.ciagan.pretrain import save_partial
 from anonbench.methods.ciagan.train import TrainConfig, Trainer
 from anonbench.methods.landmark_data import PairSampler
 
@@ -309,7 +310,8 @@ def test_pnca_pretraining_continues_from_its_partial_state(tmp_path, monkeypatch
     assert not partial.exists()
     # a partial state of another config is ignored, not loaded
     stopped2 = Trainer(cfg, data, torch.device("cpu"))
-    stopped2._save_partial(partial, 2, torch.zeros(3, 3), torch.optim.Adam([torch.zeros(1)]), [])
+    opt = torch.optim.Adam([torch.zeros(1)])
+    save_partial(stopped2, partial, 2, torch.zeros(3, 3), opt, [])
     other = Trainer(
         TrainConfig(**{**LEARNING_CONFIG, "pnca_epochs": 10.0}), data, torch.device("cpu")
     )

@@ -32,9 +32,6 @@ Where we differ from the official code, for speed at equal batch and model size:
 
 from __future__ import annotations
 
-import csv
-import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,7 @@ import torch.nn.functional as F
 
 from anonbench.methods import gan_train as core
 from anonbench.methods.ciagan import checkpoint as ckpt_io
+from anonbench.methods.ciagan import pretrain
 from anonbench.methods.ciagan.model import build_models
 from anonbench.methods.ciagan.options import LEGACY_RECIPE, TrainConfig, validate
 from anonbench.methods.gan_train import GanTrainer, grad_norm, set_grad
@@ -101,19 +99,6 @@ def contrastive_loss(
     d2 = (e2.float() - e1.float()).pow(2).sum(1)
     y = same.float()
     return (0.5 * (y * d2 + (1 - y) * F.relu(margin - (d2 + 1e-9).sqrt()).pow(2))).mean()
-
-
-def proxy_nca_loss(
-    emb: torch.Tensor, proxies: torch.Tensor, labels: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """Proxy-NCA (Movshovitz-Attias et al. 2017): -log(exp(-d(x, p_y)) / sum_{z != y}
-    exp(-d(x, p_z))), d the squared distance between L2-normalised, scaled vectors."""
-    x = scale * F.normalize(emb.float(), dim=1)
-    p = scale * F.normalize(proxies.float(), dim=1)
-    d = torch.cdist(x, p).pow(2)
-    pos = d.gather(1, labels[:, None]).squeeze(1)
-    neg = d.scatter(1, labels[:, None], float("inf"))
-    return (pos + torch.logsumexp(-neg, 1)).mean()
 
 
 def init_identity_branch(g: torch.nn.Module) -> None:
@@ -232,8 +217,34 @@ class Trainer(GanTrainer):
         """The step's updates on device draws; returns the detached losses and measurements
         named in COMPUTED, one tensor. Reading them once per step (not after every update)
         keeps the GPU queue full."""
-        B, K, cfg = self.cfg.batch_size, self.cfg.critic_iters, self.cfg
-        # identity network: pairs of the same / different identities (contrastive)
+        s_total, dist_same, dist_diff, n_same, n_diff = self._update_identity(d)
+        d_total, real_total = self._update_critic(d)
+        g = self._update_generator(d)
+        n_id = max(d["id_src"].shape[0], 1)
+        K = self.cfg.critic_iters
+        return torch.stack(
+            [
+                s_total / n_id,
+                d_total / K,
+                real_total / K,
+                g["gen_gan"],
+                g["gen_identity"],
+                dist_same / n_same.clamp_min(1),
+                dist_diff / n_diff.clamp_min(1),
+                n_same / (n_same + n_diff).clamp_min(1),
+                g["gen_same_frac"],
+                g["gen_id_dist"],
+                g["gen_out_of_range"],
+                g["grad_g_identity"],
+                g["grad_g_onehot"],
+                g["grad_g_total"],
+            ]
+        ).float()
+
+    def _update_identity(self, d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Identity network on pairs of the same / different identities (contrastive):
+        (loss sum, same-pair distance sum, different-pair distance sum, their counts)."""
+        B, cfg = self.cfg.batch_size, self.cfg
         s_total = torch.zeros((), device=self.device)
         zero = torch.zeros((), device=self.device)
         dist_same, dist_diff, n_same, n_diff = zero, zero, zero, zero
@@ -255,7 +266,12 @@ class Trainer(GanTrainer):
                 dist_same = dist_same + (dist * sf).sum()
                 dist_diff = dist_diff + (dist * (1 - sf)).sum()
                 n_same, n_diff = n_same + sf.sum(), n_diff + (1 - sf).sum()
-        # critic: K iterations, each one fake and one real batch (LSGAN)
+        return s_total, dist_same, dist_diff, n_same, n_diff
+
+    def _update_critic(self, d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """K critic iterations, each one fake and one real batch (LSGAN): (loss sum, its
+        real part's sum)."""
+        B, K = self.cfg.batch_size, self.cfg.critic_iters
         fv = self._views_at(d["fake_src"], d["fake_box"])
         with torch.no_grad(), self.autocast():
             comp = self.generate(fv, self._onehot_at(d["fake_tgt"]))
@@ -277,7 +293,12 @@ class Trainer(GanTrainer):
             self.opt_D.step()
             d_total = d_total + loss.detach()
             real_total = real_total + loss_real.detach()
-        # generator: LSGAN + identity loss towards a real image of the target identity
+        return d_total, real_total
+
+    def _update_generator(self, d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Generator: LSGAN + identity loss towards a real image of the target identity;
+        returns its losses and measurements (COMPUTED's gen_* and grad_g_* names)."""
+        B, cfg = self.cfg.batch_size, self.cfg
         sv = self._views_at(d["gen_src"], d["gen_box_s"])
         tv = self._views_at(d["gen_tgt"], d["gen_box_t"])
         set_grad(self.D, False)
@@ -310,32 +331,17 @@ class Trainer(GanTrainer):
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
-            grad_id = grad_norm(self.G.identity.parameters(), self.device)
-            grad_onehot = grad_norm([self.G.identity.fc[0].weight], self.device)
-            grad_all = grad_norm(self.G.parameters(), self.device)
-            gen_same = (self.labels_dev[d["gen_src"]] == self.labels_dev[d["gen_tgt"]]).float()
-            gen_dist = (e_fake.float() - e_real.float()).norm(dim=1).mean()
-            out_of_range = (over != 0).float().sum() / area
+            same = (self.labels_dev[d["gen_src"]] == self.labels_dev[d["gen_tgt"]]).float()
+            g = {
+                "grad_g_identity": grad_norm(self.G.identity.parameters(), self.device),
+                "grad_g_onehot": grad_norm([self.G.identity.fc[0].weight], self.device),
+                "grad_g_total": grad_norm(self.G.parameters(), self.device),
+                "gen_same_frac": same.mean(),
+                "gen_id_dist": (e_fake.float() - e_real.float()).norm(dim=1).mean(),
+                "gen_out_of_range": (over != 0).float().sum() / area,
+            }
         self.opt_G.step()
-        n_id = max(d["id_src"].shape[0], 1)
-        return torch.stack(
-            [
-                s_total / n_id,
-                d_total / K,
-                real_total / K,
-                loss_gan.detach(),
-                loss_id.detach(),
-                dist_same / n_same.clamp_min(1),
-                dist_diff / n_diff.clamp_min(1),
-                n_same / (n_same + n_diff).clamp_min(1),
-                gen_same.mean(),
-                gen_dist,
-                out_of_range,
-                grad_id,
-                grad_onehot,
-                grad_all,
-            ]
-        ).float()
+        return {"gen_gan": loss_gan.detach(), "gen_identity": loss_id.detach(), **g}
 
     def derived(self, vals: dict[str, float]) -> dict[str, float]:
         return {"critic_fake": vals["critic"] - vals["critic_real"]}
@@ -372,101 +378,13 @@ class Trainer(GanTrainer):
         self.pretrain_identity(out / "pnca_losses.csv", out / PNCA_PARTIAL)
         return True
 
-    # -- Proxy-NCA pretraining of the identity network ---------------------------------------
+    # -- Proxy-NCA pretraining of the identity network (methods/ciagan/pretrain.py) ----------
     def pretrain_identity(
         self, log_path: Path | None = None, partial: Path | None = None
     ) -> list[float]:
-        """Proxy-NCA on real images (the paper's pretraining), before GAN training. With
-        `partial`, its state is saved there every --save-minutes and a restarted training
-        continues from it (on a 1-thread CPU this phase alone takes about 20 CPU-minutes)."""
-        from tqdm.auto import tqdm
-
-        cfg = self.cfg
-        B = 2 * cfg.batch_size
-        steps = max(1, math.ceil(cfg.pnca_epochs * len(self.data) / B))
-        dim = self.S.fc2.out_features
-        proxies = torch.nn.Parameter(
-            torch.randn(self.n_ids, dim, generator=self.gen).to(self.device) / math.sqrt(dim)
-        )
-        opt = torch.optim.Adam(
-            [
-                {"params": self.S.parameters(), "lr": cfg.lr},
-                {"params": [proxies], "lr": cfg.proxy_lr},
-            ],
-            betas=(cfg.beta1, cfg.beta2),
-        )
-        self.S.train()
-        set_grad(self.S, True)
-        losses: list[float] = []
-        first = self._load_partial(partial, proxies, opt, losses) if partial else 0
-        saved_t = time.monotonic()
-        bar = tqdm(range(first, steps), desc="identity net (Proxy-NCA)", disable=not cfg.progress)
-        for i in bar:
-            if partial and cfg.save_minutes and time.monotonic() - saved_t >= 60 * cfg.save_minutes:
-                self._save_partial(partial, i, proxies, opt, losses)
-                saved_t = time.monotonic()
-            idx = self.sampler.sample_images(B, self.gen)
-            v = self.views(idx)
-            with self.autocast():
-                e = self.S(v.image)
-            loss = proxy_nca_loss(e, proxies, self.data.labels[idx].to(self.device), self.S.scale)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if log_path is not None:
-            with open(log_path, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["step", "pnca_loss"])
-                w.writerows([i + 1, f"{v:.6g}"] for i, v in enumerate(losses))
-        self.pnca_done = True
-        if partial is not None:
-            partial.unlink(missing_ok=True)  # last.pt holds the pretrained net from here on
-        return losses
-
-    def _partial_key(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "identity_names": list(self.data.identity_names)}
-
-    def _save_partial(
-        self, path: Path, step: int, proxies: torch.Tensor, opt: Any, losses: list[float]
-    ) -> None:
-        ckpt_io.save_atomic(
-            {
-                **self._partial_key(),
-                "step": step,
-                "identity": self.S.state_dict(),
-                "proxies": proxies.detach().cpu(),
-                "optimizer": opt.state_dict(),
-                "losses": list(losses),
-                "rng": {"data": self.gen.get_state(), "torch": torch.get_rng_state()},
-            },
-            path,
-        )
-
-    def _load_partial(
-        self, path: Path, proxies: torch.Tensor, opt: Any, losses: list[float]
-    ) -> int:
-        """The step to continue the pretraining from (0: no usable partial state; one from
-        another config or other data is ignored and later overwritten)."""
-        if not path.is_file():
-            return 0
-        try:
-            st = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a damaged file: start the pretraining over
-            return 0
-        key = self._partial_key()
-        if not isinstance(st, dict) or any(st.get(k) != v for k, v in key.items()):
-            return 0
-        self.S.load_state_dict(st["identity"])
-        with torch.no_grad():
-            proxies.copy_(st["proxies"].to(proxies.device))
-        opt.load_state_dict(st["optimizer"])
-        losses[:] = [float(v) for v in st["losses"]]
-        self.gen.set_state(st["rng"]["data"])
-        torch.set_rng_state(st["rng"]["torch"])
-        print(f"ciagan: Proxy-NCA pretraining continues at step {int(st['step'])}")
-        return int(st["step"])
+        """Proxy-NCA on real images (the paper's pretraining), before GAN training; with
+        `partial`, resumable (see pretrain.pretrain_identity)."""
+        return pretrain.pretrain_identity(self, log_path, partial)
 
     # -- state ------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
@@ -481,33 +399,8 @@ class Trainer(GanTrainer):
         self.pnca_done = bool(state["pnca_done"])
 
     # -- sample grid ------------------------------------------------------------------------
-    @torch.no_grad()
     def sample_grid(self, path: Path) -> None:
-        """Rows: source, landmarks, three target identities; a header row shows a real image
-        of each target. Fixed sources and targets (no draw from the data generator), the
-        generator in eval mode (its spectral-norm vectors stay as they are)."""
-        from torchvision.utils import save_image
-
-        labels = self.data.labels
-        n_src = min(self.cfg.grid_sources, self.n_ids)
-        firsts = [int(torch.nonzero(labels == c)[0]) for c in range(self.n_ids)]
-        src = torch.tensor(firsts[:n_src])
-        tids = [round(i * (self.n_ids - 1) / 2) for i in range(3)]
-        tgt_img = self.views(torch.tensor([firsts[t] for t in tids]), augment=False).image
-        v = self.views(src, augment=False)
-        self.G.eval()
-        cols = []
-        for t in tids:
-            oh = F.one_hot(torch.full((n_src,), t, device=self.device), self.n_ids).float()
-            with self.autocast():
-                cols.append(self.generate(v, oh).clamp(0, 1))
-        self.G.train()
-        blank = torch.ones_like(v.image[:1])
-        rows = [torch.cat([blank, blank, tgt_img])]
-        for i in range(n_src):
-            rows.append(torch.stack([v.image[i], v.landmarks[i], *(c[i] for c in cols)]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(torch.cat(rows).float().cpu(), path, nrow=5, padding=2, pad_value=1.0)
+        sample_grid(self, path)
 
 
 PNCA_PARTIAL = "pnca_partial.pt"  # the pretraining's own checkpoint, until last.pt exists
@@ -536,3 +429,32 @@ FAMILY = core.Family(
 def train(cfg: TrainConfig, resume: bool = False, given: set[str] | None = None) -> Path:
     """Runs training on the GAN core; returns the path of last.pt."""
     return core.train(FAMILY, cfg, resume, given)
+
+
+@torch.no_grad()
+def sample_grid(tr: Trainer, path: Path) -> None:
+    """The training's sample grid. Rows: source, landmarks, three target identities; a header
+    row shows a real image of each target. Fixed sources and targets (no draw from the data
+    generator), the generator in eval mode (its spectral-norm vectors stay as they are)."""
+    from torchvision.utils import save_image
+
+    labels = tr.data.labels
+    n_src = min(tr.cfg.grid_sources, tr.n_ids)
+    firsts = [int(torch.nonzero(labels == c)[0]) for c in range(tr.n_ids)]
+    src = torch.tensor(firsts[:n_src])
+    tids = [round(i * (tr.n_ids - 1) / 2) for i in range(3)]
+    tgt_img = tr.views(torch.tensor([firsts[t] for t in tids]), augment=False).image
+    v = tr.views(src, augment=False)
+    tr.G.eval()
+    cols = []
+    for t in tids:
+        oh = F.one_hot(torch.full((n_src,), t, device=tr.device), tr.n_ids).float()
+        with tr.autocast():
+            cols.append(tr.generate(v, oh).clamp(0, 1))
+    tr.G.train()
+    blank = torch.ones_like(v.image[:1])
+    rows = [torch.cat([blank, blank, tgt_img])]
+    for i in range(n_src):
+        rows.append(torch.stack([v.image[i], v.landmarks[i], *(c[i] for c in cols)]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat(rows).float().cpu(), path, nrow=5, padding=2, pad_value=1.0)
