@@ -876,10 +876,13 @@ def run_check(
 def _nothing_compared(res: CheckResult, base: Any, base_p: Path) -> str:
     """The error when no baseline value of the checked rows is finite (a gate of NaNs)."""
     first = res.rows[0]
-    sel = (base["method"].map(_str) == first.baseline_method) & (
-        base["metric"].map(_str) == first.metric
-    )
-    sel &= base["evaluator"].map(_str) == first.evaluator
+    # the whole key (MATCH_KEY), the baseline's own method name: one metric of one method can
+    # sit in several protocols, datasets or splits of the same file
+    want = {**{c: str(getattr(first, c)) for c in MATCH_KEY}, "method": first.baseline_method}
+    sel = base["method"].map(_str) == want.pop("method")
+    for c, v in want.items():
+        if c in base.columns:
+            sel &= base[c].map(_str) == v
     row = f"row {base.index[sel][0] + 1}: " if sel.any() else ""
     return (
         f"baseline {base_p}: no value to compare: all {len(res.rows)} checked baseline values "

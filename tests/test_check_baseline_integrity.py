@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from anonbench.check import CheckResult, CheckRow, summary_lines
+from anonbench.check import CheckResult, CheckRow, _nothing_compared, summary_lines
 from anonbench.cli import main
 
 LFW = Path(__file__).parent / "fixtures" / "report_run" / "lfw"
@@ -63,6 +63,21 @@ def test_all_unusable_baseline_values_are_an_error(tmp_path, capsys, value):
     assert "\n" not in line and line.startswith("anonbench: error: baseline ")
     assert "results.csv" in line and "no value to compare" in line
     assert "row 1: method=original metric=tar_far_1e-3" in line
+
+
+def test_the_example_row_is_the_checked_key_not_a_namesake():
+    """The row number names the checked row, not an earlier row of the same method, metric
+    and evaluator in another protocol, dataset or split of the baseline."""
+    nan = float("nan")
+    row = CheckRow("m", "lfw", "d", "s", "tar_far_1e-3", "e", nan, 0.5, "+0.01", True, nan)
+    row.baseline_method = "m"
+    namesake = {"method": "m", "protocol": "lfw", "dataset": "other", "split": "s"}
+    checked = {**namesake, "dataset": "d"}
+    base = pd.DataFrame(
+        [{**r, "metric": "tar_far_1e-3", "evaluator": "e"} for r in (namesake, checked)]
+    )
+    line = _nothing_compared(CheckResult(rows=[row]), base, Path("base/results.csv"))
+    assert "(e.g. row 2: method=m metric=tar_far_1e-3" in line, line
 
 
 def test_one_nan_baseline_value_is_not_counted_as_within_tolerance(tmp_path, capsys):
