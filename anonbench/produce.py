@@ -577,40 +577,55 @@ def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | 
     face) as a PNG at the record's relative path under `out`, plus manifest.json. Outputs are
     copied only when their bytes still have the recorded sha256 (rule 6); what an earlier
     export to `out` wrote for records no longer exported (unreadable or changed original) is
-    removed, so `folder:` never scores it."""
-    from anonbench.data.images import ImageReadError, read_rgb
-
+    removed, so `folder:` never scores it. An export that fails removes the files it added:
+    none is left without the manifest that makes the folder anonbench's."""
     out = Path(out)
     targets = export_targets(records, out)
     earlier = _exported_keys(out)
     entries = {}
-    for r in records:
-        e = store.entries.get(r.key)
-        if e is None:
-            continue
-        dst = targets[r.key]
-        if e.get("file"):
-            try:
-                data = (store.root / e["file"]).read_bytes()
-            except OSError:
-                data = b""
-            if hashlib.sha256(data).hexdigest() != e.get("sha256"):
-                raise AnonbenchError(
-                    f"{store.root / e['file']}: the stored output changed or vanished after "
-                    "it was verified; run produce again"
-                )
-            digest = _write_bytes(dst, data)
-        else:
-            try:  # no face, or the identity: the original's pixels, and their file's digest
-                digest = _write_png(dst, read_rgb(r.path))
-            except ImageReadError:
+    added: list[Path] = []
+    try:
+        for r in records:
+            e = store.entries.get(r.key)
+            if e is None:
                 continue
-        entries[r.key] = {**e, "file": output_name(r.key), "sha256": digest}
-    for k in sorted(earlier - set(entries)):
-        if k in targets:  # an earlier export of a record that is no longer exported
-            targets[k].unlink(missing_ok=True)
-    _write_manifest(out, store.info, entries)
+            dst = targets[r.key]
+            if not (dst.exists() or dst.is_symlink()):
+                added.append(dst)
+            digest = _export_one(store, r, e, dst)
+            if digest is not None:
+                entries[r.key] = {**e, "file": output_name(r.key), "sha256": digest}
+        for k in sorted(earlier - set(entries)):
+            if k in targets:  # an earlier export of a record that is no longer exported
+                targets[k].unlink(missing_ok=True)
+        _write_manifest(out, store.info, entries)
+    except BaseException:
+        for p in added:
+            p.unlink(missing_ok=True)
+        raise
     return out
+
+
+def _export_one(store: OutputStore, r: ImageRecord, e: dict[str, Any], dst: Path) -> str | None:
+    """Writes one record's output to `dst`; its sha256, or None when its original is now
+    unreadable (nothing written)."""
+    from anonbench.data.images import ImageReadError, read_rgb
+
+    if e.get("file"):
+        try:
+            data = (store.root / e["file"]).read_bytes()
+        except OSError:
+            data = b""
+        if hashlib.sha256(data).hexdigest() != e.get("sha256"):
+            raise AnonbenchError(
+                f"{store.root / e['file']}: the stored output changed or vanished after "
+                "it was verified; run produce again"
+            )
+        return _write_bytes(dst, data)
+    try:  # no face, or the identity: the original's pixels, and their file's digest
+        return _write_png(dst, read_rgb(r.path))
+    except ImageReadError:
+        return None
 
 
 def export_targets(records: Sequence[ImageRecord], out: str | Path) -> dict[str, Path]:
@@ -621,6 +636,52 @@ def export_targets(records: Sequence[ImageRecord], out: str | Path) -> dict[str,
 
     inside = DataRoot(out, "--out")
     return {r.key: inside.path(output_name(r.key), f"--out {out}") for r in records}
+
+
+def check_export_out(out: str | Path, targets: dict[str, Path]) -> None:
+    """Before any work: export_store may write into `out`. Its manifest.json, when there, is
+    a file and one an earlier export wrote; without one, no file stands where an output
+    goes (anonbench writes outputs only beside its manifest, so those are a user's); and no
+    folder stands where an output goes. One line otherwise; a user's file is never
+    overwritten, and a folder in the manifest's place never leaves outputs without one."""
+    out = Path(out)
+    mf = out / MANIFEST
+    ours = False
+    if mf.is_symlink() or mf.exists():
+        if not mf.is_file():
+            raise AnonbenchError(f"--out {out}: {mf} is not a file; move it away")
+        if not _is_export_manifest(mf):
+            raise AnonbenchError(
+                f"{mf}: not an anonbench manifest, and produce writes manifest.json there; "
+                "move it away or choose another --out"
+            )
+        ours = True
+    for dst in targets.values():
+        if dst.is_dir():
+            raise AnonbenchError(f"--out {out}: {dst} is a folder where an output goes")
+    taken = [] if ours else [p for p in targets.values() if p.is_file() or p.is_symlink()]
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise AnonbenchError(
+            f"{taken[0]}{more}: not written by anonbench (--out {out} holds no manifest.json "
+            "of an earlier produce), and produce writes there; move it away or choose "
+            "another --out"
+        )
+
+
+def _is_export_manifest(mf: Path) -> bool:
+    """Whether `mf` is a manifest anonbench wrote (_write_manifest: the store version, the
+    method and an object of images)."""
+    try:
+        m = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(m, dict)
+        and m.get("version") == STORE_VERSION
+        and isinstance(m.get("method"), str)
+        and isinstance(m.get("images"), dict)
+    )
 
 
 def _exported_keys(out: Path) -> set[str]:

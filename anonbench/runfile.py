@@ -60,13 +60,20 @@ class Setting:
     minimum: int | None = None
     choices: tuple[str, ...] = ()
     maximum: int | None = None
+    pattern: str | None = None  # a string's whole value matches it (re.fullmatch)
+    expected: str = ""  # what the pattern allows, said in the error
 
+
+# the values --device and a run file's `device` take (anonbench.runner.resolve_device)
+DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
+DEVICE_EXPECTED = "auto, cpu, cuda or cuda:N"
 
 SETTINGS: dict[str, Setting] = {
     "title": Setting(str, ""),  # what the experiment is; free text
     "out": Setting(str, None),  # None: runs/<file name>
     "seed": Setting(int, 0, 0, maximum=SEED_MAX),  # as --seed: numpy and torch take 32 bits
-    "device": Setting(str, "cpu"),
+    # checked by its form here (no torch): whether the GPU exists, by the run
+    "device": Setting(str, "cpu", pattern=DEVICE_PATTERN, expected=DEVICE_EXPECTED),
     "batch_size": Setting(int, 32, 1),
     "workers": Setting(int, None, 1),  # None: min(2, cores), as on the command line
     "executor": Setting(str, "local", choices=("local", "ray")),
@@ -321,6 +328,8 @@ def _settings(c: _Checker, data: Mapping[str, Any], source: str) -> dict[str, An
             raise c.error(key, "expected a non-empty string (leave the key out for the default)")
         if s.choices and v not in s.choices:
             raise c.error(key, f"expected one of {', '.join(s.choices)}, got {v!r}")
+        if s.pattern and not re.fullmatch(s.pattern, v.strip()):
+            raise c.error(key, f"expected {s.expected}, got {v!r}")
         if key in REGISTERED_SETTINGS:
             _registered(c, key, v)
         out[key] = v
@@ -620,6 +629,7 @@ def check_available(rf: RunFile) -> dict[str, str]:
     folder); the run goes on without them and says so. Builds them once on the CPU."""
     from anonbench.plugins import build
     from anonbench.registry import METHODS
+    from anonbench.runner import refuse_imageless_folder
 
     out = {}
     for m in rf.methods:
@@ -628,6 +638,11 @@ def check_available(rf: RunFile) -> dict[str, str]:
         if m.folder is not None:
             if not Path(m.folder).is_dir():
                 out[m.label] = f"no such folder {m.folder}"
+                continue
+            try:  # a folder with no image would fail the run's checks (nothing to score)
+                refuse_imageless_folder(m.label, m.folder)
+            except AnonbenchError as e:
+                out[m.label] = str(e)
             continue
         try:
             build(
@@ -692,6 +707,10 @@ def with_flags(rf: RunFile, flags: Mapping[str, Any]) -> RunFile:
     entries (or adds a protocol), --methods replaces the list (keeping the file's entry of a
     method it names), --option [ENTRY.]KEY=VALUE sets one entry's option or every entry's
     that takes KEY."""
+    refuse_option_conflicts(flags)
+    device = flags.get("device")
+    if device is not None and not re.fullmatch(DEVICE_PATTERN, str(device).strip()):
+        raise AnonbenchError(f"--device {device!r}: expected {DEVICE_EXPECTED}")
     d = rf.to_dict()
     for key in SETTING_FLAGS:
         if flags.get(key) is not None:
@@ -710,6 +729,32 @@ def with_flags(rf: RunFile, flags: Mapping[str, Any]) -> RunFile:
     for item in [*options, *(flags.get("option") or ())]:
         _flag_option(d, item)
     return from_dict(d, source=rf.source)
+
+
+def refuse_option_conflicts(flags: Mapping[str, Any]) -> None:
+    """--folds and --pairs set the option of their name: an --option [ENTRY.]KEY=VALUE giving
+    it another value is refused, one line, rather than one of them silently kept."""
+    for key in ("folds", "pairs"):
+        value = flags.get(key)
+        if value is None:
+            continue
+        for item in flags.get("option") or ():
+            name, sep, given = item.partition("=")
+            if sep and name.strip().rpartition(".")[2] == key and not _same(given, value):
+                raise AnonbenchError(
+                    f"--{key} {value} and --option {item.strip()} disagree; give one of them"
+                )
+
+
+def _same(given: str, value: Any) -> bool:
+    """Whether an --option's text says `value` (2 and "02" agree)."""
+    given = given.strip()
+    if isinstance(value, int):
+        try:
+            return int(given) == value
+        except ValueError:
+            return False
+    return given == str(value).strip()
 
 
 def _select_protocols(d: dict[str, Any], value: str) -> None:

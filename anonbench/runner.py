@@ -29,7 +29,7 @@ from anonbench.ledger import Ledger, earlier_details, key_str
 from anonbench.log import get_logger, note, warn
 from anonbench.provenance import git_sha, now, versions
 from anonbench.registry import DETECTORS, EMBEDDERS, METHODS, PROTOCOLS
-from anonbench.safety import check_tree, refuse_overlap, sigterm_as_interrupt
+from anonbench.safety import check_tree, refuse_broken_link, refuse_overlap, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from anonbench.plan import PlannedMethod
@@ -180,6 +180,7 @@ def check_writable_dir(path: str | Path, what: str) -> None:
     folder). One line (AnonbenchError) when not."""
     import tempfile
 
+    refuse_broken_link(what, path)  # its ancestor walk would pass a dangling link by
     p = Path(path).expanduser()
     anc = p
     while not anc.exists() and anc != anc.parent:
@@ -251,6 +252,44 @@ def _check_report_is_ours(path: Path) -> None:
         )
 
 
+def _artifacts(out: Path, protocol: str, labels: Sequence[str]) -> list[tuple[Path, bool]]:
+    """What a run of `labels` writes in --out besides results.csv, run.json and report.html,
+    as (path, whether a folder of files): the paths named after each label (anonbench.scores)
+    and the protocol's index of examples."""
+    from anonbench.scores import artifact_name, score_file_name
+
+    paths = [(out / "examples" / protocol / "examples.csv", False)]
+    for label in labels:
+        name, stem = score_file_name(label), artifact_name(label)
+        paths += [
+            (out / "scores" / protocol / name, False),
+            (out / "scores" / protocol / stem, True),  # tables: scores/<protocol>/<stem>/*.csv
+            (out / "missed" / protocol / f"{stem}.csv", False),
+            (out / "examples" / protocol / stem, True),
+            (out / "learned_reversal" / name, False),
+        ]
+    return paths
+
+
+def _refuse_foreign_artifacts(out: Path, protocol: str, labels: Sequence[str]) -> None:
+    """--out before any work, when it holds no run.json or results.csv of anonbench's: no
+    file stands where the run writes its scores, examples or missed lists. anonbench writes
+    those only beside its run.json, so these are a user's and are never overwritten. (A
+    folder in a file's place fails the run when it is written, as any write error does.)"""
+    taken: list[Path] = []
+    for p, folder in _artifacts(out, protocol, labels):
+        if p.is_symlink() or (not folder and p.is_file()):  # a link: writes would follow it
+            taken.append(p)
+        elif folder and p.is_dir():
+            taken += sorted(_files_under(p))
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise AnonbenchError(
+            f"{taken[0]}{more}: not written by anonbench (--out {out} holds no anonbench "
+            "run.json), and this run writes there; move it away or choose another --out"
+        )
+
+
 def _measured(rows: list[dict[str, Any]], metrics: Any) -> bool:
     """Whether any row holds a computed value of a metric with a direction (not a count)."""
     import math
@@ -269,7 +308,7 @@ def _measured(rows: list[dict[str, Any]], metrics: Any) -> bool:
     return False
 
 
-def _remove_if_empty(out: Path) -> None:
+def remove_if_empty(out: Path) -> None:
     """Removes the folders a failed run created and left empty (never a file)."""
     for d in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
         try:
@@ -324,7 +363,7 @@ def run(cfg: RunConfig) -> Path:
             return _run(s)
     except BaseException:
         if created:  # a run that failed before writing anything leaves no empty folder
-            _remove_if_empty(s.out)
+            remove_if_empty(s.out)
         raise
 
 
@@ -386,6 +425,18 @@ def _check_methods(cfg: RunConfig) -> list[MethodSpec]:
     return specs
 
 
+def refuse_imageless_folder(label: str, folder: str) -> None:
+    """Before any work: a `folder:` method's folder holds at least one image file (one that
+    does not decode is found when it is scored: _refuse_unusable_folder)."""
+    from anonbench.data.records import IMAGE_EXTENSIONS
+
+    root = Path(folder)
+    if not any(f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file() for f in root.rglob("*")):
+        raise AnonbenchError(
+            f"folder method {label!r}: no image file in {folder}; nothing of it could be scored"
+        )
+
+
 def check_analysis_detector(name: str) -> str:
     """The analysis version of a registered detector (one line when it is unknown, or when its
     weights are missing); built once here, before any work."""
@@ -431,7 +482,10 @@ def _setup(cfg: RunConfig) -> _Setup:
         if s.folder is not None:
             check_tree(s.folder, f"the outputs of {s.label!r}")
             check_folder_manifest(s.folder)
+            refuse_imageless_folder(s.label, s.folder)
     prev, res = _check_out_dir(out)
+    if not prev and res is None:  # not anonbench's run folder: its files are the user's
+        _refuse_foreign_artifacts(out, proto.name, [s.label for s in specs])
     check_writable_dir(cache_dir, "--cache-dir")
     if ds.missing_files:
         warn(
@@ -628,24 +682,32 @@ def _run_method(
     doing.what = f"evaluating {name}"
     t1 = time.perf_counter()
     had = _files_under(s.out)
-    rows = s.proto.evaluate(method, store, ctx)
-    _verify_store(name, store, records, s.out, had, s.proto.name)
-    ledger.timing(
-        name, {"produce": round(t_prod, 2), "evaluate": round(time.perf_counter() - t1, 2)}
-    )
-    mrows = _stamp(rows, name, method, s.proto, s.resources.seed)
-    entry = {
-        "class": f"{type(method).__module__}.{type(method).__qualname__}",
-        "config": method.config(),
-        "meta": method.meta.__dict__,
-        "store": None if store is None else {"root": str(store.root), **store.info},
-        # what a rerun compares to skip it; none when it measured nothing (recomputed)
-        "input_digest": item.digest if _measured(mrows, s.proto.metrics) else None,
-    }
-    ledger.describe(name, entry, mrows)
-    # written after every method: an interrupted run keeps what it finished
-    doing.what = f"writing the results of {name}"
-    ledger.commit(name, mrows)
+    try:
+        rows = s.proto.evaluate(method, store, ctx)
+        _verify_store(name, store, records)
+        ledger.timing(
+            name, {"produce": round(t_prod, 2), "evaluate": round(time.perf_counter() - t1, 2)}
+        )
+        mrows = _stamp(rows, name, method, s.proto, s.resources.seed)
+        entry = {
+            "class": f"{type(method).__module__}.{type(method).__qualname__}",
+            "config": method.config(),
+            "meta": method.meta.__dict__,
+            "store": None if store is None else {"root": str(store.root), **store.info},
+            # what a rerun compares to skip it; none when it measured nothing (recomputed)
+            "input_digest": item.digest if _measured(mrows, s.proto.metrics) else None,
+        }
+        ledger.describe(name, entry, mrows)
+        # written after every method: an interrupted run keeps what it finished
+        doing.what = f"writing the results of {name}"
+        ledger.commit(name, mrows)
+    except BaseException:
+        # nothing partial stays: the files its scoring added (scores, examples, missed list)
+        # go with its numbers, and a first method stopped before run.json was written leaves
+        # no files that a rerun would take for a user's (_refuse_foreign_artifacts)
+        for p in _own_new_files(s.out, had, name, s.proto.name):
+            p.unlink(missing_ok=True)
+        raise
 
 
 def _produce(item: PlannedMethod, s: _Setup, ctx: RunContext) -> tuple[list[Any], Any]:
@@ -657,6 +719,8 @@ def _produce(item: PlannedMethod, s: _Setup, ctx: RunContext) -> tuple[list[Any]
     targets = s.proto.targets(method, ctx)
     if item.spec.folder is not None:
         store = production.open_folder_store(name, item.spec.folder, records)
+        if records and not store.info["found"]:
+            _refuse_unusable_folder(name, item.spec.folder, len(records), store.info)
         if store.info["found"] < len(records):
             bad = store.info.get("undecodable")
             warn(
@@ -684,6 +748,20 @@ def _produce(item: PlannedMethod, s: _Setup, ctx: RunContext) -> tuple[list[Any]
         analysis=ctx.originals.analysis_version(),
     )
     return records, store
+
+
+def _refuse_unusable_folder(label: str, folder: str, expected: int, info: dict[str, Any]) -> None:
+    """A `folder:` method none of whose outputs is usable: scored, it would be the originals
+    under its label (every image a leak), a complete-looking set of rows from nothing. Some
+    missing outputs are leaks (conservative); all of them is a wrong folder."""
+    bad = int(info.get("undecodable") or 0)
+    why = ", ".join(
+        f"{n} {what}" for n, what in ((expected - bad, "missing"), (bad, "undecodable")) if n
+    )
+    raise AnonbenchError(
+        f"folder method {label!r}: no usable output in {folder} (of the {expected} expected at "
+        f"the dataset's relative paths: {why}); nothing of it could be scored"
+    )
 
 
 def _stamp(
@@ -749,32 +827,22 @@ def _files_under(out: Path) -> set[Path]:
 
 
 def _own_new_files(out: Path, had: set[Path], name: str, protocol: str) -> list[Path]:
-    """The files of method `name` that its scoring added: scores/, missed/ and examples/ of
-    the protocol, named after the label (a concurrent run's files are not touched)."""
-    from anonbench.scores import artifact_name, score_file_name
-
-    # every artifact is named by score_file_name or its stem (never the raw label, which
-    # can be another label's name: "^x" is the file name of "X")
-    names = {score_file_name(name), artifact_name(name)}
-    own = []
-    for p in _files_under(out) - had:
-        parts = p.relative_to(out).parts
-        if len(parts) >= 3 and parts[0] in ("scores", "missed", "examples"):
-            if parts[1] == protocol and parts[2] in names:
-                own.append(p)
-    return own
+    """The files of method `name` that its scoring added: those at the paths its run writes
+    (_artifacts: scores/, missed/ and examples/ of the protocol named after the label, and the
+    protocol's examples.csv when it was new); a concurrent run's files are not touched."""
+    own = _artifacts(out, protocol, [name])
+    return [
+        p
+        for p in _files_under(out) - had
+        if any(p == a or (folder and a in p.parents) for a, folder in own)
+    ]
 
 
-def _verify_store(
-    name: str, store: Any, records: Any, out: Path, had: set[Path], protocol: str
-) -> None:
-    """Rule 6: a method is complete only if every output was scored as it was produced.
-    Otherwise the files its scoring added to --out (scores, examples, missed list) go with
-    its numbers: nothing partial is left."""
+def _verify_store(name: str, store: Any, records: Any) -> None:
+    """Rule 6: a method is complete only if every output was scored as it was produced
+    (otherwise its files go with its numbers: _run_method)."""
     bad = [] if store is None else store.verify(records)
     if bad:
-        for p in _own_new_files(out, had, name, protocol):
-            p.unlink(missing_ok=True)
         raise StoreChangedError(
             f"{len(bad)} output(s) of {name} vanished or changed while it was scored (first: "
             f"{bad[0]}); its partial numbers were not recorded; a rerun produces them again"

@@ -13,6 +13,9 @@
    case-insensitively (`a.jpg` / `a.png` both become `a.png`; `x.JPG` / `x.jpg` are one file on
    a case-insensitive disk).
 
+And for every output folder (`refuse_broken_link`): neither it nor a folder above it is a
+symlink to nothing, which creating it would meet as a bare FileExistsError.
+
 And rule 10's signal part (`sigterm_as_interrupt`): SIGTERM ends any command as Ctrl-C does,
 so what a command cleans up or records on an interrupt it does on `kill` too.
 """
@@ -152,6 +155,24 @@ def refuse_overlap(
                 raise OverlapError(
                     f"{flag} {o} {rel} {what} {p}: inputs are never written; choose another path"
                 )
+
+
+def refuse_broken_link(flag: str, path: str | os.PathLike[str]) -> None:
+    """Before any work: `path` (an output folder or file, given as `flag`) and the folders
+    above it are not dangling symlinks; mkdir(parents=True) would fail on one with a bare
+    FileExistsError. One AnonbenchError line naming the flag and the link's target."""
+    given = Path(os.path.expanduser(os.fspath(path)))
+    for p in (given, *given.parents):
+        if os.path.islink(p) and not os.path.exists(p):
+            try:
+                target = os.readlink(p)
+            except OSError:  # vanished since: report it as dangling all the same
+                target = "?"
+            where = "" if p == given else f"{p} is "
+            raise AnonbenchError(
+                f"{flag} {path}: {where}a broken symlink (-> {target}); remove the link or "
+                "point it at a folder"
+            )
 
 
 def run_files(path: str | os.PathLike[str]) -> list[tuple[str, Path]]:

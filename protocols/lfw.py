@@ -166,10 +166,7 @@ class LFWVerification(Protocol):
         scores = scores.astype({"fold": int, "pair": int, "label": int})
         scores.to_csv(sfile, index=False, float_format="%.6f")
         results += self._store_results(ctx, method, store, out)
-        unreadable = len(set(errors))
-        results.append(
-            MetricResult.count("unreadable_images", "-", unreadable, len(firsts) + len(seconds))
-        )
+        results.append(self._unreadable(store, firsts, seconds, errors))
         results += self._reversal(ctx, verification, out)
         base = self._base(ctx)
         ctx.extra.setdefault("lfw", {}).update(
@@ -179,6 +176,18 @@ class LFWVerification(Protocol):
             }
         )
         return [{**base, **r.to_row()} for r in results]
+
+    @staticmethod
+    def _unreadable(
+        store: Any, firsts: list[ImageRecord], seconds: list[ImageRecord], errors: dict[str, str]
+    ) -> MetricResult:
+        """The count of unreadable images: originals and outputs left out, and a `folder:`
+        method's outputs that do not decode (scored as their originals, leaks; not 0)."""
+        entries = store.entries if store is not None else {}
+        bad = {r.key for r in seconds if entries.get(r.key, {}).get("undecodable")}
+        why = f"{len(bad)} undecodable output(s) scored as the originals (leaks)" if bad else None
+        k = len(set(errors) | bad)
+        return MetricResult.count("unreadable_images", "-", k, len(firsts) + len(seconds), why)
 
     def _base(self, ctx: RunContext) -> dict[str, Any]:
         """The dataset and split columns of every row (View 2 for pairs.txt)."""

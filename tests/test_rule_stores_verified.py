@@ -295,7 +295,10 @@ def test_an_undecodable_folder_output_is_a_leak_not_a_dropped_pair(tmp_path, war
     assert run_tiny(TINY, out, warm[0], f"m=folder:{folder}") == 0
     assert "1 undecodable" in capsys.readouterr().err
     res = pd.read_csv(out / "results.csv").set_index("metric")
-    assert res.loc["tar_far_1e-3", "n"] == 4 and res.loc["unreadable_images", "value"] == 0
+    assert res.loc["tar_far_1e-3", "n"] == 4
+    # counted as unreadable (not 0), and said to be scored as its original
+    assert res.loc["unreadable_images", "value"] == 1
+    assert "scored as the originals" in res.loc["unreadable_images", "note"]
     assert res.loc["faces_missed", "value"] > 0
     missed = (out / "missed" / "lfw" / "m.csv").read_text().split()
     assert KEY in missed

@@ -82,6 +82,8 @@ def test_resolved_form_reads_back_the_same(tmp_path):
         ('seed = "zero"\n', "seed (line 1): expected an integer, got a string ('zero')"),
         ("workers = 0\n", "workers (line 1): expected an integer >= 1"),
         ('executor = "slurm"\n', "executor (line 1): expected one of local, ray"),
+        # checked when the file is loaded (--print-config too), not when the run starts
+        ('device = "tpu"\n', "device (line 1): expected auto, cpu, cuda or cuda:N, got 'tpu'"),
         ("[protocols.lfw]\ndetectr = 1\n", "protocols.lfw.detectr (line 3): protocol lfw takes"),
         ('[protocols.lfw]\nfolds = "one"\n', "protocols.lfw.folds (line 3): expected an integer"),
         ("[protocols.lfw]\nfolds = -1\n", "protocols.lfw.folds (line 3): option folds=-1"),
@@ -281,6 +283,8 @@ def test_flags_override_the_file():
         ({"checkpoint": ["mask2=a"]}, "--checkpoint mask2=a: mask2 is not among the methods"),
         ({"methods": "orignal"}, "--methods: unknown method 'orignal'"),
         ({"protocol": "lfv"}, "--protocol lfv: neither an entry of this run file nor a"),
+        ({"device": "tpu"}, "--device 'tpu': expected auto, cpu, cuda or cuda:N"),
+        ({"folds": 2, "option": ["lfw.folds=1"]}, "--folds 2 and --option lfw.folds=1 disagree"),
     ],
 )
 def test_a_bad_flag_is_one_line_naming_the_flag(flags, message):

@@ -36,8 +36,14 @@ def _checked_inputs(args: argparse.Namespace) -> tuple[Any, Any, Path, str, str,
     from anonbench.cache import default_cache_dir
     from anonbench.data.datasets import open_dataset
     from anonbench.errors import AnonbenchError
-    from anonbench.produce import export_targets
-    from anonbench.runner import check_analysis_detector, data_inputs, parse_method, resolve_device
+    from anonbench.produce import check_export_out, export_targets
+    from anonbench.runner import (
+        check_analysis_detector,
+        check_writable_dir,
+        data_inputs,
+        parse_method,
+        resolve_device,
+    )
     from anonbench.safety import refuse_overlap
 
     spec = parse_method(args.method)
@@ -57,7 +63,11 @@ def _checked_inputs(args: argparse.Namespace) -> tuple[Any, Any, Path, str, str,
     cache_dir = str(args.cache_dir or default_cache_dir())
     # rule 2, before any work: the originals are never written
     refuse_overlap([("--out", out), ("--cache-dir", cache_dir)], data_inputs(ds))
-    export_targets(ds.records, out)  # rule 1: no output lands outside --out (links)
+    # both writable (a dangling link, a file in the way): one line naming the flag
+    check_writable_dir(out, "--out")
+    check_writable_dir(cache_dir, "--cache-dir")
+    targets = export_targets(ds.records, out)  # rule 1: no output lands outside --out (links)
+    check_export_out(out, targets)  # a user's files there are never overwritten
     return spec, ds, out, cache_dir, device, analysis
 
 
@@ -66,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from anonbench.evaluate import Originals
     from anonbench.log import note, warn
     from anonbench.produce import export_store, produce
-    from anonbench.runner import build_method, torch_threads
+    from anonbench.runner import build_method, remove_if_empty, torch_threads
 
     spec, ds, out, cache_dir, device, analysis = _checked_inputs(args)
     resources = Resources(
@@ -99,7 +109,13 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         analysis=analysis,
     )
-    export_store(store, ds.records, out)
+    created = not out.exists()
+    try:
+        export_store(store, ds.records, out)  # a failed export removes the files it added
+    except BaseException:
+        if created:  # and the folders it made for them
+            remove_if_empty(out)
+        raise
     entries = [store.entries[r.key] for r in ds.records if r.key in store.entries]
     missed = sum(bool(e.get("missed")) for e in entries)
     print(

@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
     for key, value in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    from anonbench.runfile import refuse_option_conflicts
+
+    refuse_option_conflicts(vars(args))  # --option folds=1 --folds 2: neither silently wins
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     options = _parse_options(args.option, args.protocol)
     # --folds / --pairs are LFW options with flags of their own; a protocol that does not

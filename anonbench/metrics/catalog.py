@@ -212,7 +212,8 @@ _SPECS = (
     ),
     _count(
         "unreadable_images",
-        "images that could not be read; their pairs are left out",
+        "images that could not be read: unreadable originals' pairs are left out, undecodable "
+        "outputs of a folder method are scored as their originals (leaks)",
         "unreadable",
     ),
 )
