@@ -7,12 +7,13 @@ for a protocol that is not installed here, or a metric it does not declare, the 
 ``run.json`` (``protocol.metrics``; the run's over the baseline's) is used, with a warning
 (:func:`trusted_specs`, which the reports use too). Nothing else declares them.
 
-Non-finite values (:func:`holds`): a value of +-inf never holds unless the baseline is the same
-infinity; a NaN run value never holds unless the baseline is NaN too. A NaN baseline has
-nothing to regress from: the run holds with NaN or any finite value (a value appearing is fine),
-not with +-inf. A row whose baseline value is not finite (NaN, blank, +-inf) was not *compared*
-(:attr:`CheckRow.compared`): it can fail but never counts towards a PASS, and when no baseline
-value at all could be compared the check is an error (exit 2), never "all within tolerance".
+Non-finite values (:func:`holds`): a run value of +-inf never holds unless the baseline is the
+same infinity; a NaN run value never holds against a finite baseline. A baseline value that is
+not finite (NaN, blank, +-inf alike) has nothing to regress from: the run holds with NaN or any
+finite value (a value appearing is fine), not with a new infinity, so such a baseline never
+causes a regression by itself. Its row was not *compared* (:attr:`CheckRow.compared`): it can
+fail (the run's own infinity) but never counts towards a PASS, and when no baseline value at
+all could be compared the check is an error (exit 2), never "all within tolerance".
 
 The files must be valid tables (:func:`run_check`): one row per key (:data:`MATCH_KEY`; rows
 equal in every checked column are kept once, a key with two different values is an error), and
@@ -40,7 +41,9 @@ half-width ``(ci_high - ci_low) / 2``, or, for a row with a ``std`` and no CI (L
 that std. Never the run's own interval: a broken, noisy run must not loosen its own gate. The
 floor is the metric's MetricSpec default tolerance (0 for a metric without one): the allowed
 change is ``max(K x interval, floor)``, so a row with no interval or a zero one (one fold, a
-rate of exactly 0 or 100) falls back to the default.
+rate of exactly 0 or 100) falls back to the default. An interval wider than its unit's span (a
+fraction's std above 1, a percent's above 100) is impossible and would allow any change: such a
+baseline row is an error (exit 2) where a ``ci`` tolerance would scale it.
 
 ``--as RUN_METHOD=BASELINE_METHOD`` (:func:`parse_method_map`) checks a run's method against
 the baseline rows of another method (e.g. ``mask=blur17``).
@@ -408,12 +411,14 @@ def _resolve(t: Tolerance, row: Mapping[str, Any], spec: MetricSpec | None) -> t
 def holds(base: float, cur: float, worse: int, amount: float) -> bool:
     """Whether the run value `cur` holds against `base` with `amount` allowed in the `worse`
     direction (+1 a rise, -1 a fall, 0 either). The one place non-finite values are judged
-    (see the module docstring): +-inf only against the same infinity, NaN only against NaN; a
-    NaN baseline holds with NaN or any finite value."""
-    if math.isnan(base):
-        return not math.isinf(cur)  # nothing to regress from; a value appearing is fine too
-    if not (math.isfinite(base) and math.isfinite(cur)):
-        return base == cur  # the same infinity; NaN or a new infinity is a regression
+    (see the module docstring): a run's +-inf only against the same infinity, its NaN only
+    against a non-finite baseline; a NaN or +-inf baseline holds with NaN or any finite value."""
+    if not math.isfinite(base):
+        # nothing to regress from (NaN and +-inf alike: "not compared"); a value appearing is
+        # fine, a new infinity in the run is the run's own failure
+        return not math.isinf(cur) or cur == base
+    if not math.isfinite(cur):
+        return False  # NaN or an infinity where the baseline had a number
     change = cur - base
     # a small slack so that a change exactly at the tolerance passes despite float rounding
     eps = 1e-9 * max(1.0, abs(base), abs(cur))
@@ -859,14 +864,9 @@ def run_check(
     # are not held to it: hand-made ones (tests, what-if gates) may sit past a bound
     _refuse_impossible(cur, specs, _table(run_p), "run")
     given = [] if tolerance is None else parse_tolerances(tolerance, directions_of(specs))
-    res = compare(
-        cur,
-        base,
-        given,
-        specs,
-        preset=PRESETS[preset] if preset else None,
-        method_map=method_map,
-    )
+    chosen = PRESETS[preset] if preset else None
+    _refuse_impossible_intervals(base, specs, given, chosen, _table(base_p))
+    res = compare(cur, base, given, specs, preset=chosen, method_map=method_map)
     res.warnings = warnings
     if not res.compared:
         raise AnonbenchError(_nothing_compared(res, base, _table(base_p)))
@@ -915,6 +915,31 @@ def _refuse_impossible(df: Any, specs: Specs, p: Path, what: str) -> None:
             f"{what} {p}: row {i + 1}: method={_str(r['method'])} metric={_str(r['metric'])} "
             f"evaluator={_str(r['evaluator'])}: value {v:g} is impossible for a {spec.unit} "
             f"(valid: {where})"
+        )
+
+
+def _refuse_impossible_intervals(
+    base: Any, specs: Specs, given: list[Tolerance], preset: Preset | None, p: Path
+) -> None:
+    """A baseline interval that a "ci" tolerance scales (:func:`baseline_interval`) is at most
+    its unit's span (a fraction's std cannot exceed 1, a percent's 100): a wider one (a std of
+    1e300) would allow any change, so the gate would pass every run. One line naming the file
+    and row, rather than a clamp: a clamped gate would still let every value in the range
+    pass. Rows with a fixed tolerance never read the interval and are not held to this."""
+    for i, r in zip(base.index, base.to_dict("records"), strict=True):
+        spec = specs.get(_str(r["protocol"]), {}).get(_str(r["metric"]))
+        bounds = UNIT_RANGES.get(spec.unit) if spec is not None else None
+        if spec is None or bounds is None or not math.isfinite(span := bounds[1] - bounds[0]):
+            continue
+        tol = _pick(given, _str(r["metric"]), _str(r["evaluator"])) or _default(spec, preset)
+        iv = baseline_interval(r) if tol is not None and tol.per == "ci" else None
+        if iv is None or iv <= span:
+            continue
+        raise AnonbenchError(
+            f"baseline {p}: row {i + 1}: method={_str(r['method'])} metric={_str(r['metric'])} "
+            f"evaluator={_str(r['evaluator'])}: interval {iv:g} (CI half-width, else std) is "
+            f"impossible for a {spec.unit} (at most {span:g}): {tol.amount:g}ci of it would "
+            "allow any change; fix the baseline row or give a fixed --tolerance"
         )
 
 

@@ -8,6 +8,7 @@ started: one line), 2 bad input (one line on stderr, no traceback).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -119,6 +120,52 @@ def _command_modules() -> list:
     )
 
 
+class StdoutError(Exception):
+    """Standard output cannot be written (a full disk, a closed terminal): the command's
+    output is lost, so it cannot succeed. A closed pipe stays a BrokenPipeError (console_main)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+
+
+class _GuardedStdout:
+    """sys.stdout during a command: a write or flush that fails with an OSError other than a
+    closed pipe raises StdoutError, so main can tell it from an OSError of the command's own
+    files (which may fail for other reasons and are reported where they are written)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StdoutError(e) from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StdoutError(e) from None
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ...: the stream's
+        return getattr(self.stream, name)
+
+
+class _ClosedStdout:
+    """Standard output of a process started with it closed (sys.stdout is None)."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def flush(self) -> None:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -133,21 +180,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.workers = default_workers()
     from anonbench.safety import sigterm_as_interrupt
 
+    stdout = sys.stdout
+    # None: started with stdout closed, where print() would drop the output without a word
+    sys.stdout = _GuardedStdout(stdout if stdout is not None else _ClosedStdout())
     try:
         with sigterm_as_interrupt():  # rule 10: `kill` ends any command like Ctrl-C
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # the output is complete only once it is written
+        return code
     except AnonbenchError as e:
         print(f"anonbench: error: {e}", file=sys.stderr)
         return int(getattr(e, "exit_code", 2))  # 1 for an OS error after work started
+    except StdoutError as e:
+        print(f"anonbench: error: cannot write output: {e}", file=sys.stderr)
+        return 1  # the command may have done its work; its output is lost
     except KeyboardInterrupt:
         print("anonbench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if isinstance(sys.stdout, _GuardedStdout):  # not if the command replaced it
+            sys.stdout = stdout
 
 
 def console_main() -> None:
     try:
-        code = main()
-        sys.stdout.flush()
+        code = _flushed(main())
     except BrokenPipeError:
         # `anonbench ls | head`: the reader left. No traceback, but no success either (the
         # output was cut short: exit 1, as the Python docs advise); devnull keeps the
@@ -155,3 +212,19 @@ def console_main() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
     sys.exit(code)
+
+
+def _flushed(code: int) -> int:
+    """`code` once stdout is flushed. Where it cannot be (`> /dev/full`: main said so in one
+    line), what is left in its buffer is dropped, so the interpreter's last flush stays quiet
+    too, and the exit is not 0."""
+    if sys.stdout is None:
+        return code
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return code or 1
+    return code

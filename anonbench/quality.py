@@ -267,6 +267,59 @@ def append_log(path: Path, res: QualityResult) -> None:
         w.writerow(res.row())
 
 
+# what rank and format_table read of a row; a file without them is not a quality.csv
+RANK_COLUMNS = (
+    "checkpoint",
+    "identity_effect_probe",
+    "identity_effect_heldout",
+    "det_retinaface",
+    "det_dlib_hog",
+    "kid",
+)
+# the columns format_table formats as numbers: text there is an error, not a crash
+NUMBER_COLUMNS = (
+    "cpu_hours",
+    "identity_effect_probe",
+    "identity_effect_heldout",
+    "det_retinaface",
+    "det_dlib_hog",
+    "recall1_dlib_resnet",
+    "kid",
+    "fid",
+)
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The rows of a quality.csv (append_log), checked: one line naming the file (and the
+    missing columns, or the row) when it cannot be read or is not a quality table."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            names = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise AnonbenchError(f"cannot read {path}: {e}") from None
+    missing = [c for c in RANK_COLUMNS if c not in names]
+    if missing:
+        raise AnonbenchError(
+            f"{path}: not an anonbench quality file (missing columns {', '.join(missing)})"
+        )
+    for i, r in enumerate(rows, start=2):  # file lines: the header is line 1
+        for c in NUMBER_COLUMNS:
+            v = r.get(c)
+            if v not in (None, "") and not _is_number(v):
+                raise AnonbenchError(f"{path}: line {i}: {c} {str(v)[:40]!r} is not a number")
+    return rows
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _num(v: Any, default: float) -> float:
     try:
         x = float(v)

@@ -94,6 +94,12 @@ def parse_method(item: str) -> MethodSpec:
             f"--methods {item!r}: the label {spec.label!r} cannot name a file "
             "(no '/', '\\', or leading '.'); give LABEL=folder:DIR"
         )
+    if any(ord(c) < 32 or ord(c) == 127 for c in spec.label):
+        # a carriage return is left unquoted in results.csv and cuts its row in two
+        raise AnonbenchError(
+            f"--methods {item!r}: the label {spec.label!r} holds a control character "
+            "(tab, line break, ...); give another one with LABEL=folder:DIR"
+        )
     if spec.label in _NA_STRINGS:
         raise AnonbenchError(
             f"--methods {item!r}: the label {spec.label!r} reads back from results.csv as a "

@@ -361,6 +361,8 @@ def _run_meta(bundle: Bundle) -> list[dict[str, Any]]:
                 "seeds": sorted({str(s) for s in df["seed"] if str(s) != "nan"}),
                 "anonbench": ", ".join(sorted({str(v) for v in df["anonbench_version"]})),
                 "git_sha": ", ".join(sorted(shas or {str(info.get("git_sha") or "unknown")})),
+                # shown where it is not "finished" (an older run.json records none)
+                "status": "" if info.get("status") in (None, "finished") else info["status"],
                 "started": info.get("started_at", ""),
                 "finished": info.get("finished_at", ""),
                 "total_s": timings.get("total"),
@@ -462,15 +464,15 @@ def command_line(cfg: dict[str, Any]) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def render_html(run_dirs: list[Path]) -> str:
-    """The report as one HTML string."""
+def render_html(run_dirs: list[Path], bundle: Bundle | None = None) -> str:
+    """The report as one HTML string (`bundle`: run_dirs already loaded)."""
     import jinja2
 
     from anonbench import __version__
     from anonbench.reports.plots import method_colors
     from anonbench.reports.summary import build_summary
 
-    bundle = load_runs([Path(p) for p in run_dirs])
+    bundle = bundle or load_runs([Path(p) for p in run_dirs])
     tables = build_tables(bundle)
     colors = method_colors([m for t in tables for m in t.methods])
     dropped: list[str] = []
@@ -500,11 +502,11 @@ def render_html(run_dirs: list[Path]) -> str:
     )
 
 
-def write_report(run_dirs: list[Path], out_html: Path) -> Path:
+def write_report(run_dirs: list[Path], out_html: Path, bundle: Bundle | None = None) -> Path:
     """Writes the self-contained HTML report of `run_dirs` to `out_html`; returns its path."""
     from anonbench.reports.runs import write_shared_text
 
-    return write_shared_text(Path(out_html), render_html(run_dirs))
+    return write_shared_text(Path(out_html), render_html(run_dirs, bundle))
 
 
 def write_run_report(run_dir: Path) -> Path | None:
@@ -810,6 +812,9 @@ TEMPLATE = """<!DOCTYPE html>
   <h3 class="mono">{{ r.path }}</h3>
   <table class="kv">
     <tr><td>protocol</td><td>{{ r.protocols }}</td></tr>
+    {% if r.status %}<tr><td>status</td><td><span class="badge sample">{{ r.status }}</span>
+      <span class="note">the run did not finish: its results are partial</span></td></tr>
+    {% endif %}
     {% if r.command %}<tr><td>command</td><td><code class="cmd">{{ r.command }}</code>
       <div class="note">{{ r.command_note }}</div></td></tr>{% endif %}
     <tr><td>data</td><td>{% for d, smp in r.datasets %}<code>{{ d }}</code>

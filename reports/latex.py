@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from anonbench.escape import tex_escape
-from anonbench.reports.runs import load_runs
+from anonbench.reports.runs import Bundle, load_runs
 from anonbench.reports.tables import WideTable, build_tables
 
 # a number in scientific notation inside a label ("TAR@FAR=1e-3"), typeset as a power of ten
@@ -107,15 +107,19 @@ def table_tex(t: WideTable, intervals: bool = True) -> str | None:
     return "\n".join(lines)
 
 
-def render_latex(run_dirs: list[Path], intervals: bool = True) -> str:
+def render_latex(run_dirs: list[Path], intervals: bool = True, bundle: Bundle | None = None) -> str:
+    """The tables of `run_dirs` (`bundle`: already loaded) as one LaTeX text."""
     from anonbench import __version__
 
-    tables = build_tables(load_runs([Path(p) for p in run_dirs]))
+    bundle = bundle or load_runs([Path(p) for p in run_dirs])
+    tables = build_tables(bundle)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     parts = [
         f"% anonbench {__version__} tables, generated {stamp} from: "
         + ", ".join(tex_escape(p) for p in run_dirs),
         r"% requires \usepackage{booktabs} in the preamble",
+        # a partial run stays visible in the file that goes into a paper
+        *[f"% WARNING: {tex_escape(n)}" for n in bundle.status_notes],
     ]
     body = [tex for t in tables if (tex := table_tex(t, intervals)) is not None]
     if not body:
@@ -123,7 +127,9 @@ def render_latex(run_dirs: list[Path], intervals: bool = True) -> str:
     return "\n\n".join(["\n".join(parts), *body]) + "\n"
 
 
-def write_latex(run_dirs: list[Path], out_tex: Path, intervals: bool = True) -> Path:
+def write_latex(
+    run_dirs: list[Path], out_tex: Path, intervals: bool = True, bundle: Bundle | None = None
+) -> Path:
     from anonbench.reports.runs import write_shared_text
 
-    return write_shared_text(Path(out_tex), render_latex(run_dirs, intervals))
+    return write_shared_text(Path(out_tex), render_latex(run_dirs, intervals, bundle))

@@ -49,6 +49,8 @@ class Bundle:
     # protocol -> metric -> MetricSpec (installed protocol's, else run.json's; trusted_specs)
     specs: dict[str, dict[str, MetricSpec]]
     warnings: list[str]
+    # one line per run folder whose run.json says it did not finish (run_status_note)
+    status_notes: list[str] = field(default_factory=list)
 
     def spec(self, protocol: str, metric: str) -> MetricSpec | None:
         """The metric's MetricSpec; None for a metric nobody declared."""
@@ -178,8 +180,63 @@ def load_run(path: Path, notes: list[str] | None = None) -> RunFolder:
     if not path.is_dir():
         raise AnonbenchError(f"not a run folder: {path}")
     df = read_results(path)
+    refuse_non_numbers(df, path / "results.csv")
     info = read_run_json(path / "run.json")  # one line when it is not a JSON object
     return RunFolder(path, df, valid_info(info, path / "run.json", notes))
+
+
+# the numeric columns of results.csv: a blank or NaN cell is "not measured", text is an error
+NUMERIC_COLUMNS = ("value", "std", "ci_low", "ci_high", "n")
+
+
+def refuse_non_numbers(df: Any, path: Path) -> None:
+    """Every numeric cell of a results table is a number, NaN or blank: one line naming the
+    file, row and cell otherwise. A cell such as "banana" would silently become "not
+    measured" (and drop out of every table) if it were coerced."""
+    import pandas as pd
+
+    for col in NUMERIC_COLUMNS:
+        raw = df[col]
+        bad = raw.notna() & pd.to_numeric(raw, errors="coerce").isna()
+        if bad.any():
+            i = df.index[bad][0]
+            r = df.loc[i]
+            raise AnonbenchError(
+                f"{path}: row {i + 1}: {col} {str(raw[i])[:40]!r} is not a number "
+                f"(method={r['method']} metric={r['metric']} evaluator={r['evaluator']}); "
+                "fix or remove the row"
+            )
+
+
+def run_status_note(run: RunFolder) -> str | None:
+    """One line when run.json says the run did not finish (status "interrupted", "failed:
+    ...", "running"): its results are partial, naming the methods of its command that have
+    no rows. None for a finished run, or one whose run.json records no status (older)."""
+    status = run.info.get("status")
+    if status is None or status == "finished":
+        return None
+    cfg = run.info.get("config")
+    methods = cfg.get("methods") if isinstance(cfg, dict) else None
+    have = {str(m) for m in run.results["method"]}
+    missing = [m for m in _labels(methods) if m not in have]
+    what = f"; methods of its command with no rows: {', '.join(missing)}" if missing else ""
+    return (
+        f"{run.path}: the run did not finish (run.json status {status!r}): its results are "
+        f"partial{what}"
+    )
+
+
+def _labels(methods: Any) -> list[str]:
+    """The result labels of a run.json's --methods items ("mine=folder:DIR" is "mine")."""
+    from anonbench.runner import parse_method
+
+    out = []
+    for item in methods if isinstance(methods, list) else []:
+        try:
+            out.append(parse_method(str(item)).label)
+        except AnonbenchError:  # a hand-edited item: shown as written
+            out.append(str(item))
+    return out
 
 
 # the run.json fields reports read, and their JSON types; anything else is not looked at
@@ -242,7 +299,9 @@ def load_runs(paths: list[Path]) -> Bundle:
     infos = [r.info for r in runs]  # a later folder's run.json wins, as its rows do
     # the installed protocol's specs; run.json's only where it is not installed (a warning)
     specs = {p: trusted_specs(p, ms, infos, warnings) for p, ms in names.items()}
-    return Bundle(runs, allr, specs, warnings)
+    partial = [n for r in runs if (n := run_status_note(r)) is not None]
+    # first among the report's banners: the numbers below them are partial
+    return Bundle(runs, allr, specs, partial + warnings, partial)
 
 
 def _isnan(v: Any) -> bool:

@@ -153,6 +153,21 @@ class WideTable:
         return method in REFERENCE_METHODS
 
 
+NON_FINITE = "(non-finite)"  # the mark of an infinite value in a table cell
+
+
+def nonfinite_cells(tables: list[WideTable]) -> list[str]:
+    """'method metric[evaluator]=inf' for every infinite value of the tables, in order."""
+    out = []
+    for t in tables:
+        for (m, i), c in t.cells.items():
+            if math.isinf(c.value):
+                col = t.columns[i]
+                ev = "" if no_evaluator(col.evaluator) else f"[{col.evaluator}]"
+                out.append(f"{m} {col.metric}{ev}={c.value:g}")
+    return out
+
+
 def _make_cell(r: dict[str, Any], spec: MetricSpec | None) -> Cell:
     n = None if _nan(r["n"]) else float(r["n"])
     note = "" if _nan(r.get("note")) else str(r["note"])
@@ -162,6 +177,10 @@ def _make_cell(r: dict[str, Any], spec: MetricSpec | None) -> Cell:
     if text == "n/a":
         return Cell(math.nan, text, n=n, note=note)
     v = float(r["value"])
+    if math.isinf(v):
+        # not a measurement: said in the cell, without the interval that made "inf ±0.000"
+        # look like one (the report command also warns, nonfinite_cells)
+        return Cell(v, f"{'-' if v < 0 else ''}inf {NON_FINITE}", n=n, note=note)
     lo = hi = None
     if kind == "ci":
         lo, hi = float(r["ci_low"]), float(r["ci_high"])
@@ -224,7 +243,9 @@ def _mark_best(t: WideTable) -> None:
         cand = [
             (c.value if c.is_count else float(c.text), c)
             for m in t.methods
-            if not t.is_reference(m) and (c := t.cell(m, i)) is not None and not math.isnan(c.value)
+            if not t.is_reference(m)
+            and (c := t.cell(m, i)) is not None
+            and math.isfinite(c.value)  # NaN is not measured, +-inf no measurement: never best
         ]
         # "best of one" says nothing, and neither does a tie of all (e.g. the chance column)
         if len(cand) < 2 or len({v for v, _ in cand}) == 1:

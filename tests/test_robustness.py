@@ -1021,3 +1021,11 @@ def test_a_label_pandas_reads_as_missing_is_refused(tmp_path, capsys, label):
     folder.mkdir()
     assert main(["run", "--methods", f"folder:{folder}", "--protocol", "lfw"]) == 2
     assert "reads back from results.csv as a missing value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("label", ["a\rb", "tab\there", "line\nbreak"])
+def test_a_label_with_a_control_character_is_refused(capsys, label):
+    """A carriage return is left unquoted in results.csv and cut its row in two on reading."""
+    assert main(["run", "--methods", f"{label}=folder:x", "--protocol", "lfw"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a control character" in err and "Traceback" not in err

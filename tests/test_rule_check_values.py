@@ -1,6 +1,6 @@
 """Rule 4 of issue 20: non-finite values fail `check` unless both sides are the same non-finite
-value; a NaN baseline follows the documented rule (nothing to regress from: NaN or any finite
-run value holds, an infinity does not); metric directions and tolerances come from the
+value; a NaN or +-inf baseline follows the documented rule (nothing to regress from: NaN or
+any finite run value holds, a new infinity does not); metric directions and tolerances come from the
 installed protocol, run.json's copy only when the protocol is not installed (with a warning).
 
 Enforced in one place: :func:`anonbench.check.holds` (values) and
@@ -31,10 +31,10 @@ RUN_VALUES = [50.0, 50.5, 49.5, 60.0, 40.0, INF, -INF, NAN]
 
 def expected(base: float, cur: float, worse: int, amount: float) -> bool:
     """The rule as the issue states it, case by case (not the implementation's arithmetic)."""
-    if math.isnan(base):
-        return math.isnan(cur) or math.isfinite(cur)
-    if math.isinf(base) or math.isinf(cur) or math.isnan(cur):
-        return math.isinf(base) and base == cur
+    if not math.isfinite(base):  # NaN and +-inf alike: nothing to regress from (probe W16)
+        return math.isnan(cur) or math.isfinite(cur) or base == cur
+    if math.isinf(cur) or math.isnan(cur):
+        return False
     change = cur - base
     return abs(change) <= amount if worse == 0 else change * worse <= amount
 

@@ -11,6 +11,7 @@ files-do-not-match page) and `report --html`.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import re
 import shutil
@@ -105,7 +106,9 @@ def _hostile_run(root: Path, name: str, label: str, dataset: str = "") -> Path:
     df.loc[df["method"] == "mask", "method"] = label
     if dataset:
         df["dataset"] = dataset
-    df.to_csv(run / "results.csv", index=False)
+    # every text cell quoted: pandas leaves a "\r" unquoted, which reads back as a line break
+    # (rows cut in two, columns shifted), a malformed file that `report` refuses
+    df.to_csv(run / "results.csv", index=False, quoting=csv.QUOTE_NONNUMERIC)
     return run
 
 

@@ -21,7 +21,9 @@ tolerance to one evaluator.
 
 Noise-aware: METRIC=+Kci allows K x the BASELINE row's interval (CI half-width, or its fold
 std where it has no CI; never the run's own), at least the metric's default tolerance (the
-floor, 0 for a metric without one), e.g. --tolerance recall_at_1=+2ci.
+floor, 0 for a metric without one), e.g. --tolerance recall_at_1=+2ci. A baseline interval
+wider than the metric's unit allows (a fraction's std above 1) is an error: it would allow any
+change.
 
 --preset ci holds privacy and utility together: every headline metric uses +1ci (the default
 is the floor); every method needs at least one privacy metric (a lower-is-better rate: TAR,
@@ -68,15 +70,16 @@ def run(args: argparse.Namespace) -> int:
         parse_method_map,
         run_check,
     )
-    from anonbench.commands.report import check_writable_file
+    from anonbench.commands.report import check_writable_file, refuse_foreign_file
     from anonbench.errors import AnonbenchError
     from anonbench.safety import refuse_overlap, run_files
 
     check_writable_file(args.markdown, "--markdown")  # before any work: one line, exit 2
-    # rule 2: the summary never overwrites the run's or the baseline's files
+    # rule 2: the summary never overwrites the run's or the baseline's files, nor the user's
     refuse_overlap(
-        [("--markdown", args.markdown)], run_files(args.run_dir) + run_files(args.baseline)
+        [("--markdown", args.markdown)], run_files(args.run_dir) + _baseline_files(args.baseline)
     )
+    refuse_foreign_file(args.markdown, "--markdown", is_check_summary, "an anonbench check summary")
     try:
         res = run_check(
             args.run_dir,
@@ -92,6 +95,23 @@ def run(args: argparse.Namespace) -> int:
     print(format_text(res))
     _write_markdown(args.markdown, format_markdown(res, args.run_dir, args.baseline))
     return res.exit_code
+
+
+def _baseline_files(baseline: str) -> list[tuple[str, Path]]:
+    """The baseline's own files (safety.run_files), each named as the baseline's: an error
+    naming "the run's own file" would point at the wrong argument."""
+    from anonbench.safety import run_files
+
+    p = Path(baseline)
+    table = p / "results.csv" if p.is_dir() else p
+    rest = [("a file of the --baseline's run", f) for _, f in run_files(p) if f != table]
+    return [("the --baseline file", table), *rest]
+
+
+def is_check_summary(head: bytes) -> bool:
+    """The start of a summary `check --markdown` wrote: "## <icon> anonbench check: ..."."""
+    first = head.split(b"\n", 1)[0]
+    return first.startswith(b"## ") and b" anonbench check: " in first
 
 
 def _write_markdown(path: str | None, text: str) -> None:

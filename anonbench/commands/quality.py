@@ -15,6 +15,9 @@ HELP = (
 )
 
 
+DEFAULT_OUT = "quality"  # --out not given: relative to the current folder
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from anonbench import argtypes
 
@@ -28,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-root", help="aligned CelebA folder (img_align_celeba + lists)")
     parser.add_argument(
-        "--out", help="where the celeba runs go (default: QUALITY_DIR/<checkpoint name>)"
+        "--out",
+        help="folder of the celeba runs, one <checkpoint name>/run in it per checkpoint "
+        f"(default: ./{DEFAULT_OUT}, in the current folder)",
     )
     parser.add_argument(
         "--log-to",
@@ -58,11 +63,18 @@ def _training_dir(ckpt: Path) -> Path | None:
 
 
 def _checked_inputs(args: argparse.Namespace) -> list[Path | None]:
-    """Every checkpoint and the folder each one's quality.csv goes to, checked before any
-    scoring (a bad --log-to failed after 15 minutes of it); returns those folders."""
+    """The data root, every checkpoint and the folder each one's quality.csv goes to, checked
+    before any scoring (a bad --log-to failed after 15 minutes of it); returns those folders."""
     from anonbench.errors import AnonbenchError
     from anonbench.runner import check_writable_dir
+    from anonbench.safety import refuse_overlap
 
+    root = Path(args.data_root)
+    # every method reads it first thing (ciagan's identity probe before the run's own checks)
+    if not root.exists():
+        raise AnonbenchError(f"--data-root {root}: not found")
+    if not root.is_dir():
+        raise AnonbenchError(f"--data-root {root}: not a folder")
     logs: list[Path | None] = []
     for ckpt in args.checkpoint or [""]:
         if ckpt and Path(ckpt).is_dir():
@@ -74,6 +86,8 @@ def _checked_inputs(args: argparse.Namespace) -> list[Path | None]:
             raise AnonbenchError(f"--checkpoint {ckpt}: no such file")
         log = Path(args.log_to) if args.log_to else (_training_dir(Path(ckpt)) if ckpt else None)
         if log is not None:
+            # rule 2, as for --out: quality.csv is never written into the data
+            refuse_overlap([("--log-to", log)], [("the data root", root)])
             check_writable_dir(log, "--log-to")
             if (log / "quality.csv").is_dir():
                 raise AnonbenchError(f"--log-to {log}: {log / 'quality.csv'} is a folder")
@@ -82,18 +96,11 @@ def _checked_inputs(args: argparse.Namespace) -> list[Path | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import csv
-
     from anonbench import quality
     from anonbench.errors import AnonbenchError
 
     if args.rank:
-        path = Path(args.rank) / "quality.csv"
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise AnonbenchError(f"cannot read {path}: {e}") from None
+        rows = quality.read_log(Path(args.rank) / "quality.csv")
         print(quality.format_table(quality.rank(rows)))
         return 0
     if not args.data_root:
@@ -105,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for ckpt, log in zip(args.checkpoint or [""], logs, strict=True):
         name = Path(ckpt).stem if ckpt else f"{args.method}-shipped"
-        out = Path(args.out or "quality") / name
+        out = Path(args.out or DEFAULT_OUT) / name
         print(f"quality: scoring {ckpt or args.method + ' (shipped)'} ...", file=sys.stderr)
         res = quality.score(
             args.method, ckpt, root, out, args.heldout, args.workers, args.cache_dir

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anonbench.reports.runs import Bundle
 
 NAME = "report"
 HELP = "write an HTML report and/or LaTeX tables from one or more run folders"
@@ -22,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from anonbench.errors import AnonbenchError
+    from anonbench.escape import one_line
+    from anonbench.reports.runs import load_runs
     from anonbench.safety import refuse_overlap, run_files
 
     if args.html is None and args.latex is None:
@@ -34,15 +42,38 @@ def run(args: argparse.Namespace) -> int:
         [("--html", args.html), ("--latex", args.latex)],
         [f for d in args.run_dirs for f in run_files(d)],
     )
+    # rule 2: regenerating a report is normal, replacing a page of the user's is not
+    refuse_foreign_file(args.html, "--html", is_html_report, "an anonbench HTML report")
+    refuse_foreign_file(args.latex, "--latex", is_latex_tables, "anonbench LaTeX tables")
+    bundle = load_runs(args.run_dirs)  # a malformed results.csv: one line, nothing written
+    for note in report_warnings(bundle):
+        print(f"warning: {one_line(note)}", file=sys.stderr)
     if args.html is not None:
         from anonbench.reports.html import write_report
 
-        print(f"html report: {write_report(args.run_dirs, args.html)}")
+        print(f"html report: {write_report(args.run_dirs, args.html, bundle)}")
     if args.latex is not None:
         from anonbench.reports.latex import write_latex
 
-        print(f"latex tables: {write_latex(args.run_dirs, args.latex, not args.no_intervals)}")
+        tex = write_latex(args.run_dirs, args.latex, not args.no_intervals, bundle)
+        print(f"latex tables: {tex}")
     return 0
+
+
+def report_warnings(bundle: Bundle) -> list[str]:
+    """What the reader of the report must know, said once on the console whatever the
+    outputs: runs that did not finish (reports.runs.run_status_note), infinite values (shown
+    as non-finite in the tables, left out of the plots)."""
+    from anonbench.reports.tables import build_tables, nonfinite_cells
+
+    inf = nonfinite_cells(build_tables(bundle))
+    notes = list(bundle.status_notes)
+    if inf:
+        notes.append(
+            f"{len(inf)} infinite value(s), shown as non-finite in the tables (not a "
+            f"measurement): {', '.join(inf)}"
+        )
+    return notes
 
 
 def check_writable_file(path: str | Path | None, flag: str) -> None:
@@ -114,3 +145,39 @@ def refuse_run_file(path: Path, flag: str) -> None:
     for folder in real.parents:
         if (folder / "run.json").is_file():
             refuse_overlap([(flag, path)], run_files(folder))
+
+
+def is_html_report(head: bytes) -> bool:
+    """The start of an HTML report anonbench wrote (its <title>, as `run` checks it)."""
+    return b"<title>anonbench report" in head
+
+
+def is_latex_tables(head: bytes) -> bool:
+    """The start of LaTeX tables anonbench wrote: their first line, "% anonbench VERSION"."""
+    return head.startswith(b"% anonbench ")
+
+
+def refuse_foreign_file(
+    path: str | Path | None, flag: str, ours: Callable[[bytes], bool], what: str
+) -> None:
+    """An output replaces only a file anonbench wrote (`ours` recognises its first 4 KiB), an
+    empty one (nothing to lose: CI creates $GITHUB_STEP_SUMMARY so) or nothing; any other
+    existing file is the user's: one line, before any work. Not a regular file (/dev/stdout):
+    not replaced, so not looked at."""
+    from anonbench.errors import AnonbenchError
+
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return
+    try:
+        with p.open("rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise AnonbenchError(f"{flag} {p}: cannot be read ({e.strerror or e})") from None
+    if head and not ours(head):
+        raise AnonbenchError(
+            f"{flag} {p}: an existing file that is not {what}: never overwritten; move it "
+            "away or choose another path"
+        )
