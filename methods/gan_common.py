@@ -222,7 +222,8 @@ class GanBaseline(Anonymizer):
         raw = read_bytes(path) if path is not None else None
         if raw is None:
             if checkpoint:
-                raise GanCheckpointError(f"{family} checkpoint not found: {checkpoint}")
+                what = "a folder, not a checkpoint file" if path.is_dir() else "not found"
+                raise GanCheckpointError(f"{family} checkpoint {checkpoint}: {what}")
             raise AnonbenchError(f"no {self.name} weights: {train_hint(family, variant)}")
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():

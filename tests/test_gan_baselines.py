@@ -161,7 +161,13 @@ def test_without_weights_one_line_saying_how_to_get_them():
 def test_bad_checkpoints_are_one_clear_line(tmp_path):
     with pytest.raises(AnonbenchError) as e:
         METHODS.create("pix2pix", checkpoint=str(tmp_path / "nope.pt"))
-    assert "pix2pix checkpoint not found" in _one_line(e)
+    assert _one_line(e).endswith("nope.pt: not found")
+    with pytest.raises(AnonbenchError) as e:  # run --checkpoint with a folder said "not found"
+        METHODS.create("pix2pix", checkpoint=str(tmp_path))
+    assert _one_line(e).endswith(": a folder, not a checkpoint file")
+    with pytest.raises(AnonbenchError) as e:
+        METHODS.create("ciagan", checkpoint=str(tmp_path))
+    assert _one_line(e).endswith(": a folder, not a checkpoint file")
 
     good = tmp_path / "good.pt"
     _save("pix2pix", good)

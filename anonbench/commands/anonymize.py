@@ -5,6 +5,7 @@ and their landmarks smoothed over time (see anonbench.methods.ciagan.video)."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,8 @@ def _create_method(args: argparse.Namespace) -> Any:
         if k not in params and k != "identity":
             flag = f"--{k}" if k != "compile" else "--compile"
             raise AnonbenchError(f"method {args.method!r} takes no {flag}")
+    if args.checkpoint and Path(args.checkpoint).is_dir():  # loaders call it "not found"
+        raise AnonbenchError(f"--checkpoint {args.checkpoint}: a folder, not a checkpoint file")
     kwargs = {k: v for k, v in wanted.items() if k in params}
     return METHODS.create(args.method, **kwargs)
 
@@ -224,41 +227,144 @@ def process_movie(
     return rep
 
 
-def _outputs_of(dst: Path) -> list[Path]:
-    return [dst, dst.with_name(dst.name + ".mp4"), dst.with_name(dst.name + ".png")]
+REPORT = "anonymize_report.json"
 
 
 def anonymize_inputs(
     method: Any, src: str | Path, out_dir: str | Path, analyzer: Any, mapper: Any, opts: Any
 ) -> dict[str, Any]:
     """Anonymizes a photo, a video or a folder of them into out_dir (same relative names).
-    A bad input (unreadable, empty, over --max-pixels, undecodable video) is skipped, its
-    partial output removed, and listed under `failed`; the rest goes on. --on-miss fail still
-    stops the run (MissedFaceAbort). Writes out_dir/anonymize_report.json atomically and
-    returns the report."""
+    A bad input (unreadable, empty, over --max-pixels, undecodable video, a broken link) is
+    skipped, its partial output removed, and listed under `failed`; the rest goes on. A
+    linked subfolder is not followed and is listed under `skipped`. --on-miss fail still
+    stops the run (MissedFaceAbort): out_dir is left as it was. Writes
+    out_dir/anonymize_report.json atomically and returns the report."""
     import json
 
     from anonbench.cache import atomic_write_text
     from anonbench.errors import AnonbenchError
-    from anonbench.methods.ciagan.video import collect_inputs
-    from anonbench.safety import refuse_collisions, refuse_overlap
 
     if opts.on_miss not in ("blur", "keep", "fail"):
         raise AnonbenchError(f"--on-miss must be blur, keep or fail, got {opts.on_miss!r}")
     src, out_dir = Path(src), Path(out_dir)
+    items, ours = check_output(src, out_dir)
+    failed, skipped = _not_collected(src, items)
+    before = _listing(out_dir)
+    undo = _Undo(out_dir)
+    try:
+        reports, bad = _anonymize_all(method, items, out_dir, analyzer, mapper, opts, undo)
+        report = _report(method, mapper, opts, reports, failed + bad)
+        report["skipped"] = skipped  # beside totals, whose set of keys readers compare whole
+        report["written"] = _written(out_dir, ours, reports)
+        atomic_write_text(out_dir / REPORT, json.dumps(report, indent=2))
+    except BaseException:
+        # a run that stops leaves nothing half-written: what it replaced is put back
+        kept = undo.put_back()
+        _remove_new(out_dir, before, keep=None if kept else undo.aside)
+        raise
+    undo.drop()
+    return report
+
+
+def check_output(src: Path, out_dir: Path) -> tuple[list[tuple[Path, str]], set[str]]:
+    """Before any work, the input and out_dir: rules 2 and 3 (the input is never written;
+    one output per input), and no file this run may write stands in out_dir unless
+    anonbench wrote it (its anonymize_report.json lists it). Returns the inputs (path,
+    name) and the names anonbench wrote there before (see `_ours`)."""
+    from anonbench.errors import AnonbenchError
+    from anonbench.methods.ciagan.video import collect_inputs
+    from anonbench.safety import refuse_collisions, refuse_overlap
+
     items = collect_inputs(src)
-    # rules 2 and 3, before any work: the input is never written; one output per input
     refuse_overlap([("--output", out_dir)], [("the input", src)])
     refuse_collisions(((n, o) for _, n in items for o in _output_names(n)), f"--input {src}")
-    before = _listing(out_dir)
+    ours, why = _ours(out_dir)
+    names = [REPORT] + [o for _, n in items for o in _output_names(n)]
+    _refuse_escapes(out_dir, names)
+    # a symlink is never anonbench's (it writes plain files); a folder fails only its input
+    taken = [
+        n
+        for n in names
+        if os.path.islink(out_dir / n) or ((out_dir / n).is_file() and n not in ours)
+    ]
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise AnonbenchError(
+            f"{out_dir / taken[0]}{more}: not written by anonbench ({why}), and anonymize "
+            "writes there; move it away or choose another --output"
+        )
+    return items, ours
+
+
+def _refuse_escapes(out_dir: Path, names: list[str]) -> None:
+    """Every output lands inside --output: a linked subfolder there (out/sub -> elsewhere)
+    would send the outputs of the input's sub/ folder outside it."""
+    from anonbench.errors import AnonbenchError
+    from anonbench.safety import _inside
+
+    root = os.path.realpath(out_dir)
+    for n in names:
+        parent = (out_dir / n).parent
+        if not _inside(os.path.realpath(parent), root):
+            raise AnonbenchError(
+                f"{parent}: a link out of --output {out_dir} (-> {os.path.realpath(parent)}), "
+                "and anonymize writes there; remove the link or choose another --output"
+            )
+
+
+def _ours(out_dir: Path) -> tuple[set[str], str]:
+    """The names (relative to out_dir) anonbench wrote there, from its anonymize_report.json,
+    and why the others are not its own, for the refusal. A report that is not anonbench's
+    (unreadable, another shape) makes every file there foreign, itself included."""
+    import json
+
+    from anonbench.errors import AnonbenchError
+
+    path = out_dir / REPORT
+    if path.is_dir() and not path.is_symlink():
+        raise AnonbenchError(
+            f"--output {out_dir}: {path} is a folder, and anonymize writes its report there; "
+            "move it away or choose another --output"
+        )
+    if not path.is_file() or path.is_symlink():
+        return set(), f"--output {out_dir} holds no {REPORT} of anonbench's"
+    foreign = "not an anonbench anonymize report"
     try:
-        reports, failed = _anonymize_all(method, items, out_dir, analyzer, mapper, opts)
-    except BaseException:
-        _remove_new(out_dir, before)  # a run that stops leaves nothing half-written
-        raise
-    report = _report(method, mapper, opts, reports, failed)
-    atomic_write_text(out_dir / "anonymize_report.json", json.dumps(report, indent=2))
-    return report
+        rep = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set(), foreign
+    if not (isinstance(rep, dict) and {"method", "inputs", "totals"} <= rep.keys()):
+        return set(), foreign
+    if not isinstance(rep["inputs"], list):
+        return set(), foreign
+    why = f"{path} does not list it"
+    written = rep.get("written")
+    if isinstance(written, list):
+        return {REPORT} | {w for w in written if isinstance(w, str)}, why
+    # a report from before `written`: its outputs are paths as given then (any cwd), so
+    # every tail of them may be the name relative to out_dir
+    names = {REPORT}
+    for r in rep["inputs"]:
+        out = r.get("output") if isinstance(r, dict) else None
+        if isinstance(out, str):
+            parts = Path(out).parts
+            names.update("/".join(parts[i:]) for i in range(len(parts)))
+    return names, why
+
+
+def _written(out_dir: Path, ours: set[str], reports: list[dict[str, Any]]) -> list[str]:
+    """What the new report lists as anonbench's: the files earlier runs wrote that are still
+    there, and this run's outputs (so a later run may replace them)."""
+    from anonbench.safety import plain_relative
+
+    names = {n for n in ours - {REPORT} if plain_relative(n) is None}
+    kept = {n for n in names if (out_dir / n).is_file() and not (out_dir / n).is_symlink()}
+    for r in reports:
+        try:
+            kept.add(Path(r["output"]).relative_to(out_dir).as_posix())
+        except ValueError:  # not under out_dir: not a file of this folder
+            pass
+    return sorted(kept)
 
 
 def _output_names(name: str) -> list[str]:
@@ -272,29 +378,112 @@ def _output_names(name: str) -> list[str]:
     return [name] if suffix in (".png", ".webp", ".jpg", ".jpeg") else [name, name + ".png"]
 
 
+def _not_collected(
+    src: Path, items: list[tuple[Path, str]]
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """What collect_inputs passes over in silence under a folder, so it is never dropped
+    unseen: (failed, skipped). An image or video name that is no readable file (a broken
+    link) fails like an unreadable image. A linked subfolder is not followed (it may lead
+    back into the input, or to the output) and is skipped, with why."""
+    from anonbench.methods.ciagan.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    if not src.is_dir():
+        return [], []
+    taken = {n for _, n in items}
+    failed: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = []
+    for d, dirs, files in os.walk(src):
+        for n in sorted(dirs):
+            p = Path(d) / n
+            rel = p.relative_to(src).as_posix()
+            if p.is_symlink() and not any(t.startswith(rel + "/") for t in taken):
+                why = f"a linked folder (-> {os.readlink(p)}), not followed; give it as --input"
+                skipped.append({"input": str(p), "reason": f"{p}: {why}"})
+        for n in sorted(files):
+            p = Path(d) / n
+            if p.suffix.lower() not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS or p.is_file():
+                continue
+            if p.is_symlink():
+                why = f"a broken symlink (-> {os.readlink(p)})"
+            else:
+                why = "not a regular file"
+            failed.append({"input": str(p), "error": f"{p}: cannot read: {why}"})
+    return failed, skipped
+
+
 def _listing(out_dir: Path) -> set[Path] | None:
     """What the output folder holds before a run (None: it does not exist)."""
     return set(out_dir.rglob("*")) if out_dir.is_dir() else None
 
 
-def _remove_new(out_dir: Path, before: set[Path] | None) -> None:
-    """Removes the files and folders a stopped run created (files it replaced stay)."""
+def _remove_new(out_dir: Path, before: set[Path] | None, keep: Path | None = None) -> None:
+    """Removes the files and folders a stopped run created; `keep` (with what is under it)
+    stays."""
     import shutil
 
-    if before is None:
+    if before is None and keep is None:
         shutil.rmtree(out_dir, ignore_errors=True)
         return
-    for p in sorted(set(out_dir.rglob("*")) - before, reverse=True):
+    for p in sorted(set(out_dir.rglob("*")) - (before or set()), reverse=True):
+        if keep is not None and (p == keep or keep in p.parents):
+            continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
 
 
+class _Undo:
+    """The outputs of an earlier run that this run replaces, moved aside in out_dir (a
+    rename: videos are written in place, so a hard link would see the new bytes) until the
+    run ends: put back when their input fails or the run stops, dropped when it completes."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.aside = out_dir / f".anonymize-replaced.{os.getpid()}"
+        self.moved: list[tuple[Path, Path]] = []
+
+    def move_aside(self, paths: list[Path]) -> list[tuple[Path, Path]]:
+        """Moves the files at `paths` aside; returns (path, where it went) for each."""
+        moved = []
+        for p in paths:
+            if p.is_file():  # check_output refused links; a folder only fails its input
+                q = self.aside / p.relative_to(self.out_dir)
+                q.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(p, q)
+                moved.append((p, q))
+        self.moved += moved
+        return moved
+
+    def put_back(self, moved: list[tuple[Path, Path]] | None = None) -> bool:
+        """Puts files moved aside back over what is there now; False if one could not be
+        (then it stays in self.aside)."""
+        ok = True
+        for p, q in moved if moved is not None else self.moved:
+            try:
+                if q.exists():
+                    os.replace(q, p)
+            except OSError:
+                ok = False
+        return ok
+
+    def drop(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.aside, ignore_errors=True)
+
+
 def _anonymize_all(
-    method: Any, items: list[tuple[Path, str]], out_dir: Path, analyzer: Any, mapper: Any, opts: Any
+    method: Any,
+    items: list[tuple[Path, str]],
+    out_dir: Path,
+    analyzer: Any,
+    mapper: Any,
+    opts: Any,
+    undo: _Undo,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Every input in turn: (reports, failed); a bad input is listed and skipped."""
+    """Every input in turn: (reports, failed); a bad input is listed and skipped, and what
+    an earlier run wrote for it is put back."""
     from anonbench.errors import AnonbenchError
     from anonbench.methods.ciagan.video import VIDEO_EXTENSIONS
 
@@ -302,7 +491,8 @@ def _anonymize_all(
     failed: list[dict[str, str]] = []
     for path, name in items:
         dst = out_dir / name
-        before = {p: p.stat().st_mtime_ns for p in _outputs_of(dst) if p.exists()}
+        outputs = [out_dir / o for o in _output_names(name)]
+        moved = undo.move_aside(outputs)
         try:
             if path.suffix.lower() in VIDEO_EXTENSIONS:
                 reports.append(process_movie(method, path, dst, analyzer, mapper, opts, name))
@@ -317,9 +507,10 @@ def _anonymize_all(
             if str(path) not in msg:
                 msg = f"{path}: {msg}"
             failed.append({"input": str(path), "error": msg})
-            for p in _outputs_of(dst):  # nothing half-written from this input
-                if p.exists() and before.get(p) != p.stat().st_mtime_ns:
+            for p in outputs:  # nothing half-written from this input (the rest was moved)
+                if p.is_file():
                     p.unlink()
+            undo.put_back(moved)
     return reports, failed
 
 
@@ -359,8 +550,10 @@ def _max_pixels() -> int | None:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """Before any work: --output can be a folder (an existing file is one line), and neither
-    it nor --cache-dir is, contains or lies inside the input (rule 2)."""
+    """Before any work: --output and --cache-dir can be folders that files are written in
+    (a file, a path that cannot be made, is one line naming the flag: an unusable cache
+    would otherwise fail every input in turn), neither is, contains or lies inside the
+    input (rule 2), and --output holds no file of the user's where this run writes."""
     from anonbench.cache import default_cache_dir
     from anonbench.runner import check_writable_dir
     from anonbench.safety import refuse_overlap
@@ -368,6 +561,9 @@ def _check_paths(args: argparse.Namespace) -> None:
     check_writable_dir(args.output, "--output")
     cache = None if args.no_cache else (args.cache_dir or str(default_cache_dir()))
     refuse_overlap([("--output", args.output), ("--cache-dir", cache)], [("the input", args.input)])
+    if cache is not None:
+        check_writable_dir(cache, "--cache-dir")
+    check_output(Path(args.input), Path(args.output))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -384,9 +580,13 @@ def run(args: argparse.Namespace) -> int:
     _check_paths(args)
     method = _create_method(args)
     method.name = args.method
+    mapper = IdentityMapper(method, args.mapping, args.seed, args.identity)
+    if args.identity is not None and not mapper.active:  # as --device is refused for it
+        raise AnonbenchError(
+            f"method {args.method!r} takes no --identity (it has no fake identities to choose)"
+        )
     cache = Cache(args.cache_dir, enabled=not args.no_cache)
     analyzer = FaceAnalyzer(detector=args.analysis_detector, cache=cache, threshold=args.threshold)
-    mapper = IdentityMapper(method, args.mapping, args.seed, args.identity)
     opts = Options(
         on_miss=args.on_miss,
         smooth=not args.no_smooth,
@@ -400,7 +600,7 @@ def run(args: argparse.Namespace) -> int:
     except MissedFaceAbort as e:
         raise AnonbenchError(str(e)) from None
     t = rep["totals"]
-    report_path = Path(args.output) / "anonymize_report.json"
+    report_path = Path(args.output) / REPORT
     for r in rep["inputs"]:
         if r.get("truncated"):
             print(
@@ -424,6 +624,8 @@ def run(args: argparse.Namespace) -> int:
         )
     for f in rep["failed"]:
         print(f"anonbench: skipped: {f['error']}", file=sys.stderr)
+    for f in rep["skipped"]:
+        print(f"anonbench: skipped: {f['reason']}", file=sys.stderr)
     uncovered = (
         f"video frames where no face was found (not anonymized; listed in the report): "
         f"{t['frames_without_face']}; "
@@ -433,9 +635,11 @@ def run(args: argparse.Namespace) -> int:
     failed = (
         f"failed inputs (skipped, listed in the report): {t['failed']}; " if t["failed"] else ""
     )
+    if rep["skipped"]:
+        failed += f"linked folders not followed (listed in the report): {len(rep['skipped'])}; "
     print(
         f"anonymized {t['faces']} face(s) in {t['images']} image(s) and {t['videos']} video(s)"
         f" ({t['tracks']} track(s)); missed: {t['missed']} (--on-miss {args.on_miss}); "
         f"{uncovered}{failed}report: {report_path}"
     )
-    return 1 if t["failed"] else 0
+    return 1 if t["failed"] or rep["skipped"] else 0

@@ -80,7 +80,8 @@ class CIAGAN(Anonymizer):
         raw = ckpt_io.read_bytes(path)
         if raw is None:
             if checkpoint:
-                raise AnonbenchError(f"CIAGAN checkpoint not found: {checkpoint}")
+                what = "a folder, not a checkpoint file" if path.is_dir() else "not found"
+                raise AnonbenchError(f"CIAGAN checkpoint {checkpoint}: {what}")
             raise AnonbenchError(
                 f"ciagan needs a trained checkpoint and none ships with it: {TRAIN_HINT}"
             )

@@ -85,6 +85,10 @@ def torch_load_bytes(
         return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, KeyError) and str(e).isdigit():
+            # the weights-only unpickler meets a byte that is no pickle opcode (a text file,
+            # say) and says only that byte's code ("101")
+            first = "not a torch checkpoint (neither a zip archive nor a pickle)"
         raise error(f"cannot read {what} checkpoint {source}: {first}") from None
 
 
