@@ -407,7 +407,7 @@ BUILTINS: tuple[Builtin, ...] = (
         "cyclegan",
         "anonbench.methods.cyclegan.anonymizer:CycleGAN",
         "CycleGAN ResNet-9 baseline (CIAGAN paper, Table 4): landmark drawing -> face "
-        "(needs --checkpoint: no weights ship)",
+        "(default weights: CPU-trained, see its MODEL_CARD.md)",
         {"variant": "landmarks"},
     ),
     Builtin(

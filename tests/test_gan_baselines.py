@@ -149,7 +149,7 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
 
 
 def test_without_weights_one_line_saying_how_to_get_them():
-    for name in (n for n in NAMES if n != "pix2pix"):  # pix2pix (landmarks) ships weights
+    for name in ("pix2pix-masked", "cyclegan-masked"):  # the landmarks variants ship weights
         with pytest.raises(AnonbenchError) as e:
             METHODS.create(name)
         msg = _one_line(e)
@@ -258,28 +258,33 @@ def test_bf16_autocast_agrees_with_fp32(tmp_path):
     assert (fp32 - bf16).abs().max() < 0.05
 
 
-def test_shipped_pix2pix_loads_says_what_it_is_and_matches_its_card(tmp_path):
-    """`pix2pix` without --checkpoint: the CPU-trained landmarks weights in the package, by
-    content also when copied elsewhere; a checkpoint of your own carries no shipped note."""
+@pytest.mark.parametrize("family", ["pix2pix", "cyclegan"])
+def test_shipped_weights_load_say_what_they_are_and_match_their_card(tmp_path, family):
+    """`pix2pix` / `cyclegan` without --checkpoint: the CPU-trained landmarks weights in the
+    package, by content also when copied elsewhere; a checkpoint of your own carries no
+    shipped note; the masked variant still ships none."""
     import hashlib
+    import importlib
 
     from anonbench.methods.ciagan.checkpoint import read_bytes
-    from anonbench.methods.pix2pix.anonymizer import Pix2Pix
 
-    shipped = Pix2Pix.package_weights["landmarks"]
-    m = METHODS.create("pix2pix")
+    mod = importlib.import_module(f"anonbench.methods.{family}.anonymizer")
+    cls = next(v for v in vars(mod).values() if getattr(v, "family", None) == family)
+    shipped = cls.package_weights["landmarks"]
+    assert set(cls.package_weights) == {"landmarks"}
+    m = METHODS.create(family)
     card = (shipped.parent / "MODEL_CARD.md").read_text()
     assert m.meta.checkpoint_sha256 in card and m.checkpoint == str(shipped)
     assert "shipped CPU-trained checkpoint" in m.meta.note and "; " not in m.meta.note
     assert "CelebA" in m.meta.license
     copy = tmp_path / "copy.pt"
     copy.write_bytes(read_bytes(shipped))
-    again = METHODS.create("pix2pix", checkpoint=str(copy))
+    again = METHODS.create(family, checkpoint=str(copy))
     assert again.meta.checkpoint_sha256 == hashlib.sha256(copy.read_bytes()).hexdigest()
     assert "shipped CPU-trained checkpoint" in again.meta.note
     own = tmp_path / "own.pt"
-    _save("pix2pix", own, ngf=8, seed=3)
-    assert "shipped" not in METHODS.create("pix2pix", checkpoint=str(own)).meta.note
+    _save(family, own, ngf=8, seed=3)
+    assert "shipped" not in METHODS.create(family, checkpoint=str(own)).meta.note
     # the faces it draws are pasted into the mask and differ from the originals there
     batch = _batch()
     out = m.anonymize(batch)

@@ -56,9 +56,9 @@ def test_the_paper_file_covers_its_tables():
     labels = [m.label for m in rf.methods]
     for m in ("original", "blur9", "blur17", "pixelate8", "pixelate16", "mask", "ciagan"):
         assert m in labels
-    # no CycleGAN weights ship: optional, so a run reports it unavailable
-    optional = {m.label for m in rf.methods if m.optional}
-    assert optional == {"cyclegan"} and "pix2pix" in labels
+    # both GAN baselines ship weights: plain methods, not optional
+    assert not [m.label for m in rf.methods if m.optional]
+    assert "pix2pix" in labels and "cyclegan" in labels
     celeba = rf.protocols[0]
     assert celeba.options["detectors"] == "dlib-hog,retinaface" and celeba.options["fid"] is True
 
@@ -265,7 +265,7 @@ def test_flags_override_the_file():
     assert (x.settings["seed"], x.settings["workers"]) == (3, 1)
     assert x.settings["device"] == "auto"  # not given: the file's
     cg = next(m for m in x.methods if m.label == "cyclegan")
-    assert cg.checkpoint == "cg/last.pt" and cg.optional  # the file's entry, with weights
+    assert cg.checkpoint == "cg/last.pt"  # the file's entry, with weights
     # --option KEY without an entry: every entry that takes it
     y = runfile.with_flags(rf, {"option": ["pnca_epochs=2"], "methods": "original,mask"})
     assert [p.options.get("pnca_epochs") for p in y.protocols] == [2, 2, 2, None]

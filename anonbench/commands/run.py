@@ -90,7 +90,7 @@ def _how(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="METHOD=PATH",
         help="weights a method loads instead of its shipped ones (repeatable), e.g. "
-        "ciagan=DIR/last.pt; the *-masked variants and cyclegan ship none and need one",
+        "ciagan=DIR/last.pt; the *-masked variants ship none and need one",
     )
     p.add_argument("--no-cache", action="store_true", help="use a fresh temporary cache")
     p.add_argument(

@@ -5,7 +5,8 @@ and the checkpoint format."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
@@ -33,10 +34,15 @@ def random_checkpoint(variant: str = "landmarks", ngf: int = 64, seed: int = 0) 
 class CycleGAN(gan_common.GanBaseline):
     """CycleGAN (Zhu et al., ICCV 2017) landmarks -> face baseline, pasted into the CIAGAN
     mask. variant: "landmarks" (the paper's baseline) or "masked" (landmarks ⊕ masked face);
-    checkpoint: a CycleGAN checkpoint holding the landmarks -> face generator (none ships)."""
+    checkpoint: a CycleGAN checkpoint holding the landmarks -> face generator; default: the
+    CPU-trained landmarks one shipped in the package (weights/MODEL_CARD.md; the masked variant
+    ships none)."""
 
     name = "cyclegan"
     family = FAMILY
+    package_weights: ClassVar[dict[str, Path]] = {
+        "landmarks": Path(__file__).parent / "weights" / "cyclegan_generator.pt"
+    }
     paper = (
         "Zhu, Park, Isola, Efros: CycleGAN, ICCV 2017 (a baseline of Maximov et al., CIAGAN, "
         "CVPR 2020, Table 4)"
