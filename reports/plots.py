@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from anonbench.escape import one_line
+
 # colour-blind-safe (Okabe-Ito), original in black so the reference stands out
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
@@ -114,7 +116,7 @@ def roc_png(curves: list[RocCurve], colors: dict[str, str], far_mark: float = 1e
             where="post",
             color=colors.get(c.method, PALETTE[i % len(PALETTE)]),
             lw=1.6,
-            label=c.method,
+            label=one_line(c.method),  # a control character has no glyph
         )
     if far_mark >= floor:  # with few negative pairs FAR=1e-3 is not resolvable: no mark
         ax.axvline(far_mark, color="#888", ls="--", lw=1)
@@ -246,7 +248,7 @@ def _place_labels(fig: Any, labels: list[tuple[Any, Point]], mid: float, colors:
             if ann is not None:
                 ann.remove()
             ann = ax.annotate(
-                p.method,
+                one_line(p.method),
                 (p.x, p.y),
                 xytext=(sx * dx, dy),
                 textcoords="offset points",

@@ -251,7 +251,8 @@ def test_folder_goes_on_past_bad_files(tmp_path, capsys):
     out2 = tmp_path / "out2"
     args = ["--method", "blur17", "--input", str(src / "a_good.jpg"), "--output", str(out2)]
     assert _anonymize(*args, "--max-pixels", "1000") == 1
-    assert "250x250" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "250x250" in err and "1,000 pixels" in err  # it said "0.0 megapixels"
     assert json.loads((out2 / "anonymize_report.json").read_text())["totals"]["failed"] == 1
 
 

@@ -85,7 +85,8 @@ class ImageInfo:
 
 
 def _mp(n: int) -> str:
-    return f"{n / 1e6:.1f} megapixels"
+    # below 0.1 MP (a small --max-pixels) one decimal would read "0.0 megapixels"
+    return f"{n / 1e6:.1f} megapixels" if n >= 100_000 else f"{n:,} pixels"
 
 
 def _read_bytes(path: str | os.PathLike[str]) -> np.ndarray:
