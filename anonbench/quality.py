@@ -277,16 +277,7 @@ RANK_COLUMNS = (
     "kid",
 )
 # the columns format_table formats as numbers: text there is an error, not a crash
-NUMBER_COLUMNS = (
-    "cpu_hours",
-    "identity_effect_probe",
-    "identity_effect_heldout",
-    "det_retinaface",
-    "det_dlib_hog",
-    "recall1_dlib_resnet",
-    "kid",
-    "fid",
-)
+NUMBER_COLUMNS = COLUMNS[COLUMNS.index("cpu_hours") : COLUMNS.index("fid") + 1]
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

@@ -35,3 +35,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def evaluated(monkeypatch) -> list[str]:
+    """The methods the lfw protocol evaluates, in order."""
+    from anonbench.protocols.lfw import LFWVerification
+
+    calls: list[str] = []
+    real = LFWVerification.evaluate
+
+    def counting(self, method, store, ctx):
+        calls.append(method.name)
+        return real(self, method, store, ctx)
+
+    monkeypatch.setattr(LFWVerification, "evaluate", counting)
+    return calls

@@ -391,22 +391,6 @@ def _run_tiny(out: Path, cache: Path, methods: str, *extra: str, data: Path = TI
     )
 
 
-@pytest.fixture
-def evaluated(monkeypatch) -> list[str]:
-    """The methods the lfw protocol evaluates, in order."""
-    from anonbench.protocols.lfw import LFWVerification
-
-    calls: list[str] = []
-    real = LFWVerification.evaluate
-
-    def counting(self, method, store, ctx):
-        calls.append(method.name)
-        return real(self, method, store, ctx)
-
-    monkeypatch.setattr(LFWVerification, "evaluate", counting)
-    return calls
-
-
 def _err_line(capsys) -> str:
     cap = capsys.readouterr()
     assert "Traceback" not in cap.err + cap.out

@@ -37,22 +37,6 @@ def warm(tmp_path_factory) -> tuple[Path, Path, Path]:
     return cache, run, exported
 
 
-@pytest.fixture
-def evaluated(monkeypatch) -> list[str]:
-    """The methods the lfw protocol evaluates, in order."""
-    from anonbench.protocols.lfw import LFWVerification
-
-    calls: list[str] = []
-    real = LFWVerification.evaluate
-
-    def counting(self, method, store, ctx):
-        calls.append(method.name)
-        return real(self, method, store, ctx)
-
-    monkeypatch.setattr(LFWVerification, "evaluate", counting)
-    return calls
-
-
 # -- W7: a dangling symlink as the output folder ------------------------------------------
 
 
