@@ -29,7 +29,14 @@ from anonbench.ledger import Ledger, earlier_details, key_str
 from anonbench.log import get_logger, note, warn
 from anonbench.provenance import git_sha, now, versions
 from anonbench.registry import DETECTORS, EMBEDDERS, METHODS, PROTOCOLS
-from anonbench.safety import check_tree, refuse_broken_link, refuse_overlap, sigterm_as_interrupt
+from anonbench.safety import (
+    check_tree,
+    file_head,
+    is_html_report,
+    refuse_broken_link,
+    refuse_overlap,
+    sigterm_as_interrupt,
+)
 
 if TYPE_CHECKING:
     from anonbench.plan import PlannedMethod
@@ -244,14 +251,8 @@ def _check_out_dir(out: Path) -> tuple[dict[str, Any], Any]:
 def _check_report_is_ours(path: Path) -> None:
     """A report.html in --out is rewritten by the run: only one anonbench wrote (its title),
     never a page of the user's."""
-    if not path.is_file():
-        return
-    try:
-        with path.open("rb") as f:
-            head = f.read(4096)
-    except OSError as e:
-        raise AnonbenchError(f"{path}: cannot be read ({e.strerror or e})") from None
-    if b"<title>anonbench report" not in head:
+    head = file_head(path, str(path))
+    if head is not None and not is_html_report(head):
         raise AnonbenchError(
             f"{path}: not an anonbench report, and a run writes report.html there; move it "
             "away or choose another --out"

@@ -13,6 +13,9 @@
    case-insensitively (`a.jpg` / `a.png` both become `a.png`; `x.JPG` / `x.jpg` are one file on
    a case-insensitive disk).
 
+And for every output file a command replaces (`file_head`, `is_html_report`): only one anonbench
+wrote, recognised by its first bytes, never a file of the user's.
+
 And for every output folder (`refuse_broken_link`): neither it nor a folder above it is a
 symlink to nothing, which creating it would meet as a bare FileExistsError.
 
@@ -73,6 +76,27 @@ def plain_relative(name: object) -> str | None:
 
 def _inside(real: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+HEAD_BYTES = 4096
+
+
+def file_head(path: Path, label: str) -> bytes | None:
+    """The first HEAD_BYTES of a regular file, to tell anonbench's own outputs from a user's
+    before replacing one; None when `path` is not a regular file (nothing there, a folder,
+    /dev/stdout: not replaced, so not looked at). Unreadable: one line naming `label`."""
+    if not path.is_file():
+        return None
+    try:
+        with path.open("rb") as f:
+            return f.read(HEAD_BYTES)
+    except OSError as e:
+        raise AnonbenchError(f"{label}: cannot be read ({e.strerror or e})") from None
+
+
+def is_html_report(head: bytes) -> bool:
+    """The start of an HTML report anonbench wrote (its <title>)."""
+    return b"<title>anonbench report" in head
 
 
 class DataRoot:

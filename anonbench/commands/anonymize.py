@@ -298,18 +298,21 @@ def check_output(src: Path, out_dir: Path) -> tuple[list[tuple[Path, str]], set[
 
 def _refuse_escapes(out_dir: Path, names: list[str]) -> None:
     """Every output lands inside --output: a linked subfolder there (out/sub -> elsewhere)
-    would send the outputs of the input's sub/ folder outside it."""
+    would send the outputs of the input's sub/ folder outside it (rule 1 on each output's
+    folder; the outputs themselves are checked as files of the user's by the caller)."""
     from anonbench.errors import AnonbenchError
-    from anonbench.safety import _inside
+    from anonbench.safety import ContainmentError, DataRoot
 
-    root = os.path.realpath(out_dir)
-    for n in names:
-        parent = (out_dir / n).parent
-        if not _inside(os.path.realpath(parent), root):
+    inside = DataRoot(out_dir, "--output")
+    for parent in sorted({n.rpartition("/")[0] for n in names} - {""}):
+        try:
+            inside.path(parent, str(out_dir / parent))
+        except ContainmentError:
+            real = os.path.realpath(out_dir / parent)
             raise AnonbenchError(
-                f"{parent}: a link out of --output {out_dir} (-> {os.path.realpath(parent)}), "
+                f"{out_dir / parent}: a link out of --output {out_dir} (-> {real}), "
                 "and anonymize writes there; remove the link or choose another --output"
-            )
+            ) from None
 
 
 def _ours(out_dir: Path) -> tuple[set[str], str]:

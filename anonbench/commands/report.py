@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from anonbench.errors import AnonbenchError
     from anonbench.escape import one_line
     from anonbench.reports.runs import load_runs
-    from anonbench.safety import refuse_overlap, run_files
+    from anonbench.safety import is_html_report, refuse_overlap, run_files
 
     if args.html is None and args.latex is None:
         raise AnonbenchError("nothing to write: give --html FILE and/or --latex FILE")
@@ -147,11 +147,6 @@ def refuse_run_file(path: Path, flag: str) -> None:
             refuse_overlap([(flag, path)], run_files(folder))
 
 
-def is_html_report(head: bytes) -> bool:
-    """The start of an HTML report anonbench wrote (its <title>, as `run` checks it)."""
-    return b"<title>anonbench report" in head
-
-
 def is_latex_tables(head: bytes) -> bool:
     """The start of LaTeX tables anonbench wrote: their first line, "% anonbench VERSION"."""
     return head.startswith(b"% anonbench ")
@@ -165,17 +160,12 @@ def refuse_foreign_file(
     existing file is the user's: one line, before any work. Not a regular file (/dev/stdout):
     not replaced, so not looked at."""
     from anonbench.errors import AnonbenchError
+    from anonbench.safety import file_head
 
     if path is None:
         return
     p = Path(path).expanduser()
-    if not p.is_file():
-        return
-    try:
-        with p.open("rb") as f:
-            head = f.read(4096)
-    except OSError as e:
-        raise AnonbenchError(f"{flag} {p}: cannot be read ({e.strerror or e})") from None
+    head = file_head(p, f"{flag} {p}")
     if head and not ours(head):
         raise AnonbenchError(
             f"{flag} {p}: an existing file that is not {what}: never overwritten; move it "
