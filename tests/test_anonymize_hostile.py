@@ -265,3 +265,30 @@ def test_a_linked_subfolder_of_output_cannot_send_outputs_outside(tmp_path, caps
     line = _one_error(capsys.readouterr().err)
     assert "a link out of --output" in line and str(elsewhere) in line
     assert not list(elsewhere.iterdir()) and [p.name for p in out.iterdir()] == ["sub"]
+
+
+def test_an_unlistable_subfolder_is_listed_not_dropped(tmp_path, capsys, monkeypatch):
+    """A subfolder the user cannot list (permissions; simulated, as root reads everything)
+    was passed over in silence: now it is in the report's `skipped`, with why."""
+    import os
+
+    src = _inputs(tmp_path)
+    (src / "locked").mkdir()
+    shutil.copy(sorted(PHOTOS.glob("*.jpg"))[0], src / "locked" / "x.jpg")
+    real_scandir = os.scandir
+
+    def scandir(path=".", *a, **k):
+        if Path(os.fspath(path)).name == "locked":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path, *a, **k)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "out"
+    _anonymize("--method", "blur9", "--input", str(src), "--output", str(out))
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err
+    rep = json.loads((out / "anonymize_report.json").read_text())
+    (s,) = rep["skipped"]
+    assert Path(s["input"]).name == "locked" and "cannot be listed" in s["reason"]
+    assert any("locked" in ln for ln in cap.err.splitlines() if "skipped" in ln)
+    assert rep["totals"]["images"] == 2

@@ -387,7 +387,8 @@ def _not_collected(
     """What collect_inputs passes over in silence under a folder, so it is never dropped
     unseen: (failed, skipped). An image or video name that is no readable file (a broken
     link) fails like an unreadable image. A linked subfolder is not followed (it may lead
-    back into the input, or to the output) and is skipped, with why."""
+    back into the input, or to the output) and is skipped, with why; so is a subfolder that
+    cannot be listed (permissions)."""
     from anonbench.methods.ciagan.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
     if not src.is_dir():
@@ -395,7 +396,12 @@ def _not_collected(
     taken = {n for _, n in items}
     failed: list[dict[str, str]] = []
     skipped: list[dict[str, str]] = []
-    for d, dirs, files in os.walk(src):
+
+    def unreadable(e: OSError) -> None:  # os.walk passes over a folder it cannot list
+        why = f"a folder that cannot be listed ({e.strerror or e}), not anonymized"
+        skipped.append({"input": str(e.filename), "reason": f"{e.filename}: {why}"})
+
+    for d, dirs, files in os.walk(src, onerror=unreadable):
         for n in sorted(dirs):
             p = Path(d) / n
             rel = p.relative_to(src).as_posix()
