@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -577,33 +578,51 @@ def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | 
     face) as a PNG at the record's relative path under `out`, plus manifest.json. Outputs are
     copied only when their bytes still have the recorded sha256 (rule 6); what an earlier
     export to `out` wrote for records no longer exported (unreadable or changed original) is
-    removed, so `folder:` never scores it. An export that fails removes the files it added:
-    none is left without the manifest that makes the folder anonbench's."""
+    removed, so `folder:` never scores it. An export that fails leaves `out` as it was: the
+    files it added are removed and the earlier export's files it replaced are put back, so
+    no file is left that its manifest does not describe."""
     out = Path(out)
     targets = export_targets(records, out)
     earlier = _exported_keys(out)
     entries = {}
     added: list[Path] = []
+    aside: list[tuple[Path, Path]] = []  # (an earlier export's file, where it waits)
     try:
         for r in records:
             e = store.entries.get(r.key)
             if e is None:
                 continue
             dst = targets[r.key]
-            if not (dst.exists() or dst.is_symlink()):
+            if dst.exists() or dst.is_symlink():
+                aside.append(_set_aside(dst))
+            else:
                 added.append(dst)
             digest = _export_one(store, r, e, dst)
             if digest is not None:
                 entries[r.key] = {**e, "file": output_name(r.key), "sha256": digest}
         for k in sorted(earlier - set(entries)):
-            if k in targets:  # an earlier export of a record that is no longer exported
-                targets[k].unlink(missing_ok=True)
+            # an earlier export of a record that is no longer exported
+            if k in targets and (targets[k].exists() or targets[k].is_symlink()):
+                aside.append(_set_aside(targets[k]))
         _write_manifest(out, store.info, entries)
     except BaseException:
         for p in added:
             p.unlink(missing_ok=True)
+        for dst, old in reversed(aside):
+            dst.unlink(missing_ok=True)
+            os.replace(old, dst)
         raise
+    for _, old in aside:
+        old.unlink(missing_ok=True)
     return out
+
+
+def _set_aside(path: Path) -> tuple[Path, Path]:
+    """Moves an earlier export's file out of the way (same folder: a rename, no copy) until
+    the new export is complete; (path, where it is now)."""
+    old = path.with_name(f".{path.name}.anonbench-old.{os.getpid()}")
+    os.replace(path, old)
+    return path, old
 
 
 def _export_one(store: OutputStore, r: ImageRecord, e: dict[str, Any], dst: Path) -> str | None:

@@ -136,6 +136,30 @@ def test_a_failed_export_leaves_no_outputs_without_a_manifest(tmp_path, warm, ca
     assert not out.exists()
 
 
+def test_a_failed_rerun_puts_the_earlier_export_back(tmp_path, warm, capsys, monkeypatch):
+    """A rerun into produce's own folder (here with pixelate8) that fails after replacing
+    some outputs leaves the folder as the earlier export left it: replaced files put back,
+    nothing set aside left over; the manifest still describes every file."""
+    cache, _, exported = warm
+    out = tmp_path / "out"
+    shutil.copytree(exported, out)
+    before = snapshot(out)
+    write = produce_mod._export_one
+    calls = []
+
+    def fails_at_the_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise AnonbenchError("the disk is full")
+        return write(*a, **k)
+
+    monkeypatch.setattr(produce_mod, "_export_one", fails_at_the_second)
+    argv = ["produce", "--method", "pixelate8", "--data", f"lfw:{TINY}", "--out", str(out)]
+    assert main([*argv, "--cache-dir", str(cache), "--workers", "1", "--quiet"]) == 2
+    assert "the disk is full" in one_error_line(capsys)
+    assert len(calls) == 2 and snapshot(out) == before
+
+
 # -- W10: run --out holding scores/, examples/, missed/ files anonbench did not write ------
 
 
