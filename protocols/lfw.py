@@ -116,6 +116,7 @@ class LFWVerification(Protocol):
         ]
         scorers = (VerificationScorer(ctx.embedder, pairs, FAR), FaceKeptScorer(ctx.embedder))
         if self._real is None:
+            _refuse_trained_people(ctx, self._pairs(ctx))
             self._real = self._references(ctx)
         for s in scorers:
             s.prepare(self._real, None, ctx)
@@ -279,3 +280,16 @@ class LFWVerification(Protocol):
             k, n = int(fell_back.sum()), len(fell_back)
             res.append(MetricResult.count("embedder_no_face", ev, k, n, f"restored by {attack}"))
         return res
+
+
+def _refuse_trained_people(ctx: RunContext, pairs: list[Any]) -> None:
+    """A recognizer with a fixed checkpoint names who it was trained on (`classes`); one
+    trained on people of these pairs (pnca-face v2 learned LFW) would verify them too well."""
+    from anonbench.evaluate import create_evaluator
+    from anonbench.registry import EMBEDDERS
+    from anonbench.scorers.attackers import refuse_seen_identities
+
+    emb = create_evaluator(EMBEDDERS, ctx.embedder, "cpu", 1)
+    if getattr(emb, "classes", None):
+        people = {p.name1 for p in pairs} | {p.name2 for p in pairs}
+        refuse_seen_identities(emb, people, f"of the {len(people)} people in these pairs")

@@ -156,6 +156,37 @@ def test_protocol_refuses_a_checkpoint_trained_on_test_identities(tmp_path, monk
     assert re.search(r"was trained on 1 test identities of this split", err), err
 
 
+def test_seen_identities_match_with_or_without_the_source_prefix():
+    from anonbench.scorers.attackers import seen_identities
+
+    classes = ["7211", "lfw:George_W_Bush", "lfw:Abel_Pacheco"]
+    assert seen_identities(classes, {"7211", "7300"}) == {"7211"}
+    assert seen_identities(classes, ["Abel_Pacheco", "Zico"]) == {"Abel_Pacheco"}
+    assert seen_identities(classes, ["lfw:George_W_Bush"]) == {"lfw:George_W_Bush"}
+    assert seen_identities(["7211"], ["Abel_Pacheco"]) == set()
+
+
+def test_lfw_refuses_a_recognizer_trained_on_its_people(tmp_path, monkeypatch, capsys):
+    """pnca-face v2 learned LFW people: verifying those pairs with it would be inflated, so
+    the lfw protocol refuses it, one line, before scoring."""
+    lfw = Path(__file__).parent / "fixtures" / "lfw_tiny"
+    person = (lfw / "pairs.txt").read_text().splitlines()[1].split()[0]
+    ck = _random_checkpoint(tmp_path / "w" / "net.pt", [f"lfw:{person}", "9999"])
+    monkeypatch.setattr(pf, "WEIGHTS", ck)
+    argv = (
+        f"run --methods blur9 --protocol lfw --data-root {lfw} --out {tmp_path / 'o'} "
+        f"--cache-dir {tmp_path / 'cache'} --workers 1 --quiet --embedder pnca-face"
+    )
+    capsys.readouterr()
+    rc = main(argv.split())
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert re.search(rf"was trained on 1 of the \d+ people in these pairs \(e\.g\. {person}\)", err)
+    ck2 = _random_checkpoint(tmp_path / "w2" / "net.pt", ["lfw:Nobody_In_The_Pairs", "9999"])
+    monkeypatch.setattr(pf, "WEIGHTS", ck2)
+    assert main(argv.replace("/o ", "/o2 ").split()) == 0
+
+
 def _test_faces() -> tuple[list, list[np.ndarray], list]:
     """celeba_small's default test records, their images and reference boxes."""
     from anonbench.data.celeba import load_celeba

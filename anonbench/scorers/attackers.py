@@ -18,6 +18,29 @@ def is_trained(evaluator: Any) -> bool:
     return hasattr(evaluator, "fit") and hasattr(evaluator, "training")
 
 
+def seen_identities(classes: Sequence[str], identities: Sequence[str] | set[str]) -> set[str]:
+    """The identities among `identities` a fixed checkpoint was trained on. Its `classes` may
+    name their source (pnca-face v2: LFW people as `lfw:<Name>`, celeba ones bare); a class
+    matches an identity with or without that prefix, so a dataset built from LFW folders is
+    caught too."""
+    names = set(classes) | {c.split(":", 1)[1] for c in classes if ":" in c}
+    return names & set(identities)
+
+
+def refuse_seen_identities(attacker: Any, identities: Sequence[str] | set[str], what: str) -> None:
+    """One line when a fixed checkpoint (`classes`) was trained on identities it is now
+    tested on: its scores would be inflated (rule: test identities never seen)."""
+    from anonbench.errors import AnonbenchError
+
+    seen = seen_identities(getattr(attacker, "classes", ()), identities)
+    if seen:
+        name = getattr(attacker, "checkpoint", None) or getattr(attacker, "name", "the recognizer")
+        raise AnonbenchError(
+            f"{name} was trained on {len(seen)} {what} (e.g. {sorted(seen)[0]}): its "
+            "scores there would be inflated; choose another recognizer"
+        )
+
+
 def trained_attacker(name: str, ctx: RunContext, **extra: Any) -> Any:
     """A TrainedAttacker from the registry with the run's device, seed and epochs (option
     pnca_epochs), built by anonbench.plugins.trained_attacker."""

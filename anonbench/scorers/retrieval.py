@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from anonbench.api import RunContext
-from anonbench.errors import AnonbenchError
 from anonbench.metrics import catalog
 from anonbench.metrics.result import MetricResult
 from anonbench.scorers.base import Needs, Pass, Scorer
@@ -144,17 +143,13 @@ class TrainedRetrievalScorer(_HitsTable, Scorer):
         self.gallery: dict[str, dict[str, np.ndarray]] = {}
 
     def prepare(self, real: Pass, split: Any, ctx: RunContext) -> None:
-        from anonbench.scorers.attackers import embed_trained, fit_attacker
+        from anonbench.scorers.attackers import embed_trained, fit_attacker, refuse_seen_identities
 
         self.real = real
         for n, att in self.attackers.items():
             if getattr(att, "checkpoint", None):
-                overlap = set(getattr(att, "classes", [])) & set(split.test_ids)
-                if overlap:
-                    raise AnonbenchError(
-                        f"identifier {att.checkpoint} was trained on {len(overlap)} test "
-                        "identities of this split (use the same --seed)"
-                    )
+                what = "test identities of this split (use the same --seed)"
+                refuse_seen_identities(att, split.test_ids, what)
             else:
                 fit_attacker(ctx, att, split.train)
             g = embed_trained(ctx, att, real.items())[0]
