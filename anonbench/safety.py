@@ -115,8 +115,8 @@ class DataRoot:
         why = plain_relative(rel)
         if why is None:
             assert isinstance(rel, str)
-            real = self._resolve(rel)
-            if not _inside(real, self.real):
+            real = self.escape(rel)
+            if real is not None:
                 why = f"resolves to {real}"
         if why is not None:
             raise ContainmentError(
@@ -124,6 +124,12 @@ class DataRoot:
                 "nothing was written"
             )
         return self.root / str(rel)
+
+    def escape(self, rel: str) -> str | None:
+        """Where root/rel leads when links take it outside the root; None when it stays in.
+        Only links are followed: `rel` is taken as names, whatever characters they hold."""
+        real = self._resolve(rel)
+        return None if _inside(real, self.real) else real
 
     def _resolve(self, rel: str) -> str:
         head, _, leaf = rel.rpartition("/")

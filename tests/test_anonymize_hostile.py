@@ -292,3 +292,30 @@ def test_an_unlistable_subfolder_is_listed_not_dropped(tmp_path, capsys, monkeyp
     assert Path(s["input"]).name == "locked" and "cannot be listed" in s["reason"]
     assert any("locked" in ln for ln in cap.err.splitlines() if "skipped" in ln)
     assert rep["totals"]["images"] == 2
+
+
+def test_odd_but_legal_folder_names_are_not_links(tmp_path, capsys):
+    """A subfolder named `a\\b` or `C:x` is legal on Linux and no link: its photos are
+    anonymized like any other (the escape check follows links only, it does not judge names)."""
+    src = tmp_path / "in"
+    for sub in ("a\\b", "C:x"):
+        shutil.copytree(PHOTOS, src / sub)
+    out = tmp_path / "out"
+    assert _anonymize("--method", "blur9", "--input", str(src), "--output", str(out)) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    for sub in ("a\\b", "C:x"):
+        assert sorted(p.name for p in (out / sub).iterdir()) == sorted(
+            p.name for p in PHOTOS.glob("*.jpg")
+        )
+
+
+def test_the_refusal_names_the_link_not_the_folder_below_it(tmp_path, capsys):
+    src = tmp_path / "in"
+    shutil.copytree(PHOTOS, src / "sub" / "deeper")
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    (elsewhere / "deeper").mkdir(parents=True)
+    (out / "sub").symlink_to(elsewhere)
+    assert _anonymize("--method", "blur9", "--input", str(src), "--output", str(out)) == 2
+    line = _one_error(capsys.readouterr().err)
+    assert f"error: {out / 'sub'}: a link out of --output {out} (-> {elsewhere})" in line

@@ -299,20 +299,26 @@ def check_output(src: Path, out_dir: Path) -> tuple[list[tuple[Path, str]], set[
 def _refuse_escapes(out_dir: Path, names: list[str]) -> None:
     """Every output lands inside --output: a linked subfolder there (out/sub -> elsewhere)
     would send the outputs of the input's sub/ folder outside it (rule 1 on each output's
-    folder; the outputs themselves are checked as files of the user's by the caller)."""
+    folder, names from the input's walk taken as they are; the outputs themselves are checked
+    as files of the user's by the caller). The error names the link itself."""
     from anonbench.errors import AnonbenchError
-    from anonbench.safety import ContainmentError, DataRoot
+    from anonbench.safety import DataRoot
 
     inside = DataRoot(out_dir, "--output")
     for parent in sorted({n.rpartition("/")[0] for n in names} - {""}):
-        try:
-            inside.path(parent, str(out_dir / parent))
-        except ContainmentError:
-            real = os.path.realpath(out_dir / parent)
-            raise AnonbenchError(
-                f"{out_dir / parent}: a link out of --output {out_dir} (-> {real}), "
-                "and anonymize writes there; remove the link or choose another --output"
-            ) from None
+        if inside.escape(parent) is None:
+            continue
+        parts = parent.split("/")
+        link = next(
+            "/".join(parts[:i])
+            for i in range(1, len(parts) + 1)
+            if inside.escape("/".join(parts[:i])) is not None
+        )
+        raise AnonbenchError(
+            f"{out_dir / link}: a link out of --output {out_dir} (-> "
+            f"{os.path.realpath(out_dir / link)}), and anonymize writes there; remove the "
+            "link or choose another --output"
+        )
 
 
 def _ours(out_dir: Path) -> tuple[set[str], str]:
