@@ -17,6 +17,7 @@ fails or the run is interrupted, so a rerun produces only what is missing).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -577,16 +578,16 @@ def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | 
     """Writes every record's output (anonymized, or the original where the method found no
     face) as a PNG at the record's relative path under `out`, plus manifest.json. Outputs are
     copied only when their bytes still have the recorded sha256 (rule 6); what an earlier
-    export to `out` wrote for records no longer exported (unreadable or changed original) is
-    removed, so `folder:` never scores it. An export that fails leaves `out` as it was: the
-    files it added are removed and the earlier export's files it replaced are put back, so
-    no file is left that its manifest does not describe."""
+    export to `out` wrote for records no longer exported (unreadable or changed original, or
+    gone from the data) is removed, so `folder:` never scores it. An export that fails leaves
+    `out` as it was: the files it added are removed and the earlier export's files it
+    replaced are put back."""
     out = Path(out)
     targets = export_targets(records, out)
     earlier = _exported_keys(out)
     entries = {}
     added: list[Path] = []
-    aside: list[tuple[Path, Path]] = []  # (an earlier export's file, where it waits)
+    aside = _Aside()
     try:
         for r in records:
             e = store.entries.get(r.key)
@@ -594,35 +595,70 @@ def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | 
                 continue
             dst = targets[r.key]
             if dst.exists() or dst.is_symlink():
-                aside.append(_set_aside(dst))
+                aside.move(dst)
             else:
                 added.append(dst)
             digest = _export_one(store, r, e, dst)
             if digest is not None:
                 entries[r.key] = {**e, "file": output_name(r.key), "sha256": digest}
-        for k in sorted(earlier - set(entries)):
-            # an earlier export of a record that is no longer exported
-            if k in targets and (targets[k].exists() or targets[k].is_symlink()):
-                aside.append(_set_aside(targets[k]))
+        for dst in _earlier_outputs(out, earlier - set(entries), targets):
+            aside.move(dst)
         _write_manifest(out, store.info, entries)
     except BaseException:
         for p in added:
             p.unlink(missing_ok=True)
-        for dst, old in reversed(aside):
-            dst.unlink(missing_ok=True)
-            os.replace(old, dst)
+        aside.put_back()
         raise
-    for _, old in aside:
-        old.unlink(missing_ok=True)
+    aside.drop()
     return out
 
 
-def _set_aside(path: Path) -> tuple[Path, Path]:
-    """Moves an earlier export's file out of the way (same folder: a rename, no copy) until
-    the new export is complete; (path, where it is now)."""
-    old = path.with_name(f".{path.name}.anonbench-old.{os.getpid()}")
-    os.replace(path, old)
-    return path, old
+def _earlier_outputs(out: Path, keys: set[str], targets: dict[str, Path]) -> list[Path]:
+    """The files an earlier export wrote for `keys` (read from its manifest, so each checked
+    against rule 1: a key that would lead outside `out` is passed over)."""
+    from anonbench.safety import ContainmentError, DataRoot
+
+    inside, found = DataRoot(out, "--out"), []
+    for k in sorted(keys):
+        try:
+            dst = targets.get(k) or inside.path(output_name(k), f"{out / MANIFEST}")
+        except ContainmentError:
+            continue
+        if dst.exists() or dst.is_symlink():
+            found.append(dst)
+    return found
+
+
+class _Aside:
+    """An earlier export's files, moved out of the way (a rename in the same folder) until
+    the new export is complete: then dropped, or put back when it fails."""
+
+    def __init__(self) -> None:
+        self.moved: list[tuple[Path, Path]] = []
+
+    def move(self, path: Path) -> None:
+        # short names: a long output name plus a suffix could pass the file system's limit
+        old = path.with_name(f".{path.name[:80]}.{os.getpid()}.{len(self.moved)}.anonbench-old")
+        os.replace(path, old)
+        self.moved.append((path, old))
+
+    def put_back(self) -> None:
+        """Every file back where it was; one that cannot be is named (the first error, the
+        export's, is what the caller raises)."""
+        import sys
+
+        for dst, old in reversed(self.moved):
+            try:
+                os.replace(old, dst)
+            except OSError as e:
+                print(
+                    f"anonbench: warning: {dst}: not restored, kept as {old} ({e})", file=sys.stderr
+                )
+
+    def drop(self) -> None:
+        for _, old in self.moved:
+            with contextlib.suppress(OSError):  # the export is complete; a leftover is hidden
+                old.unlink()
 
 
 def _export_one(store: OutputStore, r: ImageRecord, e: dict[str, Any], dst: Path) -> str | None:

@@ -91,6 +91,7 @@ class LFWVerification(Protocol):
 
         parse_reversal(ctx.options.get("reversal"))  # a wrong value fails before any work
         pairs, firsts, seconds = self._keys(ctx)
+        _refuse_trained_people(ctx, pairs)
         unique = sorted({*firsts, *seconds}, key=lambda r: r.key)
         if not ctx.quiet:
             # the counts the progress bars and the table show, said once so they add up
@@ -116,7 +117,6 @@ class LFWVerification(Protocol):
         ]
         scorers = (VerificationScorer(ctx.embedder, pairs, FAR), FaceKeptScorer(ctx.embedder))
         if self._real is None:
-            _refuse_trained_people(ctx, self._pairs(ctx))
             self._real = self._references(ctx)
         for s in scorers:
             s.prepare(self._real, None, ctx)
@@ -283,13 +283,18 @@ class LFWVerification(Protocol):
 
 
 def _refuse_trained_people(ctx: RunContext, pairs: list[Any]) -> None:
-    """A recognizer with a fixed checkpoint names who it was trained on (`classes`); one
-    trained on people of these pairs (pnca-face v2 learned LFW) would verify them too well."""
+    """A trained recognizer with a fixed checkpoint names who it was trained on (`classes`);
+    one trained on people of these pairs (pnca-face v2 learned LFW) would verify them too
+    well. Checked before any work; only such recognizers are built for it."""
     from anonbench.evaluate import create_evaluator
     from anonbench.registry import EMBEDDERS
-    from anonbench.scorers.attackers import refuse_seen_identities
+    from anonbench.scorers.attackers import is_trained, refuse_seen_identities
 
-    emb = create_evaluator(EMBEDDERS, ctx.embedder, "cpu", 1)
+    if not is_trained(EMBEDDERS.entry(ctx.embedder).factory):
+        return
+    emb = create_evaluator(EMBEDDERS, ctx.embedder, ctx.device, ctx.batch_size)
     if getattr(emb, "classes", None):
         people = {p.name1 for p in pairs} | {p.name2 for p in pairs}
-        refuse_seen_identities(emb, people, f"of the {len(people)} people in these pairs")
+        refuse_seen_identities(
+            emb, people, f"of the {len(people)} people in these pairs", "choose another --embedder"
+        )

@@ -167,6 +167,7 @@ def test_seen_identities_match_with_or_without_the_source_prefix():
     assert seen_identities(classes, ["Abel_Pacheco", "Zico"]) == {"Abel_Pacheco"}
     assert seen_identities(classes, ["lfw:George_W_Bush"]) == {"lfw:George_W_Bush"}
     assert seen_identities(["7211"], ["Abel_Pacheco"]) == set()
+    assert seen_identities(["x:7211", "vgg:7211"], ["7211"]) == set()  # unknown sources
 
 
 def test_lfw_refuses_a_recognizer_trained_on_its_people(tmp_path, monkeypatch, capsys):
@@ -184,7 +185,11 @@ def test_lfw_refuses_a_recognizer_trained_on_its_people(tmp_path, monkeypatch, c
     rc = main(argv.split())
     err = capsys.readouterr().err
     assert rc == 2, err
-    assert re.search(rf"was trained on 1 of the \d+ people in these pairs \(e\.g\. {person}\)", err)
+    assert re.search(
+        rf"pnca-face \(checkpoint .*\) was trained on 1 of the \d+ people in these "
+        rf"pairs, e\.g\. {person}: .*choose another --embedder",
+        err,
+    )
     ck2 = _random_checkpoint(tmp_path / "w2" / "net.pt", ["lfw:Nobody_In_The_Pairs", "9999"])
     monkeypatch.setattr(pf, "WEIGHTS", ck2)
     assert main(argv.replace("/o ", "/o2 ").split()) == 0

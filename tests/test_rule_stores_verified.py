@@ -246,6 +246,29 @@ def test_produce_exports_only_current_originals(tmp_path, cache, capsys, how):
         from anonbench.cache import file_sha256
 
         assert images[key]["source_sha256"] == file_sha256(src) and png.read_bytes() != old
+    # the earlier export's replaced files, set aside during the rerun, are gone after it
+    assert not [p for p in out.rglob(".*") if p.name.endswith(".anonbench-old")]
+
+
+def test_export_removes_outputs_of_records_gone_from_the_data(tmp_path, cache):
+    """An earlier export's output of a record no longer in the data (here: exported again
+    with one record fewer) is removed: every file left is one its manifest describes."""
+    from anonbench.data.datasets import open_dataset
+    from anonbench.evaluate import Originals
+    from anonbench.methods.classic import GaussianBlur
+    from anonbench.produce import export_store, produce
+
+    records = open_dataset(str(copy_tiny(tmp_path / "lfw")), "lfw").records
+    analyses = Originals(str(cache), quiet=True).analyze(records, "analyse")
+    store = produce(GaussianBlur(9), "blur9", records, analyses, cache_dir=cache, quiet=True)
+    out = export_store(store, records, tmp_path / "export")
+    first = out / Path(records[0].key).with_suffix(".png")
+    assert first.is_file()
+    export_store(store, records[1:], out)
+    images = json.loads((out / MANIFEST).read_text())["images"]
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert records[0].key not in images and not first.exists()
+    assert files == {MANIFEST} | {Path(k).with_suffix(".png").as_posix() for k in images}
 
 
 # -- folder: outputs --------------------------------------------------------------------------

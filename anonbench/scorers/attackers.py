@@ -18,26 +18,35 @@ def is_trained(evaluator: Any) -> bool:
     return hasattr(evaluator, "fit") and hasattr(evaluator, "training")
 
 
+# how a checkpoint's classes name their source (pnca-face v2: `lfw:<Name>`); only these are
+# read as prefixes, so a class like `x:7211` never matches a celeba identity 7211
+SOURCES = ("lfw:", "celeba:")
+
+
 def seen_identities(classes: Sequence[str], identities: Sequence[str] | set[str]) -> set[str]:
-    """The identities among `identities` a fixed checkpoint was trained on. Its `classes` may
-    name their source (pnca-face v2: LFW people as `lfw:<Name>`, celeba ones bare); a class
-    matches an identity with or without that prefix, so a dataset built from LFW folders is
-    caught too."""
-    names = set(classes) | {c.split(":", 1)[1] for c in classes if ":" in c}
+    """The identities among `identities` a fixed checkpoint was trained on. A class matches
+    an identity as it is or without its source prefix (SOURCES), so a dataset built from LFW
+    folders is caught too."""
+    names = set(classes)
+    names |= {c.removeprefix(p) for c in classes for p in SOURCES if c.startswith(p)}
     return names & set(identities)
 
 
-def refuse_seen_identities(attacker: Any, identities: Sequence[str] | set[str], what: str) -> None:
+def refuse_seen_identities(
+    attacker: Any, identities: Sequence[str] | set[str], what: str, remedy: str
+) -> None:
     """One line when a fixed checkpoint (`classes`) was trained on identities it is now
-    tested on: its scores would be inflated (rule: test identities never seen)."""
+    tested on: its scores would be inflated (test identities are never seen in training)."""
     from anonbench.errors import AnonbenchError
 
     seen = seen_identities(getattr(attacker, "classes", ()), identities)
     if seen:
-        name = getattr(attacker, "checkpoint", None) or getattr(attacker, "name", "the recognizer")
+        name = getattr(attacker, "name", "the recognizer")
+        where = getattr(attacker, "checkpoint", None)
+        who = f"{name} (checkpoint {where})" if where else name
         raise AnonbenchError(
-            f"{name} was trained on {len(seen)} {what} (e.g. {sorted(seen)[0]}): its "
-            "scores there would be inflated; choose another recognizer"
+            f"{who} was trained on {len(seen)} {what}, e.g. {sorted(seen)[0]}: its scores "
+            f"there would be inflated; {remedy}"
         )
 
 

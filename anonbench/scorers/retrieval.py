@@ -148,8 +148,8 @@ class TrainedRetrievalScorer(_HitsTable, Scorer):
         self.real = real
         for n, att in self.attackers.items():
             if getattr(att, "checkpoint", None):
-                what = "test identities of this split (use the same --seed)"
-                refuse_seen_identities(att, split.test_ids, what)
+                what = "test identities of this split"
+                refuse_seen_identities(att, split.test_ids, what, "use its --seed and split")
             else:
                 fit_attacker(ctx, att, split.train)
             g = embed_trained(ctx, att, real.items())[0]
