@@ -7,15 +7,15 @@ nose, mouth and jaw with a strip of hair at the sides), resized to 112 px. The c
 reference box, so any image geometry works (`face_crop_112`).
 
 Backbone: torchvision ResNet-18 (weights=None: trained from scratch) with a 128-d embedding
-head, trained with the Proxy-NCA loss (anonbench.faces.pnca.proxy_nca_loss) on the celeba
-protocol's default train identities (`identity_split(seed=0, test_fraction=0.5)`), exported
-fp16 to weights/pnca/ (see MODEL_CARD.md there). The protocol refuses a run whose test
-identities overlap the checkpoint's training identities (`classes`).
-
-v2 (issue 24, not shipped yet): the same network, crop and augmentation trained on ~1,800
-identities (LFW people with >= 2 images + the celeba train identities, LFW people matching a
-celeba test identity dropped) as a resumable CPU background job: benchmarks/pnca_face_v2.py
-(data: pnca_face_data.py, training, quality check and export: pnca_face_train.py).
+head, trained with the Proxy-NCA loss (anonbench.faces.pnca.proxy_nca_loss), exported fp16 to
+weights/pnca/ (see MODEL_CARD.md there). The shipped checkpoint is v2 (issue 24): ~1,800
+identities, the LFW people with >= 2 images (named `lfw:<Name>`; those matching a celeba test
+identity dropped) and the celeba protocol's default train identities
+(`identity_split(seed=0, test_fraction=0.5)`, bare), trained as a resumable CPU background job
+(benchmarks/pnca_face_v2.py; data: pnca_face_data.py, training, quality check and export:
+pnca_face_train.py). v1 (149 celeba identities) is in git history. A protocol refuses it where
+its test identities are among the checkpoint's `classes`: celeba with another split, and lfw
+(it learned the LFW people).
 """
 
 from __future__ import annotations
