@@ -14,6 +14,7 @@ undecodable `folder:` output is a leak, not a dropped pair.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -248,6 +249,21 @@ def test_produce_exports_only_current_originals(tmp_path, cache, capsys, how):
         assert images[key]["source_sha256"] == file_sha256(src) and png.read_bytes() != old
     # the earlier export's replaced files, set aside during the rerun, are gone after it
     assert not [p for p in out.rglob(".*") if p.name.endswith(".anonbench-old")]
+
+
+def test_an_export_drops_what_a_killed_one_set_aside(tmp_path, cache):
+    """An export killed mid-way (no chance to clean up) leaves hidden set-aside files; the
+    next complete export removes them, but not those of a process still running."""
+    data = copy_tiny(tmp_path / "lfw")
+    out = tmp_path / "export"
+    assert _produce_cmd(data, out, cache) == 0
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    stale = out / "Abel_Pacheco" / f".Abel_Pacheco_0001.png.{dead}.0.anonbench-old"
+    running = out / "Abel_Pacheco" / f".Abel_Pacheco_0001.png.{os.getppid()}.0.anonbench-old"
+    stale.write_bytes(b"old")
+    running.write_bytes(b"old")
+    assert _produce_cmd(data, out, cache) == 0
+    assert not stale.exists() and running.exists()
 
 
 def test_export_removes_outputs_of_records_gone_from_the_data(tmp_path, cache):
