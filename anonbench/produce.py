@@ -618,23 +618,15 @@ def _drop_stale_asides(out: Path) -> None:
     """Files an export killed mid-way (SIGKILL, power) had set aside: this export rewrote
     every output, so they are stale copies, hidden but taking space. Those of a process still
     running (another export into `out`) are left alone."""
+    from anonbench.safety import pid_alive
+
     for p in out.rglob(".*.anonbench-old"):
         try:
             pid = int(p.name.split(".")[-3])
         except (ValueError, IndexError):
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             p.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
 
 
 def _earlier_outputs(out: Path, keys: set[str], targets: dict[str, Path]) -> list[Path]:

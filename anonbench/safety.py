@@ -78,6 +78,17 @@ def _inside(real: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` runs (set-aside files of a dead one are stale)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 HEAD_BYTES = 4096
 
 

@@ -278,7 +278,7 @@ def test_an_unlistable_subfolder_is_listed_not_dropped(tmp_path, capsys, monkeyp
     real_scandir = os.scandir
 
     def scandir(path=".", *a, **k):
-        if Path(os.fspath(path)).name == "locked":
+        if not isinstance(path, int) and Path(os.fspath(path)).name == "locked":
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real_scandir(path, *a, **k)
 
@@ -319,3 +319,45 @@ def test_the_refusal_names_the_link_not_the_folder_below_it(tmp_path, capsys):
     assert _anonymize("--method", "blur9", "--input", str(src), "--output", str(out)) == 2
     line = _one_error(capsys.readouterr().err)
     assert f"error: {out / 'sub'}: a link out of --output {out} (-> {elsewhere})" in line
+
+
+KILLED_RUN = """
+import os, sys
+import anonbench.commands.anonymize as a
+real, seen = a.process_photo, []
+def dies_at_the_third(*args, **kw):
+    seen.append(1)
+    if len(seen) == 3:
+        os._exit(9)  # no cleanup at all, as SIGKILL or a power loss
+    return real(*args, **kw)
+a.process_photo = dies_at_the_third
+from anonbench.cli import main
+main(["anonymize", "--detector", "dlib-hog", "--quiet", "--no-cache", "--method", "pixelate8",
+      "--input", sys.argv[1], "--output", sys.argv[2]])
+"""
+
+
+def test_a_killed_rerun_is_undone_by_the_next_run(tmp_path, capsys):
+    """A rerun killed mid-way (no except, no finally) left earlier outputs replaced and new
+    ones that no report lists, so the next run refused its own outputs as the user's. Now
+    the next run first undoes the killed one (journal of added outputs, earlier outputs put
+    back from the aside folder), then works: nothing of the user's refused or lost."""
+    import subprocess
+    import sys
+
+    src = _inputs(tmp_path)  # two photos
+    out = tmp_path / "out"
+    assert _anonymize("--method", "blur9", "--input", str(src), "--output", str(out)) == 0
+    before = snapshot(out)
+    for i in range(2):  # two new inputs: the killed run writes the first of them
+        shutil.copy(sorted(PHOTOS.glob("*.jpg"))[i], src / f"new{i}.jpg")
+    r = subprocess.run([sys.executable, "-c", KILLED_RUN, str(src), str(out)], check=False)
+    assert r.returncode == 9
+    assert snapshot(out, skip=(".anonymize-replaced.",)) != before  # a half-done state
+    capsys.readouterr()
+    assert _anonymize("--method", "blur9", "--input", str(src), "--output", str(out)) == 0
+    err = capsys.readouterr().err
+    assert "undid a run that was killed" in err and "Traceback" not in err
+    rep = json.loads((out / "anonymize_report.json").read_text())
+    assert rep["totals"]["images"] == 4 and not rep["failed"]
+    assert not list(out.glob(".anonymize-replaced.*"))

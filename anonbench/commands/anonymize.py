@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from anonbench.commands._anonymize_undo import Undo, listing, recover_killed, remove_new
+
 NAME = "anonymize"
 HELP = (
     "anonymize faces in a photo, a folder or a video: "
@@ -247,10 +249,11 @@ def anonymize_inputs(
     if opts.on_miss not in ("blur", "keep", "fail"):
         raise AnonbenchError(f"--on-miss must be blur, keep or fail, got {opts.on_miss!r}")
     src, out_dir = Path(src), Path(out_dir)
+    recover_killed(out_dir)  # a run killed here (SIGKILL, power) is undone first
     items, ours = check_output(src, out_dir)
     failed, skipped = _not_collected(src, items)
-    before = _listing(out_dir)
-    undo = _Undo(out_dir)
+    before = listing(out_dir)
+    undo = Undo(out_dir)
     try:
         reports, bad = _anonymize_all(method, items, out_dir, analyzer, mapper, opts, undo)
         report = _report(method, mapper, opts, reports, failed + bad)
@@ -260,7 +263,7 @@ def anonymize_inputs(
     except BaseException:
         # a run that stops leaves nothing half-written: what it replaced is put back
         kept = undo.put_back()
-        _remove_new(out_dir, before, keep=None if kept else undo.aside)
+        remove_new(out_dir, before, keep=None if kept else undo.aside)
         raise
     undo.drop()
     return report
@@ -426,68 +429,6 @@ def _not_collected(
     return failed, skipped
 
 
-def _listing(out_dir: Path) -> set[Path] | None:
-    """What the output folder holds before a run (None: it does not exist)."""
-    return set(out_dir.rglob("*")) if out_dir.is_dir() else None
-
-
-def _remove_new(out_dir: Path, before: set[Path] | None, keep: Path | None = None) -> None:
-    """Removes the files and folders a stopped run created; `keep` (with what is under it)
-    stays."""
-    import shutil
-
-    if before is None and keep is None:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        return
-    for p in sorted(set(out_dir.rglob("*")) - (before or set()), reverse=True):
-        if keep is not None and (p == keep or keep in p.parents):
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-
-
-class _Undo:
-    """The outputs of an earlier run that this run replaces, moved aside in out_dir (a
-    rename: videos are written in place, so a hard link would see the new bytes) until the
-    run ends: put back when their input fails or the run stops, dropped when it completes."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.aside = out_dir / f".anonymize-replaced.{os.getpid()}"
-        self.moved: list[tuple[Path, Path]] = []
-
-    def move_aside(self, paths: list[Path]) -> list[tuple[Path, Path]]:
-        """Moves the files at `paths` aside; returns (path, where it went) for each."""
-        moved = []
-        for p in paths:
-            if p.is_file():  # check_output refused links; a folder only fails its input
-                q = self.aside / p.relative_to(self.out_dir)
-                q.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(p, q)
-                moved.append((p, q))
-        self.moved += moved
-        return moved
-
-    def put_back(self, moved: list[tuple[Path, Path]] | None = None) -> bool:
-        """Puts files moved aside back over what is there now; False if one could not be
-        (then it stays in self.aside)."""
-        ok = True
-        for p, q in moved if moved is not None else self.moved:
-            try:
-                if q.exists():
-                    os.replace(q, p)
-            except OSError:
-                ok = False
-        return ok
-
-    def drop(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.aside, ignore_errors=True)
-
-
 def _anonymize_all(
     method: Any,
     items: list[tuple[Path, str]],
@@ -495,7 +436,7 @@ def _anonymize_all(
     analyzer: Any,
     mapper: Any,
     opts: Any,
-    undo: _Undo,
+    undo: Undo,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Every input in turn: (reports, failed); a bad input is listed and skipped, and what
     an earlier run wrote for it is put back."""
@@ -508,6 +449,7 @@ def _anonymize_all(
         dst = out_dir / name
         outputs = [out_dir / o for o in _output_names(name)]
         moved = undo.move_aside(outputs)
+        undo.note_added([p for p in outputs if p not in {m[0] for m in moved}])
         try:
             if path.suffix.lower() in VIDEO_EXTENSIONS:
                 reports.append(process_movie(method, path, dst, analyzer, mapper, opts, name))
