@@ -593,7 +593,8 @@ def run(args: argparse.Namespace) -> int:
         f"failed inputs (skipped, listed in the report): {t['failed']}; " if t["failed"] else ""
     )
     if rep["skipped"]:
-        failed += f"linked folders not followed (listed in the report): {len(rep['skipped'])}; "
+        n = len(rep["skipped"])
+        failed += f"folders not anonymized (linked or unreadable, listed in the report): {n}; "
     print(
         f"anonymized {t['faces']} face(s) in {t['images']} image(s) and {t['videos']} video(s)"
         f" ({t['tracks']} track(s)); missed: {t['missed']} (--on-miss {args.on_miss}); "
