@@ -17,11 +17,9 @@ fails or the run is interrupted, so a rerun produces only what is missing).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -581,52 +579,38 @@ def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | 
     export to `out` wrote for records no longer exported (unreadable or changed original, or
     gone from the data) is removed, so `folder:` never scores it. An export that fails leaves
     `out` as it was: the files it added are removed and the earlier export's files it
-    replaced are put back."""
+    replaced are put back (by the next export, if this one was killed outright)."""
+    from anonbench.setaside import SetAside, recover_killed
+
     out = Path(out)
+    recover_killed(out, "--out")
     targets = export_targets(records, out)
     earlier = _exported_keys(out)
     entries = {}
     added: list[Path] = []
-    aside = _Aside()
+    aside = SetAside(out)
     try:
         for r in records:
             e = store.entries.get(r.key)
             if e is None:
                 continue
             dst = targets[r.key]
-            if dst.exists() or dst.is_symlink():
-                aside.move(dst)
-            else:
+            if not aside.move_aside([dst]):
+                aside.note_added([dst])
                 added.append(dst)
             digest = _export_one(store, r, e, dst)
             if digest is not None:
                 entries[r.key] = {**e, "file": output_name(r.key), "sha256": digest}
-        for dst in _earlier_outputs(out, earlier - set(entries), targets):
-            aside.move(dst)
+        aside.move_aside(_earlier_outputs(out, earlier - set(entries), targets))
         _write_manifest(out, store.info, entries)
     except BaseException:
         for p in added:
-            p.unlink(missing_ok=True)
+            if not p.is_dir():
+                p.unlink(missing_ok=True)
         aside.put_back()
         raise
     aside.drop()
-    _drop_stale_asides(out)
     return out
-
-
-def _drop_stale_asides(out: Path) -> None:
-    """Files an export killed mid-way (SIGKILL, power) had set aside: this export rewrote
-    every output, so they are stale copies, hidden but taking space. Those of a process still
-    running (another export into `out`) are left alone."""
-    from anonbench.safety import pid_alive
-
-    for p in out.rglob(".*.anonbench-old"):
-        try:
-            pid = int(p.name.split(".")[-3])
-        except (ValueError, IndexError):
-            continue
-        if pid != os.getpid() and not pid_alive(pid):
-            p.unlink(missing_ok=True)
 
 
 def _earlier_outputs(out: Path, keys: set[str], targets: dict[str, Path]) -> list[Path]:
@@ -643,38 +627,6 @@ def _earlier_outputs(out: Path, keys: set[str], targets: dict[str, Path]) -> lis
         if dst.exists() or dst.is_symlink():
             found.append(dst)
     return found
-
-
-class _Aside:
-    """An earlier export's files, moved out of the way (a rename in the same folder) until
-    the new export is complete: then dropped, or put back when it fails."""
-
-    def __init__(self) -> None:
-        self.moved: list[tuple[Path, Path]] = []
-
-    def move(self, path: Path) -> None:
-        # short names: a long output name plus a suffix could pass the file system's limit
-        old = path.with_name(f".{path.name[:80]}.{os.getpid()}.{len(self.moved)}.anonbench-old")
-        os.replace(path, old)
-        self.moved.append((path, old))
-
-    def put_back(self) -> None:
-        """Every file back where it was; one that cannot be is named (the first error, the
-        export's, is what the caller raises)."""
-        import sys
-
-        for dst, old in reversed(self.moved):
-            try:
-                os.replace(old, dst)
-            except OSError as e:
-                print(
-                    f"anonbench: warning: {dst}: not restored, kept as {old} ({e})", file=sys.stderr
-                )
-
-    def drop(self) -> None:
-        for _, old in self.moved:
-            with contextlib.suppress(OSError):  # the export is complete; a leftover is hidden
-                old.unlink()
 
 
 def _export_one(store: OutputStore, r: ImageRecord, e: dict[str, Any], dst: Path) -> str | None:
@@ -715,7 +667,10 @@ def check_export_out(out: str | Path, targets: dict[str, Path]) -> None:
     goes (anonbench writes outputs only beside its manifest, so those are a user's); and no
     folder stands where an output goes. One line otherwise; a user's file is never
     overwritten, and a folder in the manifest's place never leaves outputs without one."""
+    from anonbench.setaside import recover_killed
+
     out = Path(out)
+    recover_killed(out, "--out")  # a killed export's new files are not a user's
     mf = out / MANIFEST
     ours = False
     if mf.is_symlink() or mf.exists():

@@ -248,22 +248,64 @@ def test_produce_exports_only_current_originals(tmp_path, cache, capsys, how):
 
         assert images[key]["source_sha256"] == file_sha256(src) and png.read_bytes() != old
     # the earlier export's replaced files, set aside during the rerun, are gone after it
-    assert not [p for p in out.rglob(".*") if p.name.endswith(".anonbench-old")]
+    assert not list(out.glob(".anonbench-aside.*"))
 
 
-def test_an_export_drops_what_a_killed_one_set_aside(tmp_path, cache):
-    """An export killed mid-way (no chance to clean up) leaves hidden set-aside files; the
-    next complete export removes them, but not those of a process still running."""
+DEAD = 2**22 + 12345  # above Linux's default pid_max: no such process
+
+
+def test_an_export_undoes_a_killed_rerun(tmp_path, cache, capsys):
+    """An export killed mid-way (no chance to clean up) left an earlier output moved aside
+    and a new one journaled; the next export puts the first back and removes the second
+    before it works (then rewrites both). The aside folder of a process still running is
+    left alone."""
     data = copy_tiny(tmp_path / "lfw")
     out = tmp_path / "export"
     assert _produce_cmd(data, out, cache) == 0
-    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
-    stale = out / "Abel_Pacheco" / f".Abel_Pacheco_0001.png.{dead}.0.anonbench-old"
-    running = out / "Abel_Pacheco" / f".Abel_Pacheco_0001.png.{os.getppid()}.0.anonbench-old"
-    stale.write_bytes(b"old")
-    running.write_bytes(b"old")
+    png = out / "Abel_Pacheco" / "Abel_Pacheco_0001.png"
+    want = png.read_bytes()
+    stale = out / f".anonbench-aside.{DEAD}"
+    (stale / "Abel_Pacheco").mkdir(parents=True)
+    os.replace(png, stale / "Abel_Pacheco" / png.name)
+    (out / "new.png").write_bytes(b"half")
+    (stale / "added.jsonl").write_text('"new.png"\n"Abel_Pacheco/gone.png"\n"../../x')
+    running = out / f".anonbench-aside.{os.getppid()}"
+    running.mkdir()
+    capsys.readouterr()
     assert _produce_cmd(data, out, cache) == 0
-    assert not stale.exists() and running.exists()
+    assert "undid a run that was killed" in capsys.readouterr().err
+    assert not stale.exists() and running.is_dir()
+    assert not (out / "new.png").exists() and png.read_bytes() == want
+
+
+def test_a_first_export_killed_is_not_taken_for_a_users_files(tmp_path, cache, capsys):
+    """A first export killed before its manifest was written left PNGs where outputs go and
+    no manifest; they were refused as a user's files. Its journal says they are its own."""
+    data = copy_tiny(tmp_path / "lfw")
+    out = tmp_path / "export"
+    assert _produce_cmd(data, out, cache) == 0
+    (out / MANIFEST).unlink()
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    stale = out / f".anonbench-aside.{DEAD}"
+    stale.mkdir()
+    (stale / "added.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pngs))
+    capsys.readouterr()
+    assert _produce_cmd(data, out, cache) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert sorted(json.loads((out / MANIFEST).read_text())["images"]) and not stale.exists()
+
+
+def test_a_users_file_without_a_journal_is_still_refused(tmp_path, cache, capsys):
+    """The recovery only removes what a journal names: a user's PNG where an output goes
+    (no manifest, no aside folder) is refused as before, and kept."""
+    data = copy_tiny(tmp_path / "lfw")
+    out = tmp_path / "export" / "Abel_Pacheco"
+    out.mkdir(parents=True)
+    (out / "Abel_Pacheco_0001.png").write_bytes(b"mine")
+    capsys.readouterr()
+    assert _produce_cmd(data, out.parent, cache) == 2
+    assert (out / "Abel_Pacheco_0001.png").read_bytes() == b"mine"
+    assert "not written by anonbench" in one_error_line(capsys)
 
 
 def test_export_removes_outputs_of_records_gone_from_the_data(tmp_path, cache):

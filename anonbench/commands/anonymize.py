@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from anonbench.commands._anonymize_undo import Undo, listing, recover_killed, remove_new
+from anonbench.setaside import SetAside, listing, recover_killed, remove_new
 
 NAME = "anonymize"
 HELP = (
@@ -253,7 +253,7 @@ def anonymize_inputs(
     items, ours = check_output(src, out_dir)
     failed, skipped = _not_collected(src, items)
     before = listing(out_dir)
-    undo = Undo(out_dir)
+    undo = SetAside(out_dir)
     try:
         reports, bad = _anonymize_all(method, items, out_dir, analyzer, mapper, opts, undo)
         report = _report(method, mapper, opts, reports, failed + bad)
@@ -436,7 +436,7 @@ def _anonymize_all(
     analyzer: Any,
     mapper: Any,
     opts: Any,
-    undo: Undo,
+    undo: SetAside,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Every input in turn: (reports, failed); a bad input is listed and skipped, and what
     an earlier run wrote for it is put back."""
