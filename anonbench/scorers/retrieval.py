@@ -149,7 +149,11 @@ class TrainedRetrievalScorer(_HitsTable, Scorer):
         for n, att in self.attackers.items():
             if getattr(att, "checkpoint", None):
                 what = "test identities of this split"
-                refuse_seen_identities(att, split.test_ids, what, "use its --seed and split")
+                remedy = (
+                    "score with the split it was trained for (its data, --seed and "
+                    "test_fraction) or with a recognizer trained here (pnca)"
+                )
+                refuse_seen_identities(att, split.test_ids, what, remedy)
             else:
                 fit_attacker(ctx, att, split.train)
             g = embed_trained(ctx, att, real.items())[0]
