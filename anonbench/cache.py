@@ -145,6 +145,24 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kw: Any) -> It
         raise
 
 
+def sweep_stale_temps(folder: Path) -> int:
+    """Removes the temporary files atomic_open left under `folder` in processes of this host
+    that were killed before they could (SIGKILL, power loss); how many. Those of a running
+    process, or of another host (a shared folder), are left alone."""
+    from anonbench.safety import pid_alive
+
+    n = 0
+    for p in folder.rglob(".*.tmp"):
+        parts = p.name.rsplit(".", 4)  # .NAME . HOST . PID . RANDOM . tmp
+        if len(parts) != 5 or parts[1] != _HOST or not parts[2].isdigit():
+            continue
+        pid = int(parts[2])
+        if pid != os.getpid() and not pid_alive(pid) and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Writes a text file so readers see the old or the new content, never half of it."""
     with atomic_open(path, "w", encoding="utf-8") as f:

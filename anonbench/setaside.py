@@ -94,9 +94,13 @@ def recover_killed(out_dir: Path, flag: str = "--output") -> None:
     """Undoes a run on out_dir that was killed without cleaning up (its aside folder is still
     there and its process gone): the outputs it journaled are removed and the earlier files
     it had moved aside are put back, so out_dir is as that run found it. Paths are checked
-    to stay inside out_dir (rule 1); the aside folders of running processes are left alone."""
+    to stay inside out_dir (rule 1); the aside folders of running processes are left alone.
+    Half-written temporary files of killed processes are removed too."""
+    from anonbench.cache import sweep_stale_temps
+
     if not out_dir.is_dir() or out_dir.is_symlink():
         return
+    sweep_stale_temps(out_dir)
     inside = DataRoot(out_dir, flag)
     for prefix in (ASIDE, *_LEGACY):
         for d in sorted(out_dir.glob(f"{prefix}*")):

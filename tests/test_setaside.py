@@ -50,3 +50,24 @@ def test_a_linked_aside_folder_is_not_followed(tmp_path):
     os.symlink(elsewhere, out / f".anonbench-aside.{DEAD}")
     recover_killed(out)
     assert (out / "x.png").read_bytes() == b"user" and (elsewhere / "added.jsonl").exists()
+
+
+def test_temporary_files_of_killed_writers_are_swept(tmp_path):
+    """atomic_open's temp files (.NAME.HOST.PID.RANDOM.tmp) of a killed process on this host
+    are removed; a running writer's, another host's and a user's look-alike stay."""
+    from anonbench.cache import _HOST, atomic_open
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    dead = out / "sub" / f".x.png.{_HOST}.{DEAD}.ab_c9.tmp"
+    live = out / f".x.png.{_HOST}.{os.getppid()}.q1.tmp"
+    other = out / f".x.png.otherhost.{DEAD}.q2.tmp"
+    mine = out / ".notes.tmp"
+    for p in (dead, live, other, mine):
+        p.write_bytes(b"x")
+    with atomic_open(out / "real.png") as f:  # the naming this sweep relies on
+        f.write(b"png")
+        (tmp,) = out.glob(".real.png.*.tmp")
+        assert tmp.name.rsplit(".", 4)[1:3] == [_HOST, str(os.getpid())]
+    recover_killed(out)
+    assert not dead.exists() and live.exists() and other.exists() and mine.exists()
