@@ -607,7 +607,8 @@ def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | 
         for p in added:
             if not p.is_dir():
                 p.unlink(missing_ok=True)
-        aside.put_back()
+        if aside.put_back():  # else what could not go back stays there, named on stderr
+            aside.drop()
         raise
     aside.drop()
     return out
