@@ -587,28 +587,21 @@ def export_store(store: OutputStore, records: Sequence[ImageRecord], out: str | 
     targets = export_targets(records, out)
     earlier = _exported_keys(out)
     entries = {}
-    added: list[Path] = []
+    todo = [r for r in records if r.key in store.entries]
     aside = SetAside(out)
     try:
-        for r in records:
-            e = store.entries.get(r.key)
-            if e is None:
-                continue
-            dst = targets[r.key]
-            if not aside.move_aside([dst]):
-                aside.note_added([dst])
-                added.append(dst)
-            digest = _export_one(store, r, e, dst)
+        # one journal write for the run's new outputs, before any is written
+        moved = {p for p, _ in aside.move_aside([targets[r.key] for r in todo])}
+        aside.note_added([targets[r.key] for r in todo if targets[r.key] not in moved])
+        for r in todo:
+            e = store.entries[r.key]
+            digest = _export_one(store, r, e, targets[r.key])
             if digest is not None:
                 entries[r.key] = {**e, "file": output_name(r.key), "sha256": digest}
         aside.move_aside(_earlier_outputs(out, earlier - set(entries), targets))
         _write_manifest(out, store.info, entries)
     except BaseException:
-        for p in added:
-            if not p.is_dir():
-                p.unlink(missing_ok=True)
-        if aside.put_back():  # else what could not go back stays there, named on stderr
-            aside.drop()
+        aside.undo()
         raise
     aside.drop()
     return out

@@ -50,6 +50,7 @@ class SetAside:
         self.out_dir = out_dir
         self.aside = out_dir / f"{ASIDE}{os.getpid()}"
         self.moved: list[tuple[Path, Path]] = []
+        self.added: list[Path] = []
 
     def move_aside(self, paths: list[Path]) -> list[tuple[Path, Path]]:
         """Moves the files (or links) at `paths` aside; returns (path, where it went) for
@@ -72,6 +73,7 @@ class SetAside:
         self.aside.mkdir(parents=True, exist_ok=True)
         with open(self.aside / JOURNAL, "a", encoding="utf-8") as f:
             f.writelines(json.dumps(p.relative_to(self.out_dir).as_posix()) + "\n" for p in paths)
+        self.added += paths
 
     def put_back(self, moved: list[tuple[Path, Path]] | None = None) -> bool:
         """Puts files moved aside back over what is there now; False if one could not be
@@ -88,6 +90,15 @@ class SetAside:
 
     def drop(self) -> None:
         shutil.rmtree(self.aside, ignore_errors=True)
+
+    def undo(self) -> None:
+        """A run that stops: the files it journaled as added are removed, the ones it moved
+        aside put back, and the aside folder dropped unless something could not go back."""
+        for p in self.added:
+            if not p.is_dir():
+                p.unlink(missing_ok=True)
+        if self.put_back():  # else what could not go back stays there, named on stderr
+            self.drop()
 
 
 def recover_killed(out_dir: Path, flag: str = "--output") -> None:
