@@ -201,8 +201,12 @@ def _faces(n: int = 6):
 @pytest.mark.slow
 def test_bf16_agrees_with_fp32_on_the_shipped_checkpoint():
     """bf16 autocast against fp32, the shipped generator, 6 faces, 3 targets. Measured on CPU
-    (torch 2.14.1): mean |diff| inside the mask 0.0017, max 0.0134 (pixels in [0, 1]); the
-    tolerances are three times that. Outside the mask nothing may differ."""
+    (torch 2.14.1, generator sha256 35fc6753): mean |diff| inside the mask 0.0031-0.0034,
+    99.9th percentile 0.016-0.028, max 0.024-0.044 (pixels in [0, 1]), while changing the
+    target identity moves pixels by 0.11-0.21 on average. Bounds are about three times those;
+    the single worst pixel is bounded loosely because it moves with every retrained checkpoint
+    (a sharper one put one pixel at 0.044 over the old 0.04 bound). Outside the mask nothing
+    may differ."""
     from anonbench.methods.ciagan.anonymizer import CIAGAN
 
     b = _faces()
@@ -210,12 +214,18 @@ def test_bf16_agrees_with_fp32_on_the_shipped_checkpoint():
     m32, m16 = CIAGAN(dtype="fp32"), CIAGAN(dtype="bf16")
     assert m32.config()["dtype"] == "fp32" and m16.config()["dtype"] == "bf16"
     assert m32.config()["compile"] is False
+    by_target = {}
     for t in (0, 70, 140):
         o32, o16 = m32.anonymize(b, targets=[t] * 6), m16.anonymize(b, targets=[t] * 6)
-        d = (o32 - o16).abs()
-        assert d[inside].mean() < 0.005 and d[inside].max() < 0.04, (t, d[inside].max())
+        by_target[t] = o32
+        d = (o32 - o16).abs()[inside]
+        assert d.mean() < 0.01 and d.quantile(0.999) < 0.08 and d.max() < 0.15, (t, d.max())
         assert torch.equal(o32[~inside], o16[~inside])
-        assert d[inside].max() > 0  # bf16 really ran
+        assert d.max() > 0  # bf16 really ran
+        # bf16 must not change a face nearly as much as choosing another identity does
+        if t:
+            moved = (by_target[t] - by_target[0]).abs()[inside].mean()
+            assert d.mean() < 0.1 * moved, (t, d.mean(), moved)
 
 
 def test_dtype_and_compile_options_are_checked():
