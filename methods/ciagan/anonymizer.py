@@ -29,10 +29,11 @@ def shipped_note(ckpt: dict[str, Any]) -> str:
     """The caveat carried by every result of the shipped checkpoint."""
     # no "; " inside: result notes use it to join separate notes
     return (
-        f"shipped CPU-trained checkpoint ({int(ckpt.get('step', 0))} training steps at "
-        f"{int(ckpt.get('img_size', 128))} px, see methods/ciagan/weights/"
-        "MODEL_CARD.md): its faces are soft and it is not the paper's model, so train your "
-        "own (`anonbench train ciagan`) for paper comparisons"
+        # no step count: a warm-started run's counter is not the lineage's, the card has both
+        f"shipped CPU-trained checkpoint ({int(ckpt.get('img_size', 128))} px, its training "
+        "steps, CPU-hours and scores in methods/ciagan/weights/MODEL_CARD.md): its faces are "
+        "soft and it is not the paper's model, so train your own (`anonbench train ciagan`) "
+        "for paper comparisons"
     )
 
 
