@@ -439,7 +439,7 @@ def test_shipped_checkpoint_loads_and_says_what_it_is():
     outside = b.masks.expand_as(out) == 0
     assert torch.equal(out[outside], b.images[outside])
     assert (out[~outside] - b.images[~outside]).abs().mean() > 0.02
-    # the identity input matters (the retired demo: 0.0017; this checkpoint: 0.050 here)
+    # the identity input matters (the retired demo: 0.0017; D3 step 10,032: 0.206 here)
     other = m.anonymize(b, targets=[70])
     assert (other - m.anonymize(b, targets=[0]))[~outside].abs().mean() > 0.02
 
